@@ -1,0 +1,110 @@
+//! Builds every service from a [`Config`], binds the listeners, runs until SIGTERM/SIGINT, then shuts down in
+//! order: stop accepting, let sessions finish (up to a deadline), let deliveries in flight report.
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::inbound::{self, Inbound, limits::ConnLimiter, policy::RecipientPolicy};
+use crate::mailbox::maildir::Maildir;
+use crate::queue::Queue;
+use crate::smtp::server::{SessionConfig, SessionLimits};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long sessions may take to finish after shutdown begins.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("server.data_dir: cannot create {}", cfg.data_dir.display()))?;
+    let tls = crate::tls::server_config(cfg.tls_files.as_ref(), &cfg.data_dir, &cfg.hostname)?;
+    let directory = Directory::open(&cfg.data_dir).await?;
+    let (queue, jobs) = Queue::open(&cfg.data_dir, cfg.queue.clone()).await?;
+    let store = Arc::new(Maildir::new(cfg.data_dir.join("mail")));
+    crate::local::start(cfg.local_workers, jobs, store, queue.clone());
+
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let limiter = ConnLimiter::new(cfg.limits.connections, cfg.limits.connections_per_ip);
+    let policy = Arc::new(RecipientPolicy {
+        local_domains: cfg.local_domains.clone(),
+        postmaster: cfg.postmaster.clone(),
+        directory: directory.clone(),
+    });
+    let l = &cfg.limits;
+    let session = Arc::new(SessionConfig {
+        hostname: cfg.hostname.clone(),
+        limits: SessionLimits {
+            message_size: l.message_size,
+            recipients: l.recipients,
+            command_line: l.command_line,
+            text_line: l.text_line,
+            errors: l.errors,
+        },
+        starttls: true,
+    });
+    let mut tasks = Vec::new();
+    for (i, listener) in cfg.listeners.iter().enumerate() {
+        let ctx = Arc::new(Inbound {
+            kind: listener.kind,
+            hostname: cfg.hostname.clone(),
+            session: session.clone(),
+            limits: cfg.limits.clone(),
+            tls: Some(tokio_rustls::TlsAcceptor::from(tls.clone())),
+            policy: policy.clone(),
+            queue: queue.clone(),
+            limiter: limiter.clone(),
+        });
+        for (j, addr) in listener.bind.iter().enumerate() {
+            let socket = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "{}: listener[{i}].bind[{j}]: cannot listen on {addr}",
+                    cfg.path.display()
+                )
+            })?;
+            let local = socket.local_addr()?;
+            tracing::info!(kind = listener.kind.as_str(), addr = %local, "listening");
+            tasks.push(tokio::spawn(inbound::serve(
+                socket,
+                ctx.clone(),
+                shutdown.clone(),
+            )));
+        }
+    }
+    tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "tern started");
+
+    wait_for_signal().await?;
+    tracing::info!(
+        sessions = limiter.active(),
+        "shutting down: no new connections"
+    );
+    trigger.fire();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    while limiter.active() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Deliveries in flight report within a moment; anything unreported is still queued on disk.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.inflight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(
+        sessions_left = limiter.active(),
+        deliveries_left = queue.inflight(),
+        "tern stopped"
+    );
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

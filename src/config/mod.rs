@@ -1,0 +1,319 @@
+//! Configuration: the TOML file (`raw.rs`) checked once into a [`Config`] whose parts each service takes.
+//!
+//! A bad file is refused with the file, the key and the reason, e.g.
+//! `config/tern.toml: listener[0].bind[1]: "127.0.0.1:99999" is not a socket address`.
+
+pub mod raw;
+
+use crate::smtp::{Domain, Mailbox};
+pub use raw::{ListenerKind, RawConfig, StoreKind};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// The shipped default configuration (config/tern.toml), parsed in tests so it cannot rot.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/tern.toml");
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        path: String,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub kind: ListenerKind,
+    pub bind: Vec<SocketAddr>,
+}
+
+/// Limits for SMTP sessions and connections.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub message_size: usize,
+    pub recipients: usize,
+    pub command_line: usize,
+    pub text_line: usize,
+    pub errors: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub connections: usize,
+    pub connections_per_ip: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub max_lifetime: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from, for messages.
+    pub path: PathBuf,
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    pub listeners: Vec<Listener>,
+    /// Certificate and key files; `None` means a self-signed pair in data_dir/tls/.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub local_domains: Vec<Domain>,
+    pub postmaster: Mailbox,
+    pub store: StoreKind,
+    pub limits: Limits,
+    pub queue: QueueSettings,
+    pub local_workers: usize,
+    /// The effective configuration, defaults filled in and paths resolved, for `tern check-config`.
+    pub effective: RawConfig,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text` as if read from `path`; relative paths resolve against `path`'s folder.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        Validator { path: shown, base }.validate(raw, path)
+    }
+
+    pub fn is_local_domain(&self, d: &Domain) -> bool {
+        self.local_domains.contains(d)
+    }
+}
+
+struct Validator {
+    path: String,
+    base: PathBuf,
+}
+
+impl Validator {
+    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        let joined = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        };
+        // Absolute and without `..`, so that the daemon's working directory never matters.
+        let abs = std::path::absolute(&joined).unwrap_or(joined);
+        let mut out = PathBuf::new();
+        for c in abs.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn validate(&self, mut raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+        Domain::parse(&raw.server.hostname, false)
+            .ok()
+            .filter(|d| !d.as_str().starts_with('['))
+            .ok_or_else(|| {
+                self.err(
+                    "server.hostname",
+                    format!("{:?} is not a domain name", raw.server.hostname),
+                )
+            })?;
+        if raw.server.data_dir.is_empty() {
+            return Err(self.err("server.data_dir", "must not be empty"));
+        }
+        let data_dir = self.resolve(&raw.server.data_dir);
+        tracing_subscriber::EnvFilter::try_new(&raw.log.level).map_err(|e| {
+            self.err(
+                "log.level",
+                format!("{:?} is not a log filter: {e}", raw.log.level),
+            )
+        })?;
+
+        if raw.listeners.is_empty() {
+            return Err(self.err("listener", "at least one [[listener]] is needed"));
+        }
+        let mut listeners = Vec::new();
+        for (i, l) in raw.listeners.iter().enumerate() {
+            if l.kind != ListenerKind::Relay {
+                return Err(self.err(
+                    format!("listener[{i}].kind"),
+                    format!(
+                        "{:?} listeners are not available in this version (only \"relay\")",
+                        l.kind.as_str()
+                    ),
+                ));
+            }
+            if l.bind.is_empty() {
+                return Err(self.err(format!("listener[{i}].bind"), "needs at least one address"));
+            }
+            let mut bind = Vec::new();
+            for (j, b) in l.bind.iter().enumerate() {
+                let addr: SocketAddr = b.parse().map_err(|_| {
+                    self.err(
+                        format!("listener[{i}].bind[{j}]"),
+                        format!("{b:?} is not a socket address"),
+                    )
+                })?;
+                bind.push(addr);
+            }
+            listeners.push(Listener { kind: l.kind, bind });
+        }
+
+        let tls_files = match (&raw.tls.cert, &raw.tls.key) {
+            (Some(c), Some(k)) => Some((self.resolve(c), self.resolve(k))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.err("tls.key", "tls.cert is set, so tls.key is needed too"));
+            }
+            (None, Some(_)) => {
+                return Err(self.err("tls.cert", "tls.key is set, so tls.cert is needed too"));
+            }
+        };
+
+        if raw.domains.local.is_empty() {
+            return Err(self.err("domains.local", "at least one local domain is needed"));
+        }
+        let mut local_domains = Vec::new();
+        for (i, d) in raw.domains.local.iter().enumerate() {
+            let domain = Domain::parse(d, true).map_err(|_| {
+                self.err(
+                    format!("domains.local[{i}]"),
+                    format!("{d:?} is not a domain name"),
+                )
+            })?;
+            local_domains.push(domain);
+        }
+        let postmaster = Mailbox::parse(&raw.domains.postmaster, true).map_err(|_| {
+            self.err(
+                "domains.postmaster",
+                format!("{:?} is not an address", raw.domains.postmaster),
+            )
+        })?;
+
+        let l = &raw.limits;
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(self.err(format!("limits.{key}"), "must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("message_size", l.message_size as u64)?;
+        positive("recipients", l.recipients as u64)?;
+        positive("errors", l.errors as u64)?;
+        positive("text_line", l.text_line as u64)?;
+        positive("command_timeout_secs", l.command_timeout_secs)?;
+        positive("data_timeout_secs", l.data_timeout_secs)?;
+        positive("connections", l.connections as u64)?;
+        positive("connections_per_ip", l.connections_per_ip as u64)?;
+        if l.command_line < 512 {
+            return Err(self.err(
+                "limits.command_line",
+                format!("{} is below RFC 5321's minimum of 512", l.command_line),
+            ));
+        }
+        if l.text_line < 998 {
+            return Err(self.err(
+                "limits.text_line",
+                format!("{} is below RFC 5321's 998", l.text_line),
+            ));
+        }
+        let limits = Limits {
+            message_size: l.message_size,
+            recipients: l.recipients,
+            command_line: l.command_line,
+            text_line: l.text_line,
+            errors: l.errors,
+            command_timeout: Duration::from_secs(l.command_timeout_secs),
+            data_timeout: Duration::from_secs(l.data_timeout_secs),
+            connections: l.connections,
+            connections_per_ip: l.connections_per_ip,
+        };
+        let q = &raw.queue;
+        if q.retry_base_secs == 0 {
+            return Err(self.err("queue.retry_base_secs", "must be greater than 0"));
+        }
+        if q.retry_max_secs < q.retry_base_secs {
+            return Err(self.err(
+                "queue.retry_max_secs",
+                "must not be below queue.retry_base_secs",
+            ));
+        }
+        let queue = QueueSettings {
+            retry_base: Duration::from_secs(q.retry_base_secs),
+            retry_max: Duration::from_secs(q.retry_max_secs),
+            max_lifetime: Duration::from_secs(q.max_lifetime_secs),
+        };
+        if raw.delivery.local_workers == 0 || raw.delivery.local_workers > 256 {
+            return Err(self.err("delivery.local_workers", "must be between 1 and 256"));
+        }
+
+        raw.server.data_dir = data_dir.display().to_string();
+        if let Some((c, k)) = &tls_files {
+            raw.tls.cert = Some(c.display().to_string());
+            raw.tls.key = Some(k.display().to_string());
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            hostname: raw.server.hostname.to_ascii_lowercase(),
+            data_dir,
+            log_level: raw.log.level.clone(),
+            listeners,
+            tls_files,
+            local_domains,
+            postmaster,
+            store: raw.store.kind,
+            limits,
+            queue,
+            local_workers: raw.delivery.local_workers,
+            effective: raw,
+        })
+    }
+}
+
+impl Config {
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.effective).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

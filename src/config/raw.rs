@@ -1,0 +1,199 @@
+//! The configuration file as written: serde structs with documented defaults. Validation into
+//! [`super::Config`] happens in `mod.rs`; nothing here opens a socket or a file.
+//!
+//! Every key, its unit and default is documented in docs/configuration.md.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: RawServer,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub tls: RawTls,
+    pub domains: RawDomains,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub queue: RawQueue,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Name in the greeting, EHLO reply and Received: headers.
+    pub hostname: String,
+    /// Queue, databases, mailboxes and the generated TLS key live here. Default: "data".
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+}
+
+fn default_data_dir() -> String {
+    "data".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// tracing filter (error, warn, info, debug, trace or a directive list); RUST_LOG overrides it. Default: "info".
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: default_log_level(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Mail from other MTAs for the local domains (MX role, port 25).
+    Relay,
+    /// Message submission with STARTTLS (RFC 6409, port 587).
+    Submission,
+    /// Message submission over implicit TLS (RFC 8314, port 465).
+    Submissions,
+    /// Final delivery from another MTA (RFC 2033).
+    Lmtp,
+}
+
+impl ListenerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Relay => "relay",
+            ListenerKind::Submission => "submission",
+            ListenerKind::Submissions => "submissions",
+            ListenerKind::Lmtp => "lmtp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub kind: ListenerKind,
+    /// Socket addresses to listen on, e.g. ["0.0.0.0:25", "[::]:25"]. Port 0 picks a free port (tests).
+    pub bind: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain. With `key` absent too, a self-signed certificate is made in data_dir/tls/.
+    pub cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomains {
+    /// Domains whose mail is delivered here.
+    pub local: Vec<String>,
+    /// Where postmaster@ every local domain (and bare <postmaster>) goes.
+    pub postmaster: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// data_dir/mail/<domain>/<local-part>/{tmp,new,cur}.
+    #[default]
+    Maildir,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    #[serde(default)]
+    pub kind: StoreKind,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Largest message in octets, advertised as SIZE. Default: 26214400 (25 MiB).
+    pub message_size: usize,
+    /// Recipients per message. Default: 1000.
+    pub recipients: usize,
+    /// Longest command line in octets, CRLF included. Default: 2048 (RFC 5321 asks for at least 512).
+    pub command_line: usize,
+    /// Longest line of message text in octets, CRLF excluded. Default: 65536.
+    pub text_line: usize,
+    /// 5xx replies in one session before it is closed with 421. Default: 20.
+    pub errors: usize,
+    /// Seconds to wait for the next command (RFC 5321 4.5.3.2.7 asks for at least 300). Default: 300.
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for each block of message data (RFC 5321 4.5.3.2.5). Default: 180.
+    pub data_timeout_secs: u64,
+    /// Concurrent SMTP connections in total. Default: 1000.
+    pub connections: usize,
+    /// Concurrent SMTP connections from one client IP address. Default: 50.
+    pub connections_per_ip: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            message_size: 25 * 1024 * 1024,
+            recipients: 1000,
+            command_line: 2048,
+            text_line: 65536,
+            errors: 20,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+            connections: 1000,
+            connections_per_ip: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQueue {
+    /// Delay before the first retry of a temporary failure, in seconds; doubles each time. Default: 300.
+    pub retry_base_secs: u64,
+    /// Longest delay between retries, in seconds. Default: 14400 (4 h).
+    pub retry_max_secs: u64,
+    /// A message still undelivered after this many seconds fails permanently. Default: 432000 (5 days).
+    pub max_lifetime_secs: u64,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        RawQueue {
+            retry_base_secs: 300,
+            retry_max_secs: 4 * 3600,
+            max_lifetime_secs: 5 * 86400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDelivery {
+    /// Local delivery tasks writing mailboxes in parallel (each fsyncs its own batch). Default: 8.
+    pub local_workers: usize,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        RawDelivery { local_workers: 8 }
+    }
+}

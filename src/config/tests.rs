@@ -1,0 +1,85 @@
+//! The shipped configuration parses; bad configurations give golden error messages.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, Path::new("/etc/tern/tern.toml")).map_err(|e| e.to_string())
+}
+
+const MINIMAL: &str = r#"
+[server]
+hostname = "mx.example.test"
+[[listener]]
+kind = "relay"
+bind = ["127.0.0.1:2525"]
+[domains]
+local = ["example.test"]
+postmaster = "admin@example.test"
+"#;
+
+#[test]
+fn embedded_default_parses_with_data_at_the_repository_root() {
+    let cfg = Config::parse(EMBEDDED_DEFAULT, Path::new("/src/tern/config/tern.toml")).unwrap();
+    assert_eq!(cfg.data_dir, Path::new("/src/tern/data"));
+    assert_eq!(cfg.listeners[0].bind[0].to_string(), "127.0.0.1:2525");
+    assert!(cfg.listeners[0].bind[0].ip().is_loopback());
+    assert_eq!(cfg.limits.connections_per_ip, 50);
+    assert!(cfg.tls_files.is_none());
+}
+
+#[test]
+fn defaults_fill_in_and_relative_paths_resolve_against_the_file() {
+    let cfg = parse(MINIMAL).unwrap();
+    assert_eq!(cfg.data_dir, Path::new("/etc/tern/data"));
+    assert_eq!(cfg.limits.message_size, 26214400);
+    assert_eq!(cfg.limits.command_timeout, Duration::from_secs(300));
+    assert!(cfg.to_toml().contains("data_dir = \"/etc/tern/data\""));
+}
+
+#[test]
+fn golden_errors() {
+    let cases = [
+        (
+            MINIMAL.replace(
+                r#"bind = ["127.0.0.1:2525"]"#,
+                r#"bind = ["127.0.0.1:2525", "127.0.0.1:99999"]"#,
+            ),
+            r#"/etc/tern/tern.toml: listener[0].bind[1]: "127.0.0.1:99999" is not a socket address"#,
+        ),
+        (
+            MINIMAL.replace("mx.example.test", "mx..bad"),
+            r#"/etc/tern/tern.toml: server.hostname: "mx..bad" is not a domain name"#,
+        ),
+        (
+            MINIMAL.replace(
+                r#"postmaster = "admin@example.test""#,
+                r#"postmaster = "admin""#,
+            ),
+            r#"/etc/tern/tern.toml: domains.postmaster: "admin" is not an address"#,
+        ),
+        (
+            MINIMAL.replace(r#"kind = "relay""#, r#"kind = "lmtp""#),
+            r#"/etc/tern/tern.toml: listener[0].kind: "lmtp" listeners are not available in this version (only "relay")"#,
+        ),
+        (
+            format!("{MINIMAL}[limits]\ncommand_line = 100\n"),
+            "/etc/tern/tern.toml: limits.command_line: 100 is below RFC 5321's minimum of 512",
+        ),
+        (
+            format!("{MINIMAL}[tls]\ncert = \"c.pem\"\n"),
+            "/etc/tern/tern.toml: tls.key: tls.cert is set, so tls.key is needed too",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(parse(&text).unwrap_err(), want);
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_with_the_key_named() {
+    let e = parse(&format!("{MINIMAL}[limits]\nmesage_size = 5\n")).unwrap_err();
+    assert!(e.starts_with("/etc/tern/tern.toml: "), "{e}");
+    assert!(e.contains("mesage_size"), "{e}");
+    let e = parse("[server]\nhostname = 5\n").unwrap_err();
+    assert!(e.contains("hostname") || e.contains("string"), "{e}");
+}

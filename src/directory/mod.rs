@@ -1,0 +1,231 @@
+//! Users of the local domains and their argon2id password hashes, in data_dir/tern.db (SQLite).
+//!
+//! Addresses are stored lower-cased, so lookups are case-insensitive as users expect. Hashing and
+//! verification run on the blocking pool, never on the async workers.
+
+use crate::smtp::{Domain, Mailbox};
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use thiserror::Error;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/directory/migrations");
+
+#[derive(Debug, Error)]
+pub enum DirectoryError {
+    #[error("user database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("user database: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("{0:?} is not a valid address for a local user")]
+    BadAddress(String),
+    #[error("{address:?}: domain {domain:?} is not one of [domains] local")]
+    NotLocal { address: String, domain: String },
+    #[error("user {0:?} already exists")]
+    Exists(String),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// One row of `tern user list`.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub address: String,
+    pub has_password: bool,
+    pub created_at: i64,
+}
+
+#[derive(Clone)]
+pub struct Directory {
+    pool: SqlitePool,
+}
+
+/// The database file under data_dir.
+pub fn database_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("tern.db")
+}
+
+impl Directory {
+    pub async fn open(data_dir: &Path) -> Result<Directory, DirectoryError> {
+        let path = database_path(data_dir);
+        let pool = crate::db::open(&path, &MIGRATOR, 4)
+            .await
+            .map_err(|source| DirectoryError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Directory { pool })
+    }
+
+    /// Parses and checks an address for a new user: a plain dot-atom local part that is safe as a folder name.
+    pub fn parse_user_address(
+        address: &str,
+        local_domains: &[Domain],
+    ) -> Result<Mailbox, DirectoryError> {
+        let m = Mailbox::parse(&address.to_lowercase(), true)
+            .map_err(|_| DirectoryError::BadAddress(address.into()))?;
+        let local = m.local_part();
+        if local.starts_with('"')
+            || local.contains('/')
+            || local.contains('\\')
+            || local.starts_with('.')
+        {
+            return Err(DirectoryError::BadAddress(address.into()));
+        }
+        if !local_domains.contains(m.domain()) {
+            return Err(DirectoryError::NotLocal {
+                address: address.into(),
+                domain: m.domain().to_string(),
+            });
+        }
+        Ok(m)
+    }
+
+    pub async fn add_user(
+        &self,
+        address: &Mailbox,
+        password: Option<String>,
+    ) -> Result<(), DirectoryError> {
+        let hash = match password {
+            Some(pw) => Some(hash_password(pw).await?),
+            None => None,
+        };
+        let key = address.to_string().to_lowercase();
+        let result =
+            sqlx::query("INSERT INTO users (address, password_hash, created_at) VALUES (?, ?, ?)")
+                .bind(&key)
+                .bind(hash)
+                .bind(crate::clock::unix_now() as i64)
+                .execute(&self.pool)
+                .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(DirectoryError::Exists(key))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a user; returns whether one existed. The mailbox on disk is left for the administrator.
+    pub async fn delete_user(&self, address: &str) -> Result<bool, DirectoryError> {
+        let r = sqlx::query("DELETE FROM users WHERE address = ?")
+            .bind(address.to_lowercase())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>, DirectoryError> {
+        let rows = sqlx::query(
+            "SELECT address, password_hash IS NOT NULL, created_at FROM users ORDER BY address",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| User {
+                address: r.get(0),
+                has_password: r.get(1),
+                created_at: r.get(2),
+            })
+            .collect())
+    }
+
+    /// The canonical mailbox of a local user, if the address names one (case-insensitively).
+    pub async fn lookup(&self, address: &Mailbox) -> Result<Option<Mailbox>, DirectoryError> {
+        let key = address.to_string().to_lowercase();
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT address FROM users WHERE address = ?")
+                .bind(&key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.and_then(|a| Mailbox::parse(&a, true).ok()))
+    }
+
+    /// Checks a password against the stored hash; false for unknown users and users without a password.
+    pub async fn verify_password(
+        &self,
+        address: &str,
+        password: String,
+    ) -> Result<bool, DirectoryError> {
+        let hash: Option<Option<String>> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE address = ?")
+                .bind(address.to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(Some(hash)) = hash else {
+            return Ok(false);
+        };
+        tokio::task::spawn_blocking(move || {
+            Argon2::default()
+                .verify_password(password.as_bytes(), hash.as_str())
+                .is_ok()
+        })
+        .await
+        .map_err(|e| DirectoryError::Hash(e.to_string()))
+    }
+}
+
+/// argon2id with the crate's recommended parameters and a random salt, as a PHC string.
+async fn hash_password(password: String) -> Result<String, DirectoryError> {
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| DirectoryError::Hash(e.to_string()))
+    })
+    .await
+    .map_err(|e| DirectoryError::Hash(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn users_round_trip_with_argon2id_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Directory::open(dir.path()).await.unwrap();
+        let domains = [Domain::parse("example.test", false).unwrap()];
+        let alice = Directory::parse_user_address("Alice@Example.test", &domains).unwrap();
+        d.add_user(&alice, Some("s3cret".into())).await.unwrap();
+        assert!(matches!(
+            d.add_user(&alice, None).await,
+            Err(DirectoryError::Exists(_))
+        ));
+        let probe = Mailbox::parse("ALICE@example.test", false).unwrap();
+        assert_eq!(
+            d.lookup(&probe).await.unwrap().unwrap().to_string(),
+            "alice@example.test"
+        );
+        assert!(
+            d.verify_password("alice@example.test", "s3cret".into())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !d.verify_password("alice@example.test", "wrong".into())
+                .await
+                .unwrap()
+        );
+        let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
+            .fetch_one(&d.pool)
+            .await
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(d.delete_user("alice@example.test").await.unwrap());
+        assert!(d.lookup(&probe).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn user_addresses_must_be_local_and_safe_as_folder_names() {
+        let domains = [Domain::parse("example.test", false).unwrap()];
+        assert!(matches!(
+            Directory::parse_user_address("a@other.test", &domains),
+            Err(DirectoryError::NotLocal { .. })
+        ));
+        assert!(Directory::parse_user_address("a/b@example.test", &domains).is_err());
+        assert!(Directory::parse_user_address("\"a b\"@example.test", &domains).is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! Our Received: header (RFC 5321 4.4): who sent it, over what, and the queue ID. The `for` clause and the date
+//! are added per recipient at delivery.
+
+use crate::queue::QueueId;
+use std::net::{IpAddr, SocketAddr};
+
+/// TLS parameters of a session, for Received: and logs.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+}
+
+/// `[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 4.1.3).
+pub fn address_literal(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("[{v4}]"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("[{v4}]"),
+            None => format!("[IPv6:{v6}]"),
+        },
+    }
+}
+
+/// The header up to the `for` clause, CRLF-folded, without a final CRLF.
+pub fn received(
+    helo: &str,
+    peer: SocketAddr,
+    tls: Option<&TlsInfo>,
+    hostname: &str,
+    protocol: &str,
+    id: QueueId,
+) -> String {
+    // The HELO name is the client's word: keep it printable and free of the comment delimiters it sits in.
+    let helo: String = helo
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '(' | ')' | ';'))
+        .take(255)
+        .collect();
+    let mut h = format!(
+        "Received: from {helo} (unknown {})",
+        address_literal(peer.ip())
+    );
+    if let Some(t) = tls {
+        h.push_str(&format!(
+            "\r\n\t(using {} with cipher {})",
+            t.version, t.cipher
+        ));
+    }
+    h.push_str(&format!(
+        "\r\n\tby {hostname} (tern) with {protocol} id {id}"
+    ));
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_and_mapped_literals() {
+        assert_eq!(address_literal("::1".parse().unwrap()), "[IPv6:::1]");
+        assert_eq!(
+            address_literal("::ffff:192.0.2.1".parse().unwrap()),
+            "[192.0.2.1]"
+        );
+    }
+
+    #[test]
+    fn received_header_shape() {
+        let id = crate::queue::IdGenerator::after(None).next(1);
+        let tls = TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+        };
+        let h = received(
+            "c(x).test",
+            "127.0.0.1:25".parse().unwrap(),
+            Some(&tls),
+            "mx.example.test",
+            "ESMTPS",
+            id,
+        );
+        assert_eq!(
+            h,
+            "Received: from cx.test (unknown [127.0.0.1])\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\
+             \tby mx.example.test (tern) with ESMTPS id 00000000000001"
+        );
+    }
+}

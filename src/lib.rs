@@ -1,0 +1,19 @@
+//! tern: a mail server daemon. One async binary that receives mail for its own domains (MX), accepts mail from
+//! users' clients (submission), relays to other domains, checks what arrives and delivers it into mailboxes.
+//!
+//! The modules follow the mail flow; docs/architecture.md draws the map:
+//! `inbound` → `queue` → `local` → `mailbox`, with `smtp` (sans-IO protocol core), `config`, `directory`,
+//! `tls`, `db`, `clock` and `shutdown` beside them, and `app` wiring them together.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod directory;
+pub mod inbound;
+pub mod local;
+pub mod mailbox;
+pub mod queue;
+pub mod shutdown;
+pub mod smtp;
+pub mod tls;

@@ -1,0 +1,214 @@
+//! Maildir delivery (<https://cr.yp.to/proto/maildir.html>): write tmp/NAME, fsync it, rename it into new/,
+//! fsync new/. The layout is `<data_dir>/mail/<domain>/<local-part>/{tmp,new,cur}`, which Dovecot, mutt and any
+//! Maildir reader open as they are.
+//!
+//! A batch fsyncs each file but each `new/` folder only once, after all its renames.
+
+use super::{Delivery, MailboxError, MailboxStore};
+use crate::smtp::Mailbox;
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub struct Maildir {
+    root: PathBuf,
+    /// Maildirs known to exist, so that the common case costs no mkdir calls.
+    known: Mutex<HashSet<PathBuf>>,
+}
+
+fn err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> MailboxError + 'a {
+    move |source| MailboxError {
+        path: path.display().to_string(),
+        op,
+        source,
+    }
+}
+
+impl Maildir {
+    /// Mailboxes live under `root` (data_dir/mail).
+    pub fn new(root: PathBuf) -> Maildir {
+        Maildir {
+            root,
+            known: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The Maildir of a mailbox. Local parts of users are checked to be safe folder names when the user is made.
+    pub fn path_of(&self, mailbox: &Mailbox) -> PathBuf {
+        self.root
+            .join(mailbox.domain().as_str())
+            .join(mailbox.local_part().to_lowercase())
+    }
+
+    /// Creates the Maildir and the folders above it, fsyncing each parent whose entries changed.
+    fn ensure(&self, dir: &Path) -> Result<(), MailboxError> {
+        if self.known.lock().map(|k| k.contains(dir)).unwrap_or(false) {
+            return Ok(());
+        }
+        let mut created = Vec::new();
+        let mut missing = Vec::new();
+        let mut p = dir.to_path_buf();
+        while !p.exists() {
+            missing.push(p.clone());
+            if !p.pop() {
+                break;
+            }
+        }
+        for m in missing.iter().rev() {
+            match fs::create_dir(m) {
+                Ok(()) => created.push(m.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(err(m, "mkdir")(e)),
+            }
+        }
+        for sub in ["tmp", "new", "cur"] {
+            let s = dir.join(sub);
+            match fs::create_dir(&s) {
+                Ok(()) => created.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(err(&s, "mkdir")(e)),
+            }
+        }
+        // A new folder is durable once the folder holding its name is fsynced.
+        let mut parents: Vec<PathBuf> = created
+            .iter()
+            .filter_map(|c| c.parent().map(Path::to_path_buf))
+            .collect();
+        parents.sort();
+        parents.dedup();
+        for parent in parents {
+            sync_dir(&parent)?;
+        }
+        if let Ok(mut k) = self.known.lock() {
+            k.insert(dir.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Whether an earlier attempt already put this message into new/ or (read by the user since) cur/.
+    fn already_delivered(dir: &Path, unique: &str) -> bool {
+        let matches = |name: &str| {
+            name.strip_prefix(unique).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with(',') || rest.starts_with(':')
+            })
+        };
+        ["new", "cur"].iter().any(|sub| {
+            fs::read_dir(dir.join(sub))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .any(|e| e.file_name().to_str().is_some_and(matches))
+                })
+                .unwrap_or(false)
+        })
+    }
+
+    fn write_one(&self, item: &Delivery) -> Result<Option<PathBuf>, MailboxError> {
+        let dir = self.path_of(&item.mailbox);
+        self.ensure(&dir)?;
+        if item.check_existing && Self::already_delivered(&dir, &item.unique) {
+            return Ok(Some(dir.join("new")));
+        }
+        let size = item.prefix.len() + item.body.len();
+        let name = format!("{},S={size}", item.unique);
+        let tmp = dir.join("tmp").join(&name);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(err(&tmp, "create"))?;
+        f.write_all(&item.prefix).map_err(err(&tmp, "write"))?;
+        f.write_all(&item.body).map_err(err(&tmp, "write"))?;
+        f.sync_data().map_err(err(&tmp, "fsync"))?;
+        drop(f);
+        let new = dir.join("new").join(&name);
+        fs::rename(&tmp, &new).map_err(err(&new, "rename"))?;
+        Ok(Some(dir.join("new")))
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), MailboxError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err(dir, "fsync"))
+}
+
+impl MailboxStore for Maildir {
+    fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>> {
+        let mut results: Vec<Result<Option<PathBuf>, MailboxError>> =
+            items.iter().map(|i| self.write_one(i)).collect();
+        let mut dirs: Vec<PathBuf> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned().flatten())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs {
+            if let Err(e) = sync_dir(&d) {
+                // The renames into this folder are not known to be durable: report each as failed.
+                for r in results.iter_mut() {
+                    if matches!(r, Ok(Some(p)) if *p == d) {
+                        *r = Err(MailboxError {
+                            path: e.path.clone(),
+                            op: e.op,
+                            source: std::io::Error::new(e.source.kind(), e.source.to_string()),
+                        });
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.map(|_| ())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn item(unique: &str, check: bool) -> Delivery {
+        Delivery {
+            mailbox: Mailbox::parse("Alice@example.test", false).unwrap(),
+            unique: unique.into(),
+            prefix: b"Return-Path: <a@b.test>\n".to_vec(),
+            body: Arc::new(b"Subject: x\n\nhello\n".to_vec()),
+            check_existing: check,
+        }
+    }
+
+    #[test]
+    fn delivers_into_new_and_is_idempotent_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Maildir::new(dir.path().join("mail"));
+        let r = md.deliver(&[item("1.Q1_0.mx", false), item("1.Q2_0.mx", false)]);
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+        let new = dir.path().join("mail/example.test/alice/new");
+        let names: Vec<_> = fs::read_dir(&new)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 2);
+        assert!(dir.path().join("mail/example.test/alice/cur").is_dir());
+        assert_eq!(
+            fs::read_dir(dir.path().join("mail/example.test/alice/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        let content = fs::read(new.join("1.Q1_0.mx,S=42")).unwrap();
+        assert_eq!(content, b"Return-Path: <a@b.test>\nSubject: x\n\nhello\n");
+        // The user read it (moved to cur/ with flags); a retry after a crash must not deliver it again.
+        fs::rename(
+            new.join("1.Q1_0.mx,S=42"),
+            dir.path()
+                .join("mail/example.test/alice/cur/1.Q1_0.mx,S=42:2,S"),
+        )
+        .unwrap();
+        assert!(md.deliver(&[item("1.Q1_0.mx", true)])[0].is_ok());
+        assert_eq!(fs::read_dir(&new).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,38 @@
+//! Mailbox stores: where final delivery writes. Maildir now; the store is chosen by `[store] kind`.
+//!
+//! Calls are blocking (file I/O and fsync) and are made from the blocking pool by `local/`. A store must make
+//! a delivery durable before it reports success, and must be idempotent for deliveries marked `check_existing`
+//! (a retry after a crash must not leave a second copy).
+
+pub mod maildir;
+
+use crate::smtp::Mailbox;
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[error("{path}: {op}: {source}")]
+pub struct MailboxError {
+    pub path: String,
+    pub op: &'static str,
+    pub source: std::io::Error,
+}
+
+/// One copy of a message for one mailbox.
+#[derive(Debug)]
+pub struct Delivery {
+    pub mailbox: Mailbox,
+    /// Unique and stable across attempts for this (message, recipient): the basis of the file name.
+    pub unique: String,
+    /// Headers written before the message (Return-Path:, Received:), LF line endings.
+    pub prefix: Vec<u8>,
+    /// The message, LF line endings, shared by all recipients of a message.
+    pub body: Arc<Vec<u8>>,
+    /// An earlier attempt may have completed: look for it before writing.
+    pub check_existing: bool,
+}
+
+pub trait MailboxStore: Send + Sync {
+    /// Delivers each item; the result at index i belongs to item i. Successes are durable.
+    fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>>;
+}

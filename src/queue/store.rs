@@ -1,0 +1,155 @@
+//! The queue's SQL: one function per statement group, all run by the writer or the scheduler.
+
+use super::{Outcome, OutcomeKind, QueueId, QueuedMessage, QueuedRecipient};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+pub(super) async fn insert(
+    tx: &mut Transaction<'_, Sqlite>,
+    m: &QueuedMessage,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO messages (id, received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(m.id.to_string())
+    .bind(m.received_at as i64)
+    .bind(&m.reverse_path)
+    .bind(&m.body_type)
+    .bind(m.smtputf8)
+    .bind(&m.ret)
+    .bind(&m.envid)
+    .bind(&m.trace)
+    .bind(&m.body[..])
+    .execute(&mut **tx)
+    .await?;
+    for r in &m.recipients {
+        sqlx::query(
+            "INSERT INTO recipients (message_id, idx, forward_path, mailbox, notify, orcpt, state, attempts, next_attempt) \
+             VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?)",
+        )
+        .bind(m.id.to_string())
+        .bind(r.idx)
+        .bind(&r.forward_path)
+        .bind(&r.mailbox)
+        .bind(&r.notify)
+        .bind(&r.orcpt)
+        .bind(m.received_at as i64)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn apply(
+    tx: &mut Transaction<'_, Sqlite>,
+    o: &Outcome,
+) -> Result<(), sqlx::Error> {
+    let id = o.id.to_string();
+    let q = match &o.kind {
+        OutcomeKind::Delivered { reply } => {
+            sqlx::query("UPDATE recipients SET state = 'delivered', attempts = attempts + 1, last_reply = ? WHERE message_id = ? AND idx = ?")
+                .bind(reply)
+        }
+        OutcomeKind::Deferred { reply, next_attempt } => sqlx::query(
+            "UPDATE recipients SET attempts = attempts + 1, next_attempt = ?, last_reply = ? WHERE message_id = ? AND idx = ?",
+        )
+        .bind(*next_attempt as i64)
+        .bind(reply),
+        OutcomeKind::Failed { reply } => {
+            sqlx::query("UPDATE recipients SET state = 'failed', attempts = attempts + 1, last_reply = ? WHERE message_id = ? AND idx = ?")
+                .bind(reply)
+        }
+    };
+    q.bind(&id).bind(o.idx).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Deletes the message if every recipient is delivered (recipient rows go with it, ON DELETE CASCADE).
+pub(super) async fn delete_if_done(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: QueueId,
+) -> Result<(), sqlx::Error> {
+    let id = id.to_string();
+    sqlx::query(
+        "DELETE FROM messages WHERE id = ? AND NOT EXISTS \
+         (SELECT 1 FROM recipients WHERE message_id = ? AND state <> 'delivered')",
+    )
+    .bind(&id)
+    .bind(&id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Every message with queued recipients, with the earliest time one of them is due.
+pub(super) async fn pending(pool: &SqlitePool) -> Result<Vec<(QueueId, u64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT message_id, MIN(next_attempt) FROM recipients WHERE state = 'queued' GROUP BY message_id ORDER BY message_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                QueueId::parse(&r.get::<String, _>(0))?,
+                r.get::<i64, _>(1).max(0) as u64,
+            ))
+        })
+        .collect())
+}
+
+pub(super) async fn max_id(pool: &SqlitePool) -> Result<Option<QueueId>, sqlx::Error> {
+    let id: Option<String> = sqlx::query_scalar("SELECT MAX(id) FROM messages")
+        .fetch_one(pool)
+        .await?;
+    Ok(id.and_then(|s| QueueId::parse(&s)))
+}
+
+/// Loads a message with its recipients that are queued and due at `now`.
+pub(super) async fn load_due(
+    pool: &SqlitePool,
+    id: QueueId,
+    now: u64,
+) -> Result<Option<QueuedMessage>, sqlx::Error> {
+    let key = id.to_string();
+    let Some(row) = sqlx::query(
+        "SELECT received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body FROM messages WHERE id = ?",
+    )
+    .bind(&key)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let recipients = sqlx::query(
+        "SELECT idx, forward_path, mailbox, notify, orcpt, attempts FROM recipients \
+         WHERE message_id = ? AND state = 'queued' AND next_attempt <= ? ORDER BY idx",
+    )
+    .bind(&key)
+    .bind(now as i64)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| QueuedRecipient {
+        idx: r.get(0),
+        forward_path: r.get(1),
+        mailbox: r.get(2),
+        notify: r.get(3),
+        orcpt: r.get(4),
+        attempts: r.get(5),
+    })
+    .collect();
+    Ok(Some(QueuedMessage {
+        id,
+        received_at: row.get::<i64, _>(0).max(0) as u64,
+        reverse_path: row.get(1),
+        body_type: row.get(2),
+        smtputf8: row.get(3),
+        ret: row.get(4),
+        envid: row.get(5),
+        trace: row.get(6),
+        body: row.get(7),
+        recipients,
+    }))
+}

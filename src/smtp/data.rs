@@ -1,0 +1,353 @@
+//! Message content decoders: DATA (dot-stuffed, ended by `<CRLF>.<CRLF>`, RFC 5321 4.1.1.4 and 4.5.2) and
+//! BDAT chunks (RFC 3030, counted octets).
+//!
+//! Both refuse a bare CR or a bare LF anywhere in the content: that is what makes SMTP smuggling
+//! (`<LF>.<LF>`, `<LF>.<CR><LF>`, `<CR>.<CR>` read as an end of data by some other server) impossible
+//! through tern. The only end of DATA is `<CR><LF>.<CR><LF>`; a bare LF never starts a line, so a dot after
+//! it is content. Both also enforce the message size and text line length limits without buffering past them.
+
+/// Why a message body was refused; decided once the whole body has been read so the stream stays in sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentError {
+    TooBig,
+    LineTooLong,
+    BareLf,
+    BareCr,
+}
+
+/// Limits shared by the DATA and BDAT readers.
+#[derive(Debug, Clone, Copy)]
+pub struct ContentLimits {
+    pub max_size: usize,
+    pub max_line: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pos {
+    /// At the start of a line (after CRLF, or at the very start of the data).
+    LineStart,
+    /// A `.` was read at the start of a line.
+    Dot,
+    /// `.` then CR at the start of a line: an LF now ends the data.
+    DotCr,
+    /// Inside a line.
+    InLine,
+    /// A CR inside a line: an LF now ends the line.
+    Cr,
+}
+
+/// Checks and accumulates content: tracks line length, bare CR/LF and the size limit.
+#[derive(Debug)]
+struct Sink {
+    body: Vec<u8>,
+    limits: ContentLimits,
+    line_len: usize,
+    error: Option<ContentError>,
+}
+
+impl Sink {
+    fn new(limits: ContentLimits) -> Sink {
+        Sink {
+            body: Vec::with_capacity(4096),
+            limits,
+            line_len: 0,
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, e: ContentError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+            self.body = Vec::new();
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, b: u8) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.body.len() >= self.limits.max_size {
+            self.fail(ContentError::TooBig);
+            return;
+        }
+        self.body.push(b);
+    }
+
+    #[inline]
+    fn count_line_octet(&mut self) {
+        self.line_len += 1;
+        if self.line_len > self.limits.max_line {
+            self.fail(ContentError::LineTooLong);
+        }
+    }
+
+    fn finish(self) -> Result<Vec<u8>, ContentError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.body),
+        }
+    }
+}
+
+/// Reads DATA content until `<CRLF>.<CRLF>`, removing dot-stuffing.
+#[derive(Debug)]
+pub struct DataReader {
+    pos: Pos,
+    sink: Sink,
+}
+
+impl DataReader {
+    pub fn new(limits: ContentLimits) -> DataReader {
+        DataReader {
+            pos: Pos::LineStart,
+            sink: Sink::new(limits),
+        }
+    }
+
+    /// Consumes bytes from `input`; returns how many were consumed and, when the end of data was found,
+    /// the decoded message (CRLF line endings, dots unstuffed) or why it is refused.
+    pub fn feed(&mut self, input: &[u8]) -> (usize, Option<Result<Vec<u8>, ContentError>>) {
+        for (i, &b) in input.iter().enumerate() {
+            match (self.pos, b) {
+                (Pos::LineStart, b'.') => self.pos = Pos::Dot,
+                (Pos::Dot, b'\r') => self.pos = Pos::DotCr,
+                (Pos::DotCr, b'\n') => {
+                    let limits = self.sink.limits;
+                    let sink = std::mem::replace(&mut self.sink, Sink::new(limits));
+                    return (i + 1, Some(sink.finish()));
+                }
+                (Pos::DotCr, _) => {
+                    // `.` CR then not LF: a bare CR. The stuffed dot itself is dropped.
+                    self.sink.fail(ContentError::BareCr);
+                    self.pos = Pos::InLine;
+                    self.octet(b);
+                }
+                (Pos::LineStart | Pos::InLine | Pos::Dot, _) => {
+                    // RFC 5321 4.5.2: a leading dot followed by more text is removed.
+                    self.pos = Pos::InLine;
+                    self.octet(b);
+                }
+                (Pos::Cr, b'\n') => {
+                    self.sink.push(b'\r');
+                    self.sink.push(b'\n');
+                    self.sink.line_len = 0;
+                    self.pos = Pos::LineStart;
+                }
+                (Pos::Cr, _) => {
+                    self.sink.fail(ContentError::BareCr);
+                    self.pos = Pos::InLine;
+                    self.octet(b);
+                }
+            }
+        }
+        (input.len(), None)
+    }
+
+    /// An octet inside a line (state is `InLine`).
+    #[inline]
+    fn octet(&mut self, b: u8) {
+        match b {
+            b'\r' => self.pos = Pos::Cr,
+            // A bare LF is content, not a line end: it never makes the next `.` an end of data.
+            b'\n' => self.sink.fail(ContentError::BareLf),
+            _ => {
+                self.sink.count_line_octet();
+                self.sink.push(b);
+            }
+        }
+    }
+}
+
+/// Accumulates BDAT chunks (no dot-stuffing) and checks them the same way; a CRLF may span two chunks.
+#[derive(Debug)]
+pub struct ChunkReader {
+    sink: Sink,
+    after_cr: bool,
+    /// Octets still to read in the current chunk.
+    pub remaining: usize,
+    /// Whether the current chunk was sent with LAST.
+    pub last: bool,
+    /// Octets of the current chunk, for its reply.
+    pub chunk_size: usize,
+}
+
+impl ChunkReader {
+    pub fn new(limits: ContentLimits) -> ChunkReader {
+        ChunkReader {
+            sink: Sink::new(limits),
+            after_cr: false,
+            remaining: 0,
+            last: false,
+            chunk_size: 0,
+        }
+    }
+
+    pub fn begin_chunk(&mut self, size: usize, last: bool) {
+        self.remaining = size;
+        self.chunk_size = size;
+        self.last = last;
+        if size
+            > self
+                .sink
+                .limits
+                .max_size
+                .saturating_sub(self.sink.body.len())
+        {
+            // Known too big from the announced size: refuse without buffering, but still read the octets.
+            self.sink.fail(ContentError::TooBig);
+        }
+    }
+
+    /// Consumes up to `remaining` bytes of `input`; returns how many were consumed.
+    pub fn feed(&mut self, input: &[u8]) -> usize {
+        let n = input.len().min(self.remaining);
+        for &b in &input[..n] {
+            match (self.after_cr, b) {
+                (true, b'\n') => {
+                    self.after_cr = false;
+                    self.sink.line_len = 0;
+                    self.sink.push(b);
+                }
+                (true, _) => {
+                    self.sink.fail(ContentError::BareCr);
+                    self.after_cr = b == b'\r';
+                }
+                (false, b'\r') => {
+                    self.after_cr = true;
+                    self.sink.push(b);
+                }
+                (false, b'\n') => self.sink.fail(ContentError::BareLf),
+                (false, _) => {
+                    self.sink.count_line_octet();
+                    self.sink.push(b);
+                }
+            }
+        }
+        self.remaining -= n;
+        n
+    }
+
+    /// The refusal already decided for this message, if any.
+    pub fn error(&self) -> Option<ContentError> {
+        self.sink.error
+    }
+
+    pub fn size_so_far(&self) -> usize {
+        self.sink.body.len()
+    }
+
+    /// The whole message after the LAST chunk.
+    pub fn finish(mut self) -> Result<Vec<u8>, ContentError> {
+        if self.after_cr {
+            self.sink.fail(ContentError::BareCr);
+        }
+        self.sink.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ContentLimits = ContentLimits {
+        max_size: 1 << 20,
+        max_line: 1000,
+    };
+
+    /// Feeds `input` split at `split` and returns (consumed, outcome).
+    fn run(input: &[u8], split: usize) -> (usize, Option<Result<Vec<u8>, ContentError>>) {
+        let mut r = DataReader::new(LIMITS);
+        let (a, b) = input.split_at(split.min(input.len()));
+        let (n, out) = r.feed(a);
+        if out.is_some() {
+            return (n, out);
+        }
+        let (m, out) = r.feed(b);
+        (n + m, out)
+    }
+
+    fn all_splits(input: &[u8]) -> (usize, Option<Result<Vec<u8>, ContentError>>) {
+        let first = run(input, 0);
+        for split in 1..=input.len() {
+            assert_eq!(
+                run(input, split),
+                first,
+                "split at {split} of {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        first
+    }
+
+    #[test]
+    fn ends_only_at_crlf_dot_crlf_and_unstuffs() {
+        let input = b"Subject: x\r\n\r\n..leading dot\r\n.\r\nNEXT";
+        let (n, out) = all_splits(input);
+        assert_eq!(n, input.len() - 4);
+        assert_eq!(out.unwrap().unwrap(), b"Subject: x\r\n\r\n.leading dot\r\n");
+    }
+
+    #[test]
+    fn empty_message() {
+        assert_eq!(all_splits(b".\r\n").1.unwrap().unwrap(), b"");
+    }
+
+    #[test]
+    fn smuggling_sequences_neither_end_nor_split_the_message() {
+        for seq in [&b"\n.\n"[..], b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r"] {
+            let mut input = b"a\r\nb".to_vec();
+            input.extend_from_slice(seq);
+            input.extend_from_slice(b"MAIL FROM:<x@evil.test>\r\n.\r\n");
+            let (n, out) = all_splits(&input);
+            assert_eq!(n, input.len(), "{seq:?} ended the data early");
+            let err = out.unwrap().unwrap_err();
+            assert!(
+                matches!(err, ContentError::BareLf | ContentError::BareCr),
+                "{seq:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn size_and_line_limits_do_not_buffer_past_the_limit() {
+        let mut r = DataReader::new(ContentLimits {
+            max_size: 10,
+            max_line: 1000,
+        });
+        let (_, out) = r.feed(b"0123456789abcdef\r\n.\r\n");
+        assert_eq!(out.unwrap(), Err(ContentError::TooBig));
+        let mut r = DataReader::new(ContentLimits {
+            max_size: 100,
+            max_line: 4,
+        });
+        let (_, out) = r.feed(b"abcd\r\nabcde\r\n.\r\n");
+        assert_eq!(out.unwrap(), Err(ContentError::LineTooLong));
+    }
+
+    #[test]
+    fn chunks_accept_crlf_across_a_boundary_and_refuse_bare_lf() {
+        let mut c = ChunkReader::new(LIMITS);
+        c.begin_chunk(3, false);
+        assert_eq!(c.feed(b"ab\rEXTRA"), 3);
+        c.begin_chunk(2, true);
+        assert_eq!(c.feed(b"\nc"), 2);
+        assert_eq!(c.finish().unwrap(), b"ab\r\nc");
+        let mut c = ChunkReader::new(LIMITS);
+        c.begin_chunk(4, true);
+        c.feed(b"a\n.\n");
+        assert_eq!(c.finish(), Err(ContentError::BareLf));
+    }
+
+    #[test]
+    fn announced_chunk_over_the_limit_is_refused_without_buffering() {
+        let mut c = ChunkReader::new(ContentLimits {
+            max_size: 5,
+            max_line: 1000,
+        });
+        c.begin_chunk(1_000_000, true);
+        assert_eq!(c.feed(&[b'a'; 1000]), 1000);
+        assert_eq!(c.size_so_far(), 0);
+        assert_eq!(c.remaining, 999_000);
+    }
+}

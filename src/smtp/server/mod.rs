@@ -1,0 +1,428 @@
+//! The server side of an SMTP session as a state machine: fed bytes, it yields [`Action`]s for the I/O driver
+//! (send a reply, judge a recipient, store a message, start TLS, close). It never touches a socket, a clock,
+//! DNS or disk, so every dialogue is a unit test (see `tests.rs`).
+//!
+//! Replies are queued in order, which is what RFC 2920 pipelining needs: the driver flushes them whenever the
+//! session has consumed all input it has and asks for more.
+
+mod handlers;
+#[cfg(test)]
+mod tests;
+
+use super::address::{ForwardPath, Mailbox, ReversePath};
+use super::command::{MailParams, RcptParams};
+use super::data::{ChunkReader, ContentLimits, DataReader};
+use super::reply::Reply;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Limits a session enforces itself. Connection counts and timeouts belong to the driver.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Largest message accepted, in octets (SIZE is advertised with it).
+    pub message_size: usize,
+    /// Accepted recipients per message; more get 452 4.5.3.
+    pub recipients: usize,
+    /// Longest command line including CRLF.
+    pub command_line: usize,
+    /// Longest line of message text excluding CRLF.
+    pub text_line: usize,
+    /// Permanent (5xx) replies before the session is closed with 421.
+    pub errors: usize,
+}
+
+/// What a session is configured with; shared by all sessions of a listener.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub hostname: String,
+    pub limits: SessionLimits,
+    /// STARTTLS can be offered (a certificate is loaded and the connection is not TLS yet).
+    pub starttls: bool,
+}
+
+/// What the I/O driver must do next.
+#[derive(Debug)]
+pub enum Action {
+    /// Send this reply (the driver may hold it until input runs dry, for pipelining).
+    Reply(Reply),
+    /// Judge this recipient, then call [`Session::recipient_verdict`].
+    CheckRecipient(ForwardPath),
+    /// A complete message: store it, then call [`Session::message_stored`] with the reply to give.
+    Message(Box<Envelope>, Vec<u8>),
+    /// Send pending replies, perform the TLS handshake, then call [`Session::tls_established`].
+    StartTls,
+    /// Send pending replies and close the connection.
+    Close,
+}
+
+/// A verdict on a recipient from the driver's policy.
+#[derive(Debug)]
+pub enum RcptVerdict {
+    /// Deliver to this mailbox (the forward-path itself, or the local mailbox it maps to).
+    Accept(Mailbox),
+    Refuse(Reply),
+}
+
+/// An accepted recipient: its forward-path as given, its DSN parameters and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub forward_path: ForwardPath,
+    pub params: RcptParams,
+    pub mailbox: Mailbox,
+}
+
+/// The envelope of one transaction, with what the trace header needs to know about the session.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub reverse_path: ReversePath,
+    pub params: MailParams,
+    pub recipients: Vec<Recipient>,
+    /// The HELO/EHLO argument.
+    pub helo: String,
+    /// RFC 3848 / RFC 6531 protocol name for the Received: header (ESMTP, ESMTPS, UTF8SMTPS, ...).
+    pub protocol: &'static str,
+}
+
+#[derive(Debug, Clone)]
+struct Transaction {
+    reverse_path: ReversePath,
+    params: MailParams,
+    recipients: Vec<Recipient>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// No transaction: before MAIL, or after one ended.
+    Idle,
+    /// MAIL accepted; RCPTs are being collected.
+    Envelope(Transaction),
+    /// After 354: reading dot-stuffed content.
+    Data(Transaction, DataReader),
+    /// Inside a BDAT transaction: reading a chunk, or between chunks.
+    Chunking(Transaction, ChunkReader),
+}
+
+/// What the driver owes the session before it can go on.
+#[derive(Debug)]
+enum Waiting {
+    Nothing,
+    Recipient(ForwardPath, RcptParams),
+    Message,
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+struct Hello {
+    name: String,
+    extended: bool,
+}
+
+/// One SMTP server session.
+#[derive(Debug)]
+pub struct Session {
+    cfg: Arc<SessionConfig>,
+    input: Vec<u8>,
+    pos: usize,
+    phase: Phase,
+    hello: Option<Hello>,
+    tls: bool,
+    errors: usize,
+    /// Octets of a BDAT chunk to read and throw away (the command was refused), then this reply.
+    skip: Option<(usize, Reply)>,
+    /// An over-long command line is being discarded up to its LF.
+    discarding_line: bool,
+    out: VecDeque<Action>,
+    waiting: Waiting,
+    closed: bool,
+}
+
+impl Session {
+    pub fn new(cfg: Arc<SessionConfig>) -> Session {
+        Session {
+            cfg,
+            input: Vec::new(),
+            pos: 0,
+            phase: Phase::Idle,
+            hello: None,
+            tls: false,
+            errors: 0,
+            skip: None,
+            discarding_line: false,
+            out: VecDeque::new(),
+            waiting: Waiting::Nothing,
+            closed: false,
+        }
+    }
+
+    /// A session on a connection that is already TLS (implicit TLS, RFC 8314).
+    pub fn new_tls(cfg: Arc<SessionConfig>) -> Session {
+        let mut s = Session::new(cfg);
+        s.tls = true;
+        s
+    }
+
+    /// The 220 greeting (RFC 5321 4.2 forbids nothing, but RFC 2034 keeps enhanced codes off it).
+    pub fn greeting(&self) -> Reply {
+        Reply::plain(220, vec![format!("{} ESMTP tern", self.cfg.hostname)])
+    }
+
+    /// Bytes read from the client.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        if self.closed {
+            return;
+        }
+        if self.pos > 0 && self.pos == self.input.len() {
+            self.input.clear();
+            self.pos = 0;
+        }
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// Whether the session is reading message content (the driver applies the data timeout).
+    pub fn in_data(&self) -> bool {
+        matches!(self.phase, Phase::Data(..))
+            || matches!(&self.phase, Phase::Chunking(_, c) if c.remaining > 0)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed && self.out.is_empty()
+    }
+
+    /// Whether a transaction (MAIL given, message not yet complete) is open.
+    pub fn in_transaction(&self) -> bool {
+        !matches!(self.phase, Phase::Idle)
+    }
+
+    /// The next action, or `None` when the session needs more input (or a verdict it asked for).
+    pub fn poll(&mut self) -> Option<Action> {
+        loop {
+            if let Some(a) = self.out.pop_front() {
+                return Some(a);
+            }
+            if self.closed || !matches!(self.waiting, Waiting::Nothing) {
+                return None;
+            }
+            if !self.step() {
+                return self.out.pop_front();
+            }
+        }
+    }
+
+    /// Consumes some input; returns false when nothing more can be done without more bytes.
+    fn step(&mut self) -> bool {
+        let avail = &self.input[self.pos..];
+        if let Some((remaining, _)) = &mut self.skip {
+            let n = avail.len().min(*remaining);
+            *remaining -= n;
+            self.pos += n;
+            if *remaining == 0 {
+                if let Some((_, reply)) = self.skip.take() {
+                    self.reply(reply);
+                }
+                return true;
+            }
+            return false;
+        }
+        match &mut self.phase {
+            Phase::Data(_, reader) => {
+                if avail.is_empty() {
+                    return false;
+                }
+                let (n, done) = reader.feed(avail);
+                self.pos += n;
+                match done {
+                    Some(result) => {
+                        self.finish_message(result);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Phase::Chunking(_, chunk) if chunk.remaining > 0 => {
+                if avail.is_empty() {
+                    return false;
+                }
+                let n = chunk.feed(avail);
+                self.pos += n;
+                if chunk.remaining == 0 {
+                    self.finish_chunk();
+                }
+                true
+            }
+            _ => self.command_step(),
+        }
+    }
+
+    /// Reads one command line if a whole one is buffered.
+    fn command_step(&mut self) -> bool {
+        let avail = &self.input[self.pos..];
+        let Some(lf) = avail.iter().position(|&b| b == b'\n') else {
+            if avail.len() > self.cfg.limits.command_line {
+                // Keep nothing of an over-long line; its end will be found and answered with 500.
+                self.discarding_line = true;
+                self.pos = self.input.len();
+            }
+            return false;
+        };
+        let raw_len = lf + 1;
+        let line_end = if lf > 0 && avail[lf - 1] == b'\r' {
+            lf - 1
+        } else {
+            lf
+        };
+        let line = avail[..line_end].to_vec();
+        self.pos += raw_len;
+        if std::mem::take(&mut self.discarding_line) || raw_len > self.cfg.limits.command_line {
+            self.reply(Reply::command_line_too_long(self.cfg.limits.command_line));
+            return true;
+        }
+        match String::from_utf8(line) {
+            Ok(line) => self.handle_line(&line),
+            Err(_) => self.reply(Reply::syntax("command line is not valid UTF-8")),
+        }
+        true
+    }
+
+    /// Queues a reply; a permanent one counts toward the error limit, which closes the session with 421.
+    fn reply(&mut self, reply: Reply) {
+        let permanent = reply.is_permanent();
+        self.out.push_back(Action::Reply(reply));
+        if permanent {
+            self.errors += 1;
+            if self.errors >= self.cfg.limits.errors {
+                self.out.push_back(Action::Reply(Reply::too_many_errors()));
+                self.close();
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.out.push_back(Action::Close);
+        self.closed = true;
+    }
+
+    /// The driver's verdict on the recipient asked for with [`Action::CheckRecipient`].
+    pub fn recipient_verdict(&mut self, verdict: RcptVerdict) {
+        let Waiting::Recipient(forward_path, params) =
+            std::mem::replace(&mut self.waiting, Waiting::Nothing)
+        else {
+            return;
+        };
+        match (verdict, &mut self.phase) {
+            (RcptVerdict::Accept(mailbox), Phase::Envelope(tx)) => {
+                if !tx
+                    .recipients
+                    .iter()
+                    .any(|r| r.mailbox == mailbox && r.forward_path == forward_path)
+                {
+                    tx.recipients.push(Recipient {
+                        forward_path,
+                        params,
+                        mailbox,
+                    });
+                }
+                self.reply(Reply::recipient_ok());
+            }
+            (RcptVerdict::Accept(_), _) => self.reply(Reply::bad_sequence("no transaction")),
+            (RcptVerdict::Refuse(reply), _) => self.reply(reply),
+        }
+    }
+
+    /// The driver stored (or failed to store) the message from [`Action::Message`]; `reply` says which.
+    pub fn message_stored(&mut self, reply: Reply) {
+        if matches!(self.waiting, Waiting::Message) {
+            self.waiting = Waiting::Nothing;
+            self.reply(reply);
+        }
+    }
+
+    /// The TLS handshake after STARTTLS succeeded: the session starts over, as RFC 3207 4.2 requires.
+    pub fn tls_established(&mut self) {
+        if matches!(self.waiting, Waiting::Tls) {
+            self.waiting = Waiting::Nothing;
+            self.tls = true;
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The protocol name for Received: (RFC 3848; RFC 6531 3.7.3 for the UTF8 forms).
+    fn protocol(&self, smtputf8: bool) -> &'static str {
+        let extended = self.hello.as_ref().is_some_and(|h| h.extended);
+        match (extended || self.tls, self.tls, smtputf8 && extended) {
+            (_, true, true) => "UTF8SMTPS",
+            (_, false, true) => "UTF8SMTP",
+            (_, true, false) => "ESMTPS",
+            (true, false, false) => "ESMTP",
+            (false, false, false) => "SMTP",
+        }
+    }
+
+    fn finish_message(&mut self, result: Result<Vec<u8>, super::data::ContentError>) {
+        let tx = match std::mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::Data(tx, _) | Phase::Chunking(tx, _) => tx,
+            other => {
+                self.phase = other;
+                return;
+            }
+        };
+        match result {
+            Ok(body) => {
+                let envelope = Envelope {
+                    protocol: self.protocol(tx.params.smtputf8),
+                    helo: self
+                        .hello
+                        .as_ref()
+                        .map(|h| h.name.clone())
+                        .unwrap_or_default(),
+                    reverse_path: tx.reverse_path,
+                    params: tx.params,
+                    recipients: tx.recipients,
+                };
+                self.waiting = Waiting::Message;
+                self.out
+                    .push_back(Action::Message(Box::new(envelope), body));
+            }
+            Err(e) => self.reply(content_refusal(e, &self.cfg.limits)),
+        }
+    }
+
+    fn finish_chunk(&mut self) {
+        let Phase::Chunking(_, chunk) = &mut self.phase else {
+            return;
+        };
+        if chunk.last {
+            let Phase::Chunking(tx, chunk) = std::mem::replace(&mut self.phase, Phase::Idle) else {
+                return;
+            };
+            self.phase = Phase::Chunking(tx, ChunkReader::new(self.content_limits()));
+            self.finish_message(chunk.finish());
+        } else if let Some(e) = chunk.error() {
+            // RFC 3030 4.2: a failed chunk fails the transaction; later chunks are read and refused with 503.
+            self.phase = Phase::Idle;
+            self.reply(content_refusal(e, &self.cfg.limits));
+        } else {
+            let n = chunk.chunk_size;
+            self.reply(Reply::chunk_received(n));
+        }
+    }
+
+    fn content_limits(&self) -> ContentLimits {
+        ContentLimits {
+            max_size: self.cfg.limits.message_size,
+            max_line: self.cfg.limits.text_line,
+        }
+    }
+}
+
+fn content_refusal(e: super::data::ContentError, limits: &SessionLimits) -> Reply {
+    use super::data::ContentError;
+    match e {
+        ContentError::TooBig => Reply::message_too_big(limits.message_size),
+        ContentError::LineTooLong => Reply::text_line_too_long(limits.text_line),
+        ContentError::BareLf => Reply::bare_line_ending("LF"),
+        ContentError::BareCr => Reply::bare_line_ending("CR"),
+    }
+}

@@ -1,0 +1,124 @@
+//! rustls server configuration: certificate and key from `[tls]`, or a self-signed pair for server.hostname made
+//! once in data_dir/tls/ on first start (so that STARTTLS works out of the box; remote MTAs use opportunistic
+//! TLS and do not verify it, RFC 7435).
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("cannot make a self-signed certificate for {hostname:?}: {reason}")]
+    Generate { hostname: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn file_err(path: &Path, reason: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Where the self-signed pair lives.
+pub fn self_signed_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = data_dir.join("tls");
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// Loads `files`, or the self-signed pair (made now if missing), into a server configuration.
+pub fn server_config(
+    files: Option<&(PathBuf, PathBuf)>,
+    data_dir: &Path,
+    hostname: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let (cert, key) = match files {
+        Some((c, k)) => (c.clone(), k.clone()),
+        None => {
+            let (c, k) = self_signed_paths(data_dir);
+            if !c.exists() || !k.exists() {
+                make_self_signed(&c, &k, hostname)?;
+                tracing::info!(cert = %c.display(), "made a self-signed TLS certificate for {hostname}");
+            }
+            (c, k)
+        }
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .map_err(|e| file_err(&cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(&cert, e))?;
+    if chain.is_empty() {
+        return Err(file_err(&cert, "no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| file_err(&key, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)?;
+    Ok(Arc::new(config))
+}
+
+fn make_self_signed(cert: &Path, key: &Path, hostname: &str) -> Result<(), TlsError> {
+    let generated =
+        rcgen::generate_simple_self_signed(vec![hostname.to_string()]).map_err(|e| {
+            TlsError::Generate {
+                hostname: hostname.into(),
+                reason: e.to_string(),
+            }
+        })?;
+    if let Some(dir) = cert.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    }
+    write_private(key, generated.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(cert, generated.cert.pem()).map_err(|e| file_err(cert, e))?;
+    Ok(())
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| file_err(path, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| file_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn self_signed_pair_is_made_once_with_a_private_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        super::server_config(None, dir.path(), "mx.example.test").unwrap();
+        let (cert, key) = super::self_signed_paths(dir.path());
+        let first = std::fs::read(&cert).unwrap();
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        super::server_config(None, dir.path(), "mx.example.test").unwrap();
+        assert_eq!(std::fs::read(&cert).unwrap(), first);
+    }
+
+    #[test]
+    fn missing_files_name_the_path() {
+        let files = ("/nonexistent/c.pem".into(), "/nonexistent/k.pem".into());
+        let e = super::server_config(Some(&files), std::path::Path::new("/tmp"), "mx").unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/c.pem: "), "{e}");
+    }
+}
