@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `tern` binary on loopback, driven over TCP like a remote MTA would.
 
+mod harness;
+
+mod cli;
+mod delivery;
+mod durability;
+mod limits;
+mod protocol;
+mod tls;

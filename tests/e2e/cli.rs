@@ -1,0 +1,110 @@
+//! The command line: check-config, user management while the daemon runs, bad configuration messages.
+
+use crate::harness::{Daemon, Raw, TERN, config_text, tern};
+use std::process::Command;
+
+#[test]
+fn version_and_check_config() {
+    let out = Command::new(TERN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("tern "));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tern.toml"), config_text("")).unwrap();
+    let out = tern(dir.path(), &["check-config"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("message_size = 26214400"), "{text}");
+    assert!(
+        text.contains(&format!("data_dir = \"{}/data\"", dir.path().display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_config_names_file_key_and_reason_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = config_text("").replace(
+        r#"bind = ["127.0.0.1:0"]"#,
+        r#"bind = ["127.0.0.1:0", "127.0.0.1:99999"]"#,
+    );
+    std::fs::write(dir.path().join("tern.toml"), bad).unwrap();
+    let out = tern(dir.path(), &["serve"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "tern: {}/tern.toml: listener[0].bind[1]: \"127.0.0.1:99999\" is not a socket address",
+            dir.path().display()
+        )
+    );
+    let out = Command::new(TERN)
+        .args(["serve", "--config", "/nonexistent/tern.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("tern: /nonexistent/tern.toml: cannot read")
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[tokio::test]
+async fn users_added_while_the_daemon_runs_receive_mail_at_once() {
+    let d = Daemon::start("");
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO client.test").await;
+    c.cmd("MAIL FROM:<a@remote.test>").await;
+    assert_eq!(c.cmd("RCPT TO:<carol@example.test>").await.0, 550);
+    let out = tern(d.dir.path(), &["user", "add", "Carol@example.test"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.cmd("RCPT TO:<carol@example.test>").await.0, 250);
+    let list = String::from_utf8_lossy(&tern(d.dir.path(), &["user", "list"]).stdout).to_string();
+    assert!(list.contains("carol@example.test\tno-login"), "{list}");
+    let out = tern(d.dir.path(), &["user", "add", "x@other.test"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not one of [domains] local"));
+    assert!(
+        tern(d.dir.path(), &["user", "del", "carol@example.test"])
+            .status
+            .success()
+    );
+    assert_eq!(c.cmd("RCPT TO:<carol@example.test>").await.0, 550);
+}
+
+#[test]
+fn password_from_stdin_is_stored_as_argon2id() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tern.toml"), config_text("")).unwrap();
+    let mut child = Command::new(TERN)
+        .args([
+            "user",
+            "add",
+            "dave@example.test",
+            "--password-stdin",
+            "--config",
+        ])
+        .arg(dir.path().join("tern.toml"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let db = std::fs::read(dir.path().join("data/tern.db")).unwrap_or_default();
+    let wal = std::fs::read(dir.path().join("data/tern.db-wal")).unwrap_or_default();
+    let all = [db, wal].concat();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.contains("$argon2id$"), "no argon2id hash stored");
+    assert!(!text.contains("correct horse"), "password stored in clear");
+}

@@ -1,0 +1,342 @@
+//! Starts the real `tern` binary on port 0 with a temporary data folder, and talks to it as clients do: raw
+//! bytes over TCP (for malformed input and exact transcripts) or lettre (an independent SMTP client).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const TERN: &str = env!("CARGO_BIN_EXE_tern");
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub logs: Arc<Mutex<String>>,
+}
+
+pub fn config_text(extra: &str) -> String {
+    format!(
+        r#"
+[server]
+hostname = "mx.example.test"
+data_dir = "data"
+[log]
+level = "info"
+[[listener]]
+kind = "relay"
+bind = ["127.0.0.1:0"]
+[domains]
+local = ["example.test", "example.org"]
+postmaster = "admin@example.test"
+{extra}
+"#
+    )
+}
+
+/// Runs `tern ARGS --config DIR/tern.toml` to completion.
+pub fn tern(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(TERN)
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("tern.toml"))
+        .output()
+        .expect("run tern")
+}
+
+impl Daemon {
+    /// A daemon with users alice@ and bob@example.test, and `extra` appended to its configuration.
+    pub fn start(extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("tern.toml"), config_text(extra)).expect("write config");
+        for user in ["alice@example.test", "bob@example.test"] {
+            let out = tern(dir.path(), &["user", "add", user]);
+            assert!(
+                out.status.success(),
+                "user add: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Self::spawn(dir)
+    }
+
+    /// Starts `tern serve` in an existing folder and waits for its listening line.
+    pub fn spawn(dir: tempfile::TempDir) -> Daemon {
+        let mut child = Command::new(TERN)
+            .args(["serve", "--config"])
+            .arg(dir.path().join("tern.toml"))
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn tern serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening") {
+                    if let Some(addr) = line.split("addr=").nth(1) {
+                        let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("tern did not start: {}", logs.lock().unwrap());
+            }
+        };
+        Daemon {
+            child: Some(child),
+            dir,
+            addr,
+            logs,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no chance to flush or clean anything up.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let dir = tempfile::tempdir().expect("placeholder");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// SIGTERM, then wait for exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe_kill(c.id(), 15);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "tern did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn maildir(&self, address: &str) -> PathBuf {
+        let (local, domain) = address.split_once('@').expect("address");
+        self.dir.path().join("data/mail").join(domain).join(local)
+    }
+
+    /// Files in new/ of a mailbox.
+    pub fn delivered(&self, address: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.maildir(address).join("new"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Waits (bounded) until a mailbox holds at least `n` messages, and returns them.
+    pub fn wait_delivered(&self, address: &str, n: usize) -> Vec<PathBuf> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let files = self.delivered(address);
+            if files.len() >= n || Instant::now() > deadline {
+                return files;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A raw SMTP client: exact bytes out, replies parsed as they come.
+pub struct Raw<S = TcpStream> {
+    pub stream: S,
+    buf: Vec<u8>,
+}
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Raw<TcpStream> {
+    /// Connects and reads the greeting.
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .expect("connect timeout")
+            .expect("connect");
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+        };
+        let (code, _) = raw.reply().await;
+        assert_eq!(code, 220);
+        raw
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Raw<S> {
+    pub fn from_stream(stream: S) -> Raw<S> {
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        tokio::time::timeout(IO_TIMEOUT, self.stream.write_all(bytes))
+            .await
+            .expect("write timeout")
+            .expect("write");
+    }
+
+    /// Reads one (possibly multi-line) reply: its code and its full text.
+    pub async fn reply(&mut self) -> (u16, String) {
+        let mut text = String::new();
+        loop {
+            let line = self.line().await;
+            text.push_str(&line);
+            text.push('\n');
+            if line.len() < 4 || line.as_bytes()[3] == b' ' {
+                let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+                return (code, text.trim_end().to_string());
+            }
+        }
+    }
+
+    /// Sends a command and returns the reply.
+    pub async fn cmd(&mut self, line: &str) -> (u16, String) {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    async fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .expect("read timeout")
+                .expect("read");
+            if n == 0 {
+                return String::new();
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Whether the server has closed the connection (reads until EOF, bounded).
+    pub async fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 256];
+        matches!(
+            tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut chunk)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    /// MAIL, RCPT, DATA and the content (already dot-stuffed, ending with CRLF), returning the final reply.
+    pub async fn send_message(&mut self, from: &str, to: &str, content: &str) -> (u16, String) {
+        let (c, t) = self.cmd(&format!("MAIL FROM:<{from}>")).await;
+        assert_eq!(c, 250, "{t}");
+        let (c, t) = self.cmd(&format!("RCPT TO:<{to}>")).await;
+        assert_eq!(c, 250, "{t}");
+        let (c, t) = self.cmd("DATA").await;
+        assert_eq!(c, 354, "{t}");
+        self.send(content.as_bytes()).await;
+        self.send(b".\r\n").await;
+        self.reply().await
+    }
+}
+
+/// A rustls client that accepts any certificate: the daemon's is self-signed, and this checks TLS use, not PKI.
+pub fn insecure_tls_connector() -> tokio_rustls::TlsConnector {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    #[derive(Debug)]
+    struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
