@@ -4,7 +4,7 @@
 //! once for it. Every attempt logs one line per recipient (queue_id, to, status, reply).
 
 use crate::mailbox::{Delivery, MailboxStore};
-use crate::queue::{Job, Outcome, OutcomeKind, Queue, retry};
+use crate::queue::{Job, Outcome, OutcomeKind, Queue, Report, retry};
 use crate::smtp::Mailbox;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc};
@@ -64,8 +64,8 @@ async fn worker(
                 continue;
             }
         };
-        let outcomes = judge(&batch, &deliveries, results, &queue, started);
-        queue.record(outcomes).await;
+        let reports = judge(&batch, &deliveries, results, &queue, started);
+        queue.record(reports).await;
     }
 }
 
@@ -103,10 +103,17 @@ fn judge(
     results: Vec<Result<(), crate::mailbox::MailboxError>>,
     queue: &Queue,
     started: std::time::Instant,
-) -> Vec<Outcome> {
+) -> Vec<Report> {
     let now = crate::clock::unix_now();
     let s = queue.settings();
-    let mut outcomes = Vec::new();
+    let mut reports: Vec<Report> = batch
+        .iter()
+        .map(|j| Report {
+            id: j.message.id,
+            whole: j.whole,
+            outcomes: Vec::new(),
+        })
+        .collect();
     let mut reported = vec![Vec::new(); batch.len()];
     for (((j, r), d), result) in deliveries.iter().zip(results) {
         let m = &batch[*j].message;
@@ -146,7 +153,7 @@ fn judge(
                 }
             }
         };
-        outcomes.push(Outcome {
+        reports[*j].outcomes.push(Outcome {
             id: m.id,
             idx: rcpt.idx,
             kind,
@@ -158,7 +165,7 @@ fn judge(
             if !reported[j].contains(&r) {
                 let reply = format!("5.1.3 stored mailbox {:?} is not an address", rcpt.mailbox);
                 tracing::error!(queue_id = %job.message.id, to = %rcpt.forward_path, status = "bounced", reply = %reply, "delivery");
-                outcomes.push(Outcome {
+                reports[j].outcomes.push(Outcome {
                     id: job.message.id,
                     idx: rcpt.idx,
                     kind: OutcomeKind::Failed { reply },
@@ -166,7 +173,7 @@ fn judge(
             }
         }
     }
-    outcomes
+    reports
 }
 
 /// Maildir files use the local (LF) line ending; SMTP carries CRLF.

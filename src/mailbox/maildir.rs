@@ -9,6 +9,7 @@ use crate::smtp::Mailbox;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -113,20 +114,69 @@ impl Maildir {
         }
         let size = item.prefix.len() + item.body.len();
         let name = format!("{},S={size}", item.unique);
-        let tmp = dir.join("tmp").join(&name);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(err(&tmp, "create"))?;
-        f.write_all(&item.prefix).map_err(err(&tmp, "write"))?;
-        f.write_all(&item.body).map_err(err(&tmp, "write"))?;
-        f.sync_data().map_err(err(&tmp, "fsync"))?;
-        drop(f);
         let new = dir.join("new").join(&name);
-        fs::rename(&tmp, &new).map_err(err(&new, "rename"))?;
+        // One write call for the whole file.
+        let mut content = Vec::with_capacity(size);
+        content.extend_from_slice(&item.prefix);
+        content.extend_from_slice(&item.body);
+        match write_unnamed_then_link(&dir.join("new"), &new, &content) {
+            Ok(()) => {}
+            Err(Fallback) => {
+                let tmp = dir.join("tmp").join(&name);
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(err(&tmp, "create"))?;
+                f.write_all(&content).map_err(err(&tmp, "write"))?;
+                f.sync_data().map_err(err(&tmp, "fsync"))?;
+                drop(f);
+                fs::rename(&tmp, &new).map_err(err(&new, "rename"))?;
+            }
+        }
         Ok(Some(dir.join("new")))
+    }
+}
+
+/// The unnamed-file path was not available here; use tmp/ and rename.
+struct Fallback;
+
+/// Linux O_TMPFILE: the file is written and fsynced with no name at all, then linked into new/ complete. It
+/// has the atomicity of tmp/ + rename, and the slow part (allocating the inode) runs without holding the
+/// lock of a shared folder. Any failure before the link falls back to tmp/ + rename.
+fn write_unnamed_then_link(new_dir: &Path, target: &Path, content: &[u8]) -> Result<(), Fallback> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(new_dir)
+        .map_err(|_| Fallback)?;
+    f.write_all(content).map_err(|_| Fallback)?;
+    f.sync_data().map_err(|_| Fallback)?;
+    let proc_path =
+        std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).map_err(|_| Fallback)?;
+    let target_c = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(|_| Fallback)?;
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call; the descriptor is open.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            libc::AT_FDCWD,
+            target_c.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        // The same name is already there: this very copy was delivered by an earlier attempt.
+        Some(libc::EEXIST) => Ok(()),
+        _ => Err(Fallback),
     }
 }
 

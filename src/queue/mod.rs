@@ -72,9 +72,31 @@ pub struct QueuedRecipient {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub message: Arc<QueuedMessage>,
+    /// The job holds every recipient the message has left (a fresh message): if all are delivered, the
+    /// message can be deleted without looking at its rows.
+    pub whole: bool,
     /// Loaded from disk (after a restart or a deferral): an earlier attempt may have delivered already, so
     /// delivery must check before writing again.
     pub from_disk: bool,
+}
+
+/// The outcomes of one job.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub id: QueueId,
+    /// From [`Job::whole`].
+    pub whole: bool,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Report {
+    fn all_delivered(&self) -> bool {
+        self.whole
+            && self
+                .outcomes
+                .iter()
+                .all(|o| matches!(o.kind, OutcomeKind::Delivered { .. }))
+    }
 }
 
 /// What happened to one recipient.
@@ -94,7 +116,7 @@ pub enum OutcomeKind {
 
 enum Write {
     Insert(Arc<QueuedMessage>, oneshot::Sender<Result<(), QueueError>>),
-    Outcomes(Vec<Outcome>),
+    Reports(Vec<Report>),
 }
 
 /// A handle on the queue, cheap to clone.
@@ -191,8 +213,8 @@ impl Queue {
     }
 
     /// Records delivery outcomes (committed with the next group).
-    pub async fn record(&self, outcomes: Vec<Outcome>) {
-        if self.writes.send(Write::Outcomes(outcomes)).await.is_err() {
+    pub async fn record(&self, reports: Vec<Report>) {
+        if self.writes.send(Write::Reports(reports)).await.is_err() {
             tracing::error!(
                 "queue: writer is gone; outcomes will be retried from disk after restart"
             );
@@ -226,27 +248,26 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Write>, shared: Arc<Sha
                         let _ = shared.ready.send(Job {
                             message,
                             from_disk: false,
+                            whole: true,
                         });
                     }
                     let _ = done.send(result.clone());
                 }
-                Write::Outcomes(outcomes) => {
-                    let mut done: Vec<QueueId> = outcomes.iter().map(|o| o.id).collect();
-                    done.dedup();
+                Write::Reports(reports) => {
                     if let Ok(mut set) = shared.inflight.lock() {
-                        for id in &done {
-                            set.remove(id);
+                        for r in &reports {
+                            set.remove(&r.id);
                         }
                     }
-                    for o in &outcomes {
+                    for o in reports.iter().flat_map(|r| &r.outcomes) {
                         if let OutcomeKind::Deferred { next_attempt, .. } = o.kind {
                             let _ = shared.schedule.send((next_attempt, o.id));
                         }
                     }
                     if result.is_err() {
                         // Not recorded: try these recipients again from disk shortly.
-                        for id in done {
-                            let _ = shared.schedule.send((crate::clock::unix_now() + 5, id));
+                        for r in &reports {
+                            let _ = shared.schedule.send((crate::clock::unix_now() + 5, r.id));
                         }
                     }
                 }
@@ -257,21 +278,28 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Write>, shared: Arc<Sha
 
 async fn commit(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let mut inserts: Vec<&QueuedMessage> = Vec::new();
+    let mut reports: Vec<&Report> = Vec::new();
     for w in batch {
         match w {
-            Write::Insert(m, _) => store::insert(&mut tx, m).await?,
-            Write::Outcomes(outcomes) => {
-                for o in outcomes {
-                    store::apply(&mut tx, o).await?;
-                }
-                let mut ids: Vec<QueueId> = outcomes.iter().map(|o| o.id).collect();
-                ids.dedup();
-                for id in ids {
-                    store::delete_if_done(&mut tx, id).await?;
-                }
-            }
+            Write::Insert(m, _) => inserts.push(m),
+            Write::Reports(r) => reports.extend(r.iter()),
         }
     }
+    store::insert(&mut tx, &inserts).await?;
+    // The common case, every recipient of a fresh message delivered, is one DELETE for the whole group.
+    let mut finished = Vec::new();
+    for report in reports {
+        if report.all_delivered() {
+            finished.push(report.id);
+            continue;
+        }
+        for o in &report.outcomes {
+            store::apply(&mut tx, o).await?;
+        }
+        store::delete_if_done(&mut tx, report.id).await?;
+    }
+    store::delete(&mut tx, &finished).await?;
     tx.commit().await
 }
 
@@ -307,6 +335,7 @@ async fn scheduler(
                     let _ = shared.ready.send(Job {
                         message: Arc::new(message),
                         from_disk: true,
+                        whole: false,
                     });
                 }
                 Ok(_) => {}

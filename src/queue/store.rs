@@ -1,41 +1,70 @@
 //! The queue's SQL: one function per statement group, all run by the writer or the scheduler.
 
 use super::{Outcome, OutcomeKind, QueueId, QueuedMessage, QueuedRecipient};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
+/// SQLite's default limit on bound parameters in one statement is 32766; stay well below it.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Inserts messages and their recipients with one multi-row statement per table (per 500 rows).
 pub(super) async fn insert(
     tx: &mut Transaction<'_, Sqlite>,
-    m: &QueuedMessage,
+    messages: &[&QueuedMessage],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO messages (id, received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(m.id.to_string())
-    .bind(m.received_at as i64)
-    .bind(&m.reverse_path)
-    .bind(&m.body_type)
-    .bind(m.smtputf8)
-    .bind(&m.ret)
-    .bind(&m.envid)
-    .bind(&m.trace)
-    .bind(&m.body[..])
-    .execute(&mut **tx)
-    .await?;
-    for r in &m.recipients {
-        sqlx::query(
-            "INSERT INTO recipients (message_id, idx, forward_path, mailbox, notify, orcpt, state, attempts, next_attempt) \
-             VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?)",
-        )
-        .bind(m.id.to_string())
-        .bind(r.idx)
-        .bind(&r.forward_path)
-        .bind(&r.mailbox)
-        .bind(&r.notify)
-        .bind(&r.orcpt)
-        .bind(m.received_at as i64)
-        .execute(&mut **tx)
-        .await?;
+    for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO messages (id, received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body) ",
+        );
+        q.push_values(chunk, |mut row, m| {
+            row.push_bind(m.id.to_string())
+                .push_bind(m.received_at as i64)
+                .push_bind(m.reverse_path.clone())
+                .push_bind(m.body_type.clone())
+                .push_bind(m.smtputf8)
+                .push_bind(m.ret.clone())
+                .push_bind(m.envid.clone())
+                .push_bind(m.trace.clone())
+                .push_bind(m.body.clone());
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    let recipients: Vec<(&QueuedMessage, &QueuedRecipient)> = messages
+        .iter()
+        .flat_map(|m| m.recipients.iter().map(move |r| (*m, r)))
+        .collect();
+    for chunk in recipients.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO recipients (message_id, idx, forward_path, mailbox, notify, orcpt, state, attempts, next_attempt) ",
+        );
+        q.push_values(chunk, |mut row, (m, r)| {
+            row.push_bind(m.id.to_string())
+                .push_bind(r.idx)
+                .push_bind(r.forward_path.clone())
+                .push_bind(r.mailbox.clone())
+                .push_bind(r.notify.clone())
+                .push_bind(r.orcpt.clone())
+                .push_bind("queued")
+                .push_bind(0i64)
+                .push_bind(m.received_at as i64);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Deletes messages whose every recipient is delivered (recipient rows go too, ON DELETE CASCADE).
+pub(super) async fn delete(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: &[QueueId],
+) -> Result<(), sqlx::Error> {
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM messages WHERE id IN (");
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.to_string());
+        }
+        q.push(")");
+        q.build().execute(&mut **tx).await?;
     }
     Ok(())
 }

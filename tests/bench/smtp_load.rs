@@ -17,7 +17,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> u16 {
@@ -71,15 +74,21 @@ fn main() {
     let connections = env("BENCH_CONNECTIONS", 50);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("tern.toml");
+    // BENCH_CONFIG appends TOML to the daemon's configuration, e.g. "[delivery]\nlocal_workers = 16".
+    let extra = std::env::var("BENCH_CONFIG").unwrap_or_default();
     std::fs::write(
         &config,
-        "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"data\"\n[log]\nlevel = \"warn,tern::app=info\"\n\
+        format!("[server]\nhostname = \"mx.example.test\"\ndata_dir = \"data\"\n[log]\nlevel = \"warn,tern::app=info\"\n\
          [[listener]]\nkind = \"relay\"\nbind = [\"127.0.0.1:0\"]\n\
-         [domains]\nlocal = [\"example.test\"]\npostmaster = \"alice@example.test\"\n",
+         [domains]\nlocal = [\"example.test\"]\npostmaster = \"alice@example.test\"\n{extra}\n"),
     )
     .expect("config");
     let tern = env!("CARGO_BIN_EXE_tern");
-    let ok = Command::new(tern).args(["user", "add", "alice@example.test", "--config"]).arg(&config).status().expect("tern");
+    let ok = Command::new(tern)
+        .args(["user", "add", "alice@example.test", "--config"])
+        .arg(&config)
+        .status()
+        .expect("tern");
     assert!(ok.success());
     let mut child = Command::new(tern)
         .args(["serve", "--config"])
@@ -96,7 +105,12 @@ fn main() {
             panic!("tern exited before listening");
         }
         if let Some(a) = line.split("addr=").nth(1) {
-            break a.split_whitespace().next().expect("addr").parse().expect("addr");
+            break a
+                .split_whitespace()
+                .next()
+                .expect("addr")
+                .parse()
+                .expect("addr");
         }
     };
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
@@ -138,24 +152,49 @@ fn main() {
     let started = Instant::now() - accepted_secs;
     let deadline = Instant::now() + Duration::from_secs(300);
     let accepted = latencies.len();
-    while std::fs::read_dir(&maildir).map(|d| d.count()).unwrap_or(0) < accepted && Instant::now() < deadline {
+    while std::fs::read_dir(&maildir).map(|d| d.count()).unwrap_or(0) < accepted
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(2));
     }
     let delivered_secs = started.elapsed();
     let delivered = std::fs::read_dir(&maildir).map(|d| d.count()).unwrap_or(0);
     let rss_kb = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
         .unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
 
     let mut sorted = latencies.clone();
     sorted.sort();
-    let pct = |p: f64| sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default();
-    println!("smtp_load: {messages} messages x {size} B over {connections} connections (one message per connection), fsync on");
-    println!("  accepted:  {accepted} in {:.2} s = {:.0} msg/s ({failures} failed)", accepted_secs.as_secs_f64(), accepted as f64 / accepted_secs.as_secs_f64());
-    println!("  delivered: {delivered} in {:.2} s = {:.0} msg/s into the Maildir", delivered_secs.as_secs_f64(), delivered as f64 / delivered_secs.as_secs_f64());
-    println!("  latency after final dot: p50 {:.2} ms, p99 {:.2} ms", pct(0.50).as_secs_f64() * 1e3, pct(0.99).as_secs_f64() * 1e3);
+    let pct = |p: f64| {
+        sorted
+            .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "smtp_load: {messages} messages x {size} B over {connections} connections (one message per connection), fsync on"
+    );
+    println!(
+        "  accepted:  {accepted} in {:.2} s = {:.0} msg/s ({failures} failed)",
+        accepted_secs.as_secs_f64(),
+        accepted as f64 / accepted_secs.as_secs_f64()
+    );
+    println!(
+        "  delivered: {delivered} in {:.2} s = {:.0} msg/s into the Maildir",
+        delivered_secs.as_secs_f64(),
+        delivered as f64 / delivered_secs.as_secs_f64()
+    );
+    println!(
+        "  latency after final dot: p50 {:.2} ms, p99 {:.2} ms",
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3
+    );
     println!("  daemon peak RSS: {rss_kb} kB");
 }
