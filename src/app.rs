@@ -1,8 +1,10 @@
 //! Builds every service from a [`Config`], binds the listeners, runs until SIGTERM/SIGINT, then shuts down in
 //! order: stop accepting, let sessions finish (up to a deadline), let deliveries in flight report.
 
-use crate::config::Config;
+use crate::config::{Config, ListenerKind};
 use crate::directory::Directory;
+use crate::inbound::submission::SubmissionPolicy;
+use crate::inbound::throttle::AuthThrottle;
 use crate::inbound::{self, Inbound, limits::ConnLimiter, policy::RecipientPolicy};
 use crate::mailbox::maildir::Maildir;
 use crate::queue::Queue;
@@ -30,30 +32,50 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         postmaster: cfg.postmaster.clone(),
         directory: directory.clone(),
     });
-    let l = &cfg.limits;
-    let session = Arc::new(SessionConfig {
-        hostname: cfg.hostname.clone(),
-        limits: SessionLimits {
-            message_size: l.message_size,
-            recipients: l.recipients,
-            command_line: l.command_line,
-            text_line: l.text_line,
-            errors: l.errors,
-        },
-        starttls: true,
-    });
-    let mut tasks = Vec::new();
-    for (i, listener) in cfg.listeners.iter().enumerate() {
-        let ctx = Arc::new(Inbound {
-            kind: listener.kind,
+    let submission = Arc::new(SubmissionPolicy::new(
+        cfg.submission.clone(),
+        directory.clone(),
+    ));
+    let throttle = Arc::new(AuthThrottle::new(cfg.auth.clone()));
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let context = |kind: ListenerKind| {
+        let (starttls, auth, require_auth) = match kind {
+            ListenerKind::Relay => (true, cfg.submission.relay_auth, false),
+            ListenerKind::Submission => (true, true, true),
+            ListenerKind::Submissions => (false, true, true),
+            // Local programs through the sendmail socket (and, later, LMTP): no TLS, no AUTH.
+            ListenerKind::Lmtp => (false, false, false),
+        };
+        let l = &cfg.limits;
+        Arc::new(Inbound {
+            kind,
             hostname: cfg.hostname.clone(),
-            session: session.clone(),
+            session: Arc::new(SessionConfig {
+                hostname: cfg.hostname.clone(),
+                limits: SessionLimits {
+                    message_size: l.message_size,
+                    recipients: l.recipients,
+                    command_line: l.command_line,
+                    text_line: l.text_line,
+                    errors: l.errors,
+                },
+                starttls,
+                auth,
+                require_auth,
+            }),
             limits: cfg.limits.clone(),
-            tls: Some(tokio_rustls::TlsAcceptor::from(tls.clone())),
+            tls: Some(acceptor.clone()),
             policy: policy.clone(),
+            submission: submission.clone(),
+            throttle: throttle.clone(),
+            directory: directory.clone(),
             queue: queue.clone(),
             limiter: limiter.clone(),
-        });
+        })
+    };
+    let mut tasks = Vec::new();
+    for (i, listener) in cfg.listeners.iter().enumerate() {
+        let ctx = context(listener.kind);
         for (j, addr) in listener.bind.iter().enumerate() {
             let socket = tokio::net::TcpListener::bind(addr).await.with_context(|| {
                 format!(
@@ -70,6 +92,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             )));
         }
     }
+    let sendmail = bind_sendmail_socket(&cfg.sendmail_socket)?;
+    tracing::info!(socket = %cfg.sendmail_socket.display(), "listening for tern sendmail");
+    tasks.push(tokio::spawn(inbound::serve_local(
+        sendmail,
+        context(ListenerKind::Lmtp),
+        shutdown.clone(),
+    )));
     tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "tern started");
 
     wait_for_signal().await?;
@@ -96,6 +125,25 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         "tern stopped"
     );
     Ok(())
+}
+
+/// Binds the sendmail socket, replacing a stale one from an earlier run; any local user may write to it, as
+/// any local user may run sendmail.
+fn bind_sendmail_socket(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        anyhow::ensure!(
+            meta.file_type().is_socket(),
+            "sendmail.socket: {} exists and is not a socket",
+            path.display()
+        );
+        std::fs::remove_file(path)
+            .with_context(|| format!("sendmail.socket: cannot replace {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("sendmail.socket: cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

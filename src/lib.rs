@@ -14,6 +14,8 @@ pub mod inbound;
 pub mod local;
 pub mod mailbox;
 pub mod queue;
+pub mod sasl;
+pub mod sendmail;
 pub mod shutdown;
 pub mod smtp;
 pub mod tls;

@@ -37,6 +37,23 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Look at the queue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+    /// Read a message on standard input and queue it, as /usr/sbin/sendmail does (a symlink named
+    /// `sendmail` to tern behaves the same): sendmail [-t] [-i] [-f sender] [-F name] [recipients...]
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Messages in the queue with each recipient's state.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -52,10 +69,38 @@ enum UserAction {
     List,
     /// Delete a user (the mailbox on disk is kept).
     Del { address: String },
+    /// Change a user's sending rules and limits (unset ones keep the [submission] defaults).
+    Set {
+        address: String,
+        /// own: MAIL FROM and From: must be the user's addresses; any: the user may send as anyone.
+        #[arg(long, value_parser = ["own", "any"])]
+        sender_policy: Option<String>,
+        #[arg(long)]
+        max_messages_per_hour: Option<u32>,
+        #[arg(long)]
+        max_recipients: Option<usize>,
+        /// In octets.
+        #[arg(long)]
+        max_message_size: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
+    // Invoked as `sendmail` (a symlink at /usr/sbin/sendmail): everything after the name is sendmail's.
+    let argv: Vec<String> = std::env::args().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str());
+    if invoked_as == Some("sendmail") {
+        let config = std::env::var_os("TERN_CONFIG")
+            .map_or_else(|| PathBuf::from("/etc/tern/tern.toml"), PathBuf::from);
+        return sendmail(&config, &argv[1..]);
+    }
     let cli = Cli::parse();
+    if let Command::Sendmail { args } = &cli.command {
+        return sendmail(&cli.config, args);
+    }
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -105,6 +150,72 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { action } => user(action, cfg).await,
+        Command::Queue {
+            action: QueueAction::List,
+        } => queue_list(cfg).await,
+        Command::Sendmail { .. } => Ok(()),
+    }
+}
+
+async fn queue_list(cfg: Config) -> anyhow::Result<()> {
+    let messages = tern::queue::list(&cfg.data_dir).await?;
+    if messages.is_empty() {
+        println!("queue is empty");
+    }
+    for m in messages {
+        let age = tern::clock::unix_now().saturating_sub(m.received_at.max(0) as u64);
+        println!(
+            "{}  {:>8} B  age {age}s  from <{}>",
+            m.id, m.size, m.reverse_path
+        );
+        for r in m.recipients {
+            let next = if r.state == "queued" {
+                format!(" next {}", r.next_attempt)
+            } else {
+                String::new()
+            };
+            let reply = r.last_reply.map(|l| format!(" ({l})")).unwrap_or_default();
+            println!(
+                "    {:<8} {:<6} <{}> attempts {}{next}{reply}",
+                r.state, r.transport, r.forward_path, r.attempts
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The sendmail interface: exit codes from sysexits.h, messages on standard error.
+fn sendmail(config: &std::path::Path, args: &[String]) -> ExitCode {
+    use tern::sendmail::{self as sm, exit};
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return ExitCode::from(78);
+        }
+    };
+    let run = || -> Result<String, sm::Failure> {
+        let opts = sm::parse_args(args)?;
+        let mut message = sm::read_message(std::io::stdin().lock(), opts.ignore_dots)?;
+        let mut recipients = opts.recipients.clone();
+        if opts.extract_recipients {
+            let (found, without_bcc) = sm::extract_recipients(&message);
+            recipients.extend(found);
+            message = without_bcc;
+        }
+        let sender = opts
+            .sender
+            .clone()
+            .unwrap_or_else(|| format!("{}@{}", sm::login_name(), cfg.hostname));
+        let message = sm::ensure_from(message, &sender, opts.full_name.as_deref());
+        sm::submit(&cfg.sendmail_socket, &sender, &recipients, &message)
+    };
+    match run() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("sendmail: {}", f.message);
+            ExitCode::from(if f.code == 0 { exit::SOFTWARE } else { f.code })
+        }
     }
 }
 
@@ -142,6 +253,31 @@ async fn user(action: UserAction, cfg: Config) -> anyhow::Result<()> {
                     tern::clock::rfc5322_date(u.created_at.max(0) as u64)
                 );
             }
+        }
+        UserAction::Set {
+            address,
+            sender_policy,
+            max_messages_per_hour,
+            max_recipients,
+            max_message_size,
+        } => {
+            let settings = tern::directory::UserSettings {
+                sender_policy: sender_policy.map(|p| {
+                    if p == "any" {
+                        tern::config::SenderPolicy::Any
+                    } else {
+                        tern::config::SenderPolicy::Own
+                    }
+                }),
+                max_messages_per_hour,
+                max_recipients,
+                max_message_size,
+            };
+            anyhow::ensure!(
+                dir.update_settings(&address, &settings).await?,
+                "no user {address:?}"
+            );
+            println!("updated {}", address.to_lowercase());
         }
         UserAction::Del { address } => {
             anyhow::ensure!(dir.delete_user(&address).await?, "no user {address:?}");

@@ -3,10 +3,12 @@
 //! A bad file is refused with the file, the key and the reason, e.g.
 //! `config/tern.toml: listener[0].bind[1]: "127.0.0.1:99999" is not a socket address`.
 
+pub mod cidr;
 pub mod raw;
 
 use crate::smtp::{Domain, Mailbox};
-pub use raw::{ListenerKind, RawConfig, StoreKind};
+pub use cidr::Cidr;
+pub use raw::{ListenerKind, RawConfig, SenderPolicy, StoreKind};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,6 +61,27 @@ pub struct QueueSettings {
     pub max_lifetime: Duration,
 }
 
+/// What authenticated users may do, and who may relay without authenticating.
+#[derive(Debug, Clone)]
+pub struct SubmissionSettings {
+    pub sender_policy: SenderPolicy,
+    pub hide_client_ip: bool,
+    pub max_recipients: usize,
+    pub max_messages_per_hour: u32,
+    pub max_message_size: usize,
+    pub trusted_networks: Vec<Cidr>,
+    pub relay_auth: bool,
+}
+
+/// Throttling of failed logins.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub failures_before_block: u32,
+    pub window: Duration,
+    pub block: Duration,
+    pub failure_delay: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file this came from, for messages.
@@ -75,6 +98,10 @@ pub struct Config {
     pub limits: Limits,
     pub queue: QueueSettings,
     pub local_workers: usize,
+    pub submission: SubmissionSettings,
+    pub auth: AuthSettings,
+    /// Where `tern sendmail` reaches the daemon.
+    pub sendmail_socket: PathBuf,
     /// The effective configuration, defaults filled in and paths resolved, for `tern check-config`.
     pub effective: RawConfig,
 }
@@ -171,11 +198,11 @@ impl Validator {
         }
         let mut listeners = Vec::new();
         for (i, l) in raw.listeners.iter().enumerate() {
-            if l.kind != ListenerKind::Relay {
+            if l.kind == ListenerKind::Lmtp {
                 return Err(self.err(
                     format!("listener[{i}].kind"),
                     format!(
-                        "{:?} listeners are not available in this version (only \"relay\")",
+                        "{:?} listeners are not available in this version (relay, submission, submissions)",
                         l.kind.as_str()
                     ),
                 ));
@@ -285,7 +312,50 @@ impl Validator {
             return Err(self.err("delivery.local_workers", "must be between 1 and 256"));
         }
 
+        let sub = &raw.submission;
+        let mut trusted_networks = Vec::new();
+        for (i, n) in sub.trusted_networks.iter().enumerate() {
+            let cidr = Cidr::parse(n).ok_or_else(|| {
+                self.err(
+                    format!("submission.trusted_networks[{i}]"),
+                    format!("{n:?} is not an address or CIDR network"),
+                )
+            })?;
+            trusted_networks.push(cidr);
+        }
+        if sub.max_recipients == 0 {
+            return Err(self.err("submission.max_recipients", "must be greater than 0"));
+        }
+        let submission = SubmissionSettings {
+            sender_policy: sub.sender_policy,
+            hide_client_ip: sub.hide_client_ip,
+            max_recipients: sub.max_recipients.min(limits.recipients),
+            max_messages_per_hour: sub.max_messages_per_hour,
+            max_message_size: if sub.max_message_size == 0 {
+                limits.message_size
+            } else {
+                sub.max_message_size.min(limits.message_size)
+            },
+            trusted_networks,
+            relay_auth: sub.relay_auth,
+        };
+        let a = &raw.auth;
+        if a.failures_before_block == 0 {
+            return Err(self.err("auth.failures_before_block", "must be greater than 0"));
+        }
+        let auth = AuthSettings {
+            failures_before_block: a.failures_before_block,
+            window: Duration::from_secs(a.window_secs),
+            block: Duration::from_secs(a.block_secs),
+            failure_delay: Duration::from_millis(a.failure_delay_ms),
+        };
+        let sendmail_socket = match &raw.sendmail.socket {
+            Some(p) => self.resolve(p),
+            None => data_dir.join("sendmail.sock"),
+        };
+
         raw.server.data_dir = data_dir.display().to_string();
+        raw.sendmail.socket = Some(sendmail_socket.display().to_string());
         if let Some((c, k)) = &tls_files {
             raw.tls.cert = Some(c.display().to_string());
             raw.tls.key = Some(k.display().to_string());
@@ -303,6 +373,9 @@ impl Validator {
             limits,
             queue,
             local_workers: raw.delivery.local_workers,
+            submission,
+            auth,
+            sendmail_socket,
             effective: raw,
         })
     }

@@ -24,6 +24,12 @@ pub struct RawConfig {
     pub queue: RawQueue,
     #[serde(default)]
     pub delivery: RawDelivery,
+    #[serde(default)]
+    pub submission: RawSubmission,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub sendmail: RawSendmail,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -196,4 +202,78 @@ impl Default for RawDelivery {
     fn default() -> Self {
         RawDelivery { local_workers: 8 }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderPolicy {
+    /// MAIL FROM and every From: address must be one of the user's own addresses.
+    #[default]
+    Own,
+    /// The user may send as anyone (for a trusted application account).
+    Any,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSubmission {
+    /// Whose addresses an authenticated user may send as; `tern user set --sender-policy` overrides it per user.
+    pub sender_policy: SenderPolicy,
+    /// Leave the client's IP address out of the Received: header of authenticated submissions. Default: false.
+    pub hide_client_ip: bool,
+    /// Recipients per message for an authenticated user. Default: 100.
+    pub max_recipients: usize,
+    /// Messages per hour for an authenticated user. Default: 500.
+    pub max_messages_per_hour: u32,
+    /// Largest message for an authenticated user in octets; 0 means limits.message_size. Default: 0.
+    pub max_message_size: usize,
+    /// Client networks allowed to relay without AUTH on the relay listener (CIDR). Default: none.
+    pub trusted_networks: Vec<String>,
+    /// Offer AUTH on the relay listener too (after STARTTLS). Default: false.
+    pub relay_auth: bool,
+}
+
+impl Default for RawSubmission {
+    fn default() -> Self {
+        RawSubmission {
+            sender_policy: SenderPolicy::Own,
+            hide_client_ip: false,
+            max_recipients: 100,
+            max_messages_per_hour: 500,
+            max_message_size: 0,
+            trusted_networks: Vec::new(),
+            relay_auth: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Failed logins from one client IP, or for one account, within `window_secs` before it is blocked. Default: 10.
+    pub failures_before_block: u32,
+    /// How long failures are remembered, in seconds. Default: 900.
+    pub window_secs: u64,
+    /// How long a blocked client IP or account gets 421 4.7.0 to AUTH, in seconds. Default: 900.
+    pub block_secs: u64,
+    /// Delay before answering a failed login, multiplied by the failures so far, in milliseconds. Default: 1000.
+    pub failure_delay_ms: u64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            failures_before_block: 10,
+            window_secs: 900,
+            block_secs: 900,
+            failure_delay_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSendmail {
+    /// Unix socket where `tern sendmail` hands messages to the daemon. Default: data_dir/sendmail.sock.
+    pub socket: Option<String>,
 }

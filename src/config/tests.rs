@@ -59,7 +59,7 @@ fn golden_errors() {
         ),
         (
             MINIMAL.replace(r#"kind = "relay""#, r#"kind = "lmtp""#),
-            r#"/etc/tern/tern.toml: listener[0].kind: "lmtp" listeners are not available in this version (only "relay")"#,
+            r#"/etc/tern/tern.toml: listener[0].kind: "lmtp" listeners are not available in this version (relay, submission, submissions)"#,
         ),
         (
             format!("{MINIMAL}[limits]\ncommand_line = 100\n"),
@@ -68,6 +68,10 @@ fn golden_errors() {
         (
             format!("{MINIMAL}[tls]\ncert = \"c.pem\"\n"),
             "/etc/tern/tern.toml: tls.key: tls.cert is set, so tls.key is needed too",
+        ),
+        (
+            format!("{MINIMAL}[submission]\ntrusted_networks = [\"10.0.0.0/8\", \"10.1/16\"]\n"),
+            r#"/etc/tern/tern.toml: submission.trusted_networks[1]: "10.1/16" is not an address or CIDR network"#,
         ),
     ];
     for (text, want) in cases {

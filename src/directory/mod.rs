@@ -3,6 +3,7 @@
 //! Addresses are stored lower-cased, so lookups are case-insensitive as users expect. Hashing and
 //! verification run on the blocking pool, never on the async workers.
 
+use crate::config::SenderPolicy;
 use crate::smtp::{Domain, Mailbox};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use sqlx::{Row, SqlitePool};
@@ -25,6 +26,15 @@ pub enum DirectoryError {
     Exists(String),
     #[error("password hashing failed: {0}")]
     Hash(String),
+}
+
+/// A user's own overrides of the [submission] settings; `None` means the global value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserSettings {
+    pub sender_policy: Option<SenderPolicy>,
+    pub max_messages_per_hour: Option<u32>,
+    pub max_recipients: Option<usize>,
+    pub max_message_size: Option<usize>,
 }
 
 /// One row of `tern user list`.
@@ -141,6 +151,82 @@ impl Directory {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(found.and_then(|a| Mailbox::parse(&a, true).ok()))
+    }
+
+    /// A user's overrides, or `None` if there is no such user.
+    pub async fn settings(&self, address: &str) -> Result<Option<UserSettings>, DirectoryError> {
+        let row = sqlx::query(
+            "SELECT sender_policy, max_messages_per_hour, max_recipients, max_message_size FROM users WHERE address = ?",
+        )
+        .bind(address.to_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| UserSettings {
+            sender_policy: r
+                .get::<Option<String>, _>(0)
+                .and_then(|p| match p.as_str() {
+                    "own" => Some(SenderPolicy::Own),
+                    "any" => Some(SenderPolicy::Any),
+                    _ => None,
+                }),
+            max_messages_per_hour: r
+                .get::<Option<i64>, _>(1)
+                .map(|v| v.clamp(0, u32::MAX as i64) as u32),
+            max_recipients: r.get::<Option<i64>, _>(2).map(|v| v.max(0) as usize),
+            max_message_size: r.get::<Option<i64>, _>(3).map(|v| v.max(0) as usize),
+        }))
+    }
+
+    /// Changes the overrides given (a `Some`); returns false if there is no such user.
+    pub async fn update_settings(
+        &self,
+        address: &str,
+        s: &UserSettings,
+    ) -> Result<bool, DirectoryError> {
+        let key = address.to_lowercase();
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT address FROM users WHERE address = ?")
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        if let Some(p) = s.sender_policy {
+            let p = match p {
+                SenderPolicy::Own => "own",
+                SenderPolicy::Any => "any",
+            };
+            sqlx::query("UPDATE users SET sender_policy = ? WHERE address = ?")
+                .bind(p)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(n) = s.max_messages_per_hour {
+            sqlx::query("UPDATE users SET max_messages_per_hour = ? WHERE address = ?")
+                .bind(i64::from(n))
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(n) = s.max_recipients {
+            sqlx::query("UPDATE users SET max_recipients = ? WHERE address = ?")
+                .bind(n as i64)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(n) = s.max_message_size {
+            sqlx::query("UPDATE users SET max_message_size = ? WHERE address = ?")
+                .bind(n as i64)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Checks a password against the stored hash; false for unknown users and users without a password.

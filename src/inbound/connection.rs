@@ -1,9 +1,13 @@
-//! One SMTP connection: drives `smtp::server::Session` over a TCP or TLS stream, applies timeouts, answers the
-//! session's questions (recipient verdicts, storing the message) and upgrades to TLS on STARTTLS.
+//! One SMTP connection: drives `smtp::server::Session` over TCP, TLS or the local sendmail socket, applies
+//! timeouts, answers the session's questions (sender, recipient, credentials, storing the message) and
+//! upgrades to TLS on STARTTLS.
 
 use super::Inbound;
 use super::limits::Slot;
+use super::submission::{UserPolicy, is_local};
+use super::throttle::AfterFailure;
 use super::trace::{self, TlsInfo};
+use crate::config::ListenerKind;
 use crate::queue::{QueuedMessage, QueuedRecipient};
 use crate::shutdown::Shutdown;
 use crate::smtp::Reply;
@@ -16,6 +20,16 @@ use tokio::net::TcpStream;
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Who is at the other end.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    /// A local program through the sendmail socket, known by its Unix user.
+    Local {
+        uid: u32,
+    },
+}
+
 enum Next {
     StartTls,
     Closed,
@@ -23,73 +37,118 @@ enum Next {
 
 struct Conn {
     ctx: Arc<Inbound>,
-    peer: SocketAddr,
+    peer: Peer,
     tls: Option<TlsInfo>,
     slot: Option<Slot>,
     shutdown: Shutdown,
     messages: usize,
+    /// The authenticated user's policy, after AUTH.
+    user: Option<UserPolicy>,
+    /// Recipients accepted in the current transaction.
+    recipients: usize,
 }
 
 pub(super) async fn handle(
     ctx: Arc<Inbound>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     slot: Slot,
     shutdown: Shutdown,
 ) {
     tracing::info!("connect");
-    let mut session = Session::new(ctx.session.clone());
+    let implicit_tls = ctx.kind == ListenerKind::Submissions;
     let mut conn = Conn {
         ctx,
-        peer,
+        peer: Peer::Tcp(peer),
         tls: None,
         slot: Some(slot),
         shutdown,
         messages: 0,
+        user: None,
+        recipients: 0,
     };
-    let mut greeting = Vec::new();
-    session.greeting().write_to(&mut greeting);
-    let result = match stream.write_all(&greeting).await {
-        Ok(()) => drive(&mut session, &mut stream, &mut conn).await,
-        Err(e) => Err(e),
-    };
-    let result = match (result, conn.ctx.tls.clone()) {
-        (Ok(Next::StartTls), Some(acceptor)) => {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(mut tls)) => {
-                    let (_, state) = tls.get_ref();
-                    conn.tls = Some(TlsInfo {
-                        version: state
-                            .protocol_version()
-                            .map(|v| tls_version_name(v))
-                            .unwrap_or_default(),
-                        cipher: state
-                            .negotiated_cipher_suite()
-                            .map(|c| format!("{:?}", c.suite()))
-                            .unwrap_or_default(),
-                    });
-                    if let Some(t) = &conn.tls {
-                        tracing::info!(version = %t.version, cipher = %t.cipher, "tls established");
-                    }
-                    session.tls_established();
-                    drive(&mut session, &mut tls, &mut conn).await
-                }
-                Ok(Err(e)) => {
-                    tracing::info!(error = %e, "tls handshake failed");
-                    Ok(Next::Closed)
-                }
-                Err(_) => {
-                    tracing::info!("tls handshake timed out");
-                    Ok(Next::Closed)
+    let result = if implicit_tls {
+        // RFC 8314: TLS from the first byte; the greeting comes inside it.
+        match conn.handshake(stream).await {
+            Some(mut tls) => {
+                let mut session = Session::new_tls(conn.ctx.session.clone());
+                match greet(&session, &mut tls).await {
+                    Ok(()) => drive(&mut session, &mut tls, &mut conn).await.map(|_| ()),
+                    Err(e) => Err(e),
                 }
             }
+            None => Ok(()),
         }
-        (other, _) => other,
+    } else {
+        plain_then_starttls(stream, &mut conn).await
     };
     match result {
-        Ok(_) => tracing::info!(messages = conn.messages, "disconnect"),
+        Ok(()) => tracing::info!(messages = conn.messages, "disconnect"),
         Err(e) => tracing::info!(messages = conn.messages, error = %e, "disconnect"),
     }
+}
+
+async fn greet<S: AsyncWrite + Unpin>(session: &Session, stream: &mut S) -> std::io::Result<()> {
+    let mut greeting = Vec::new();
+    session.greeting().write_to(&mut greeting);
+    stream.write_all(&greeting).await?;
+    stream.flush().await
+}
+
+async fn plain_then_starttls(mut stream: TcpStream, conn: &mut Conn) -> std::io::Result<()> {
+    let mut session = Session::new(conn.ctx.session.clone());
+    greet(&session, &mut stream).await?;
+    if let Next::StartTls = drive(&mut session, &mut stream, conn).await? {
+        if let Some(mut tls) = conn.handshake(stream).await {
+            session.tls_established();
+            drive(&mut session, &mut tls, conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A session from a local program on the sendmail socket: no TLS, no AUTH, trusted to relay.
+pub(super) async fn handle_local<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: Arc<Inbound>,
+    mut stream: S,
+    uid: u32,
+    shutdown: Shutdown,
+) {
+    let user = user_name(uid);
+    tracing::info!(uid, user = %user, "local submission");
+    let mut conn = Conn {
+        ctx,
+        peer: Peer::Local { uid },
+        tls: None,
+        slot: None,
+        shutdown,
+        messages: 0,
+        user: None,
+        recipients: 0,
+    };
+    let mut session = Session::new(conn.ctx.session.clone());
+    let result = match greet(&session, &mut stream).await {
+        Ok(()) => drive(&mut session, &mut stream, &mut conn)
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::info!(error = %e, "local submission ended");
+    }
+}
+
+/// The login name of a Unix user id, from /etc/passwd (or the number).
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid{uid}"))
 }
 
 fn tls_version_name(v: rustls::ProtocolVersion) -> String {
@@ -112,12 +171,41 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         while let Some(action) = session.poll() {
             match action {
                 Action::Reply(r) => r.write_to(&mut out),
+                Action::CheckSender(reverse_path, params) => {
+                    let refusal = match &conn.user {
+                        Some(user) => {
+                            conn.ctx
+                                .submission
+                                .check_mail(user, &reverse_path, params.size)
+                        }
+                        None => None,
+                    };
+                    match &refusal {
+                        Some(r) => {
+                            tracing::info!(from = %reverse_path, reply = %r.summary(), "sender refused")
+                        }
+                        None => conn.recipients = 0,
+                    }
+                    session.sender_verdict(refusal);
+                }
                 Action::CheckRecipient(fp) => {
-                    let verdict = conn.ctx.policy.check(&fp).await;
-                    if let RcptVerdict::Refuse(r) = &verdict {
-                        tracing::info!(to = %fp, reply = %r.summary(), "recipient refused");
+                    let verdict = match conn.user.as_ref().map(|u| u.max_recipients) {
+                        Some(max) if conn.recipients >= max => {
+                            RcptVerdict::Refuse(Reply::user_too_many_recipients(max))
+                        }
+                        _ => conn.ctx.policy.check(&fp, conn.may_relay()).await,
+                    };
+                    match &verdict {
+                        RcptVerdict::Refuse(r) => {
+                            tracing::info!(to = %fp, reply = %r.summary(), "recipient refused")
+                        }
+                        RcptVerdict::Accept(_) => conn.recipients += 1,
                     }
                     session.recipient_verdict(verdict);
+                }
+                Action::Authenticate(credentials) => {
+                    let verdict = conn.authenticate(credentials).await;
+                    session.auth_verdict(verdict);
                 }
                 Action::Message(envelope, body) => {
                     let reply = conn.store(*envelope, body, session.is_tls()).await;
@@ -175,20 +263,144 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 impl Conn {
+    async fn handshake(
+        &mut self,
+        stream: TcpStream,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let acceptor = self.ctx.tls.clone()?;
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let (_, state) = tls.get_ref();
+                let info = TlsInfo {
+                    version: state
+                        .protocol_version()
+                        .map(tls_version_name)
+                        .unwrap_or_default(),
+                    cipher: state
+                        .negotiated_cipher_suite()
+                        .map(|c| format!("{:?}", c.suite()))
+                        .unwrap_or_default(),
+                };
+                tracing::info!(version = %info.version, cipher = %info.cipher, "tls established");
+                self.tls = Some(info);
+                Some(tls)
+            }
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "tls handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::info!("tls handshake timed out");
+                None
+            }
+        }
+    }
+
+    /// Relaying to other domains: authenticated users, local programs, and configured trusted networks.
+    fn may_relay(&self) -> bool {
+        match &self.peer {
+            Peer::Local { .. } => true,
+            Peer::Tcp(addr) => {
+                self.user.is_some()
+                    || self
+                        .ctx
+                        .submission
+                        .settings
+                        .trusted_networks
+                        .iter()
+                        .any(|n| n.contains(addr.ip()))
+            }
+        }
+    }
+
+    fn client_ip(&self) -> Option<std::net::IpAddr> {
+        match &self.peer {
+            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Local { .. } => None,
+        }
+    }
+
+    /// Checks credentials with throttling; never logs the password.
+    async fn authenticate(&mut self, c: crate::sasl::Credentials) -> Result<String, Reply> {
+        let Some(ip) = self.client_ip() else {
+            return Err(Reply::auth_failed());
+        };
+        let throttle = &self.ctx.throttle;
+        let user = c.username.to_lowercase();
+        if throttle.blocked(ip, &user) {
+            tracing::warn!(user = %user, "authentication refused: blocked after repeated failures");
+            return Err(Reply::auth_throttled());
+        }
+        match self.ctx.directory.verify_password(&user, c.password).await {
+            Ok(true) => match self.ctx.submission.user(&user).await {
+                Ok(policy) => {
+                    throttle.succeeded(&user);
+                    tracing::info!(user = %user, "authenticated");
+                    self.user = Some(policy);
+                    Ok(user)
+                }
+                Err(e) => {
+                    tracing::error!(user = %user, error = %e, "cannot load user settings");
+                    Err(Reply::auth_temporary_failure())
+                }
+            },
+            Ok(false) => match throttle.failed(ip, &user) {
+                AfterFailure::Delay(d) => {
+                    tracing::warn!(user = %user, delay_ms = d.as_millis() as u64, "authentication failed");
+                    tokio::time::sleep(d).await;
+                    Err(Reply::auth_failed())
+                }
+                AfterFailure::Block => {
+                    tracing::warn!(user = %user, "authentication failed; client and account blocked");
+                    Err(Reply::auth_throttled())
+                }
+            },
+            Err(e) => {
+                tracing::error!(user = %user, error = %e, "password check failed");
+                Err(Reply::auth_temporary_failure())
+            }
+        }
+    }
+
     /// Commits the message to the queue; the reply is 250 only once it is on stable storage.
     async fn store(&mut self, env: Envelope, body: Vec<u8>, tls_on: bool) -> Reply {
+        let body = match &self.user {
+            Some(user) => match self
+                .ctx
+                .submission
+                .check_content(user, &self.ctx.hostname, body)
+            {
+                Ok(b) => b,
+                Err(reply) => {
+                    tracing::info!(from = %env.reverse_path, reply = %reply.summary(), "message refused");
+                    return reply;
+                }
+            },
+            // A local program is trusted with any sender, but its message gets the same fix-ups.
+            None if matches!(self.peer, Peer::Local { .. }) => {
+                self.ctx.submission.fix_up(&self.ctx.hostname, body)
+            }
+            None => body,
+        };
         let queue = &self.ctx.queue;
         let id = queue.next_id();
-        let tls = if tls_on { self.tls.as_ref() } else { None };
-        let trace = trace::received(
-            &env.helo,
-            self.peer,
-            tls,
-            &self.ctx.hostname,
-            env.protocol,
-            id,
-        );
+        let trace = match &self.peer {
+            Peer::Tcp(addr) => {
+                let tls = if tls_on { self.tls.as_ref() } else { None };
+                let hide = self.user.is_some() && self.ctx.submission.settings.hide_client_ip;
+                trace::received(
+                    &env.helo,
+                    (!hide).then_some(*addr),
+                    tls,
+                    &self.ctx.hostname,
+                    env.protocol,
+                    id,
+                )
+            }
+            Peer::Local { uid, .. } => trace::received_local(*uid, &self.ctx.hostname, id),
+        };
         let size = body.len();
+        let local_domains = &self.ctx.policy.local_domains;
         let recipients: Vec<QueuedRecipient> = env
             .recipients
             .iter()
@@ -197,6 +409,12 @@ impl Conn {
                 idx: i as u32,
                 forward_path: r.forward_path.to_string(),
                 mailbox: r.mailbox.to_string(),
+                transport: if is_local(&r.mailbox, local_domains) {
+                    "local"
+                } else {
+                    "remote"
+                }
+                .to_string(),
                 notify: r.params.notify.map(|n| n.to_param()),
                 orcpt: r.params.orcpt.clone(),
                 attempts: 0,
@@ -204,6 +422,10 @@ impl Conn {
             .collect();
         let to: Vec<&str> = recipients.iter().map(|r| r.forward_path.as_str()).collect();
         let to = to.join(",");
+        let remote = recipients
+            .iter()
+            .filter(|r| r.transport == "remote")
+            .count();
         let message = QueuedMessage {
             id,
             received_at: id.unix_secs(),
@@ -216,10 +438,15 @@ impl Conn {
             body,
             recipients,
         };
+        let auth = env.auth.as_deref().unwrap_or("");
         match queue.enqueue(message).await {
             Ok(()) => {
                 self.messages += 1;
-                tracing::info!(queue_id = %id, from = %env.reverse_path, to = %to, size, protocol = env.protocol, "message accepted");
+                if let Some(user) = &self.user {
+                    self.ctx.submission.record_sent(user);
+                }
+                tracing::info!(queue_id = %id, from = %env.reverse_path, to = %to, size, protocol = env.protocol,
+                    sasl_user = auth, remote, "message accepted");
                 Reply::queued(&id.to_string())
             }
             Err(e) => {

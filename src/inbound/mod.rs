@@ -6,6 +6,8 @@
 mod connection;
 pub mod limits;
 pub mod policy;
+pub mod submission;
+pub mod throttle;
 pub mod trace;
 
 use crate::config::{Limits, ListenerKind};
@@ -28,6 +30,9 @@ pub struct Inbound {
     pub limits: Limits,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub policy: Arc<RecipientPolicy>,
+    pub submission: Arc<submission::SubmissionPolicy>,
+    pub throttle: Arc<throttle::AuthThrottle>,
+    pub directory: crate::directory::Directory,
     pub queue: Queue,
     pub limiter: Arc<ConnLimiter>,
 }
@@ -75,6 +80,34 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Inbound>, mut shutdown: Shutd
                     }
                     .instrument(span),
                 );
+            }
+        }
+    }
+}
+
+/// Accepts local programs on the sendmail socket until shutdown.
+pub async fn serve_local(
+    listener: tokio::net::UnixListener,
+    ctx: Arc<Inbound>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.fired() => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+                let span = tracing::info_span!("sendmail", uid);
+                tokio::spawn(
+                    connection::handle_local(ctx.clone(), stream, uid, shutdown.clone())
+                        .instrument(span),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sendmail socket: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Which recipients the relay listener accepts: users of the local domains and postmaster; anything else is
-//! refused at RCPT time (no backscatter), and other domains are refused as relaying.
+//! Which recipients are accepted: users of the local domains and postmaster always (unknown users are
+//! refused at RCPT time, so there is no backscatter); other domains only from clients that may relay.
 
 use crate::directory::Directory;
 use crate::smtp::server::RcptVerdict;
@@ -12,13 +12,17 @@ pub struct RecipientPolicy {
 }
 
 impl RecipientPolicy {
-    pub async fn check(&self, forward_path: &ForwardPath) -> RcptVerdict {
+    /// `may_relay`: the client authenticated, is a local program, or is in a trusted network.
+    pub async fn check(&self, forward_path: &ForwardPath, may_relay: bool) -> RcptVerdict {
         let mailbox = match forward_path {
             ForwardPath::Postmaster => return RcptVerdict::Accept(self.postmaster.clone()),
             ForwardPath::Mailbox(m) => m,
         };
         if !self.local_domains.contains(mailbox.domain()) {
-            return RcptVerdict::Refuse(Reply::relay_denied(&mailbox.to_string()));
+            return match may_relay {
+                true => RcptVerdict::Accept(mailbox.clone()),
+                false => RcptVerdict::Refuse(Reply::relay_denied(&mailbox.to_string())),
+            };
         }
         // RFC 5321 4.5.1: postmaster@ every domain we accept mail for.
         if mailbox.local_part().eq_ignore_ascii_case("postmaster") {

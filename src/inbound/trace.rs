@@ -22,10 +22,11 @@ pub fn address_literal(ip: IpAddr) -> String {
     }
 }
 
-/// The header up to the `for` clause, CRLF-folded, without a final CRLF.
+/// The header up to the `for` clause, CRLF-folded, without a final CRLF. `peer` is `None` when the client's
+/// address is to be left out (`[submission] hide_client_ip`).
 pub fn received(
     helo: &str,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
     tls: Option<&TlsInfo>,
     hostname: &str,
     protocol: &str,
@@ -37,10 +38,13 @@ pub fn received(
         .filter(|c| !c.is_control() && !matches!(c, '(' | ')' | ';'))
         .take(255)
         .collect();
-    let mut h = format!(
-        "Received: from {helo} (unknown {})",
-        address_literal(peer.ip())
-    );
+    let mut h = match peer {
+        Some(peer) => format!(
+            "Received: from {helo} (unknown {})",
+            address_literal(peer.ip())
+        ),
+        None => format!("Received: from {helo}"),
+    };
     if let Some(t) = tls {
         h.push_str(&format!(
             "\r\n\t(using {} with cipher {})",
@@ -51,6 +55,11 @@ pub fn received(
         "\r\n\tby {hostname} (tern) with {protocol} id {id}"
     ));
     h
+}
+
+/// For a message handed over by a local program through `tern sendmail`.
+pub fn received_local(uid: u32, hostname: &str, id: QueueId) -> String {
+    format!("Received: by {hostname} (tern, from uid {uid})\r\n\tid {id}")
 }
 
 #[cfg(test)]
@@ -73,9 +82,10 @@ mod tests {
             version: "TLSv1.3".into(),
             cipher: "TLS13_AES_256_GCM_SHA384".into(),
         };
+        let peer = Some("127.0.0.1:25".parse().unwrap());
         let h = received(
             "c(x).test",
-            "127.0.0.1:25".parse().unwrap(),
+            peer,
             Some(&tls),
             "mx.example.test",
             "ESMTPS",
@@ -85,6 +95,11 @@ mod tests {
             h,
             "Received: from cx.test (unknown [127.0.0.1])\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\
              \tby mx.example.test (tern) with ESMTPS id 00000000000001"
+        );
+        let h = received("laptop", None, None, "mx.example.test", "ESMTPSA", id);
+        assert_eq!(
+            h,
+            "Received: from laptop\r\n\tby mx.example.test (tern) with ESMTPSA id 00000000000001"
         );
     }
 }

@@ -62,6 +62,8 @@ pub struct QueuedRecipient {
     pub idx: u32,
     pub forward_path: String,
     pub mailbox: String,
+    /// `local` (our mailboxes) or `remote` (the outbound MTA).
+    pub transport: String,
     pub notify: Option<String>,
     pub orcpt: Option<String>,
     /// Attempts made before this one.
@@ -117,6 +119,37 @@ pub enum OutcomeKind {
 enum Write {
     Insert(Arc<QueuedMessage>, oneshot::Sender<Result<(), QueueError>>),
     Reports(Vec<Report>),
+}
+
+/// One message as `tern queue list` shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: String,
+    pub received_at: i64,
+    pub reverse_path: String,
+    pub size: i64,
+    pub recipients: Vec<ListedRecipient>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListedRecipient {
+    pub forward_path: String,
+    pub transport: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt: i64,
+    pub last_reply: Option<String>,
+}
+
+/// Reads the queue of `data_dir` (while the daemon runs, too).
+pub async fn list(data_dir: &Path) -> Result<Vec<Listed>, QueueError> {
+    let path = database_path(data_dir);
+    let err = |e: sqlx::Error| QueueError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let pool = crate::db::open(&path, &MIGRATOR, 1).await.map_err(err)?;
+    store::list(&pool).await.map_err(err)
 }
 
 /// A handle on the queue, cheap to clone.
@@ -242,14 +275,7 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Write>, shared: Arc<Sha
             match w {
                 Write::Insert(message, done) => {
                     if result.is_ok() {
-                        if let Ok(mut set) = shared.inflight.lock() {
-                            set.insert(message.id);
-                        }
-                        let _ = shared.ready.send(Job {
-                            message,
-                            from_disk: false,
-                            whole: true,
-                        });
+                        dispatch_local(&shared, message);
                     }
                     let _ = done.send(result.clone());
                 }
@@ -274,6 +300,35 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Write>, shared: Arc<Sha
             }
         }
     }
+}
+
+/// Hands the local recipients of a freshly stored message to local delivery; remote ones wait for the
+/// outbound MTA, queued and visible in `tern queue list`.
+fn dispatch_local(shared: &Shared, message: Arc<QueuedMessage>) {
+    let local = message
+        .recipients
+        .iter()
+        .filter(|r| r.transport == "local")
+        .count();
+    if local == 0 {
+        return;
+    }
+    let whole = local == message.recipients.len();
+    let message = if whole {
+        message
+    } else {
+        let mut only_local = (*message).clone();
+        only_local.recipients.retain(|r| r.transport == "local");
+        Arc::new(only_local)
+    };
+    if let Ok(mut set) = shared.inflight.lock() {
+        set.insert(message.id);
+    }
+    let _ = shared.ready.send(Job {
+        message,
+        from_disk: false,
+        whole,
+    });
 }
 
 async fn commit(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Error> {

@@ -34,13 +34,14 @@ pub(super) async fn insert(
         .collect();
     for chunk in recipients.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO recipients (message_id, idx, forward_path, mailbox, notify, orcpt, state, attempts, next_attempt) ",
+            "INSERT INTO recipients (message_id, idx, forward_path, mailbox, transport, notify, orcpt, state, attempts, next_attempt) ",
         );
         q.push_values(chunk, |mut row, (m, r)| {
             row.push_bind(m.id.to_string())
                 .push_bind(r.idx)
                 .push_bind(r.forward_path.clone())
                 .push_bind(r.mailbox.clone())
+                .push_bind(r.transport.clone())
                 .push_bind(r.notify.clone())
                 .push_bind(r.orcpt.clone())
                 .push_bind("queued")
@@ -113,7 +114,7 @@ pub(super) async fn delete_if_done(
 /// Every message with queued recipients, with the earliest time one of them is due.
 pub(super) async fn pending(pool: &SqlitePool) -> Result<Vec<(QueueId, u64)>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT message_id, MIN(next_attempt) FROM recipients WHERE state = 'queued' GROUP BY message_id ORDER BY message_id",
+        "SELECT message_id, MIN(next_attempt) FROM recipients WHERE transport = 'local' AND state = 'queued' GROUP BY message_id ORDER BY message_id",
     )
     .fetch_all(pool)
     .await?;
@@ -152,8 +153,8 @@ pub(super) async fn load_due(
         return Ok(None);
     };
     let recipients = sqlx::query(
-        "SELECT idx, forward_path, mailbox, notify, orcpt, attempts FROM recipients \
-         WHERE message_id = ? AND state = 'queued' AND next_attempt <= ? ORDER BY idx",
+        "SELECT idx, forward_path, mailbox, transport, notify, orcpt, attempts FROM recipients \
+         WHERE message_id = ? AND transport = 'local' AND state = 'queued' AND next_attempt <= ? ORDER BY idx",
     )
     .bind(&key)
     .bind(now as i64)
@@ -164,9 +165,10 @@ pub(super) async fn load_due(
         idx: r.get(0),
         forward_path: r.get(1),
         mailbox: r.get(2),
-        notify: r.get(3),
-        orcpt: r.get(4),
-        attempts: r.get(5),
+        transport: r.get(3),
+        notify: r.get(4),
+        orcpt: r.get(5),
+        attempts: r.get(6),
     })
     .collect();
     Ok(Some(QueuedMessage {
@@ -181,4 +183,38 @@ pub(super) async fn load_due(
         body: row.get(7),
         recipients,
     }))
+}
+
+/// Every message in the queue with every recipient, oldest first, for `tern queue list`.
+pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<super::Listed>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT m.id, m.received_at, m.reverse_path, length(m.body), r.forward_path, r.transport, r.state, r.attempts, \
+         r.next_attempt, r.last_reply FROM messages m JOIN recipients r ON r.message_id = m.id ORDER BY m.id, r.idx",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out: Vec<super::Listed> = Vec::new();
+    for r in rows {
+        let id: String = r.get(0);
+        if out.last().is_none_or(|l| l.id != id) {
+            out.push(super::Listed {
+                id,
+                received_at: r.get(1),
+                reverse_path: r.get(2),
+                size: r.get(3),
+                recipients: Vec::new(),
+            });
+        }
+        if let Some(last) = out.last_mut() {
+            last.recipients.push(super::ListedRecipient {
+                forward_path: r.get(4),
+                transport: r.get(5),
+                state: r.get(6),
+                attempts: r.get(7),
+                next_attempt: r.get(8),
+                last_reply: r.get(9),
+            });
+        }
+    }
+    Ok(out)
 }

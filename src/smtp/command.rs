@@ -31,6 +31,11 @@ pub enum Command {
     Vrfy,
     Help,
     StartTls,
+    /// `AUTH mechanism [initial-response]` (RFC 4954).
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
     /// Known verbs tern does not offer here (AUTH on the relay listener, EXPN, ETRN, TURN).
     NotImplemented(String),
 }
@@ -260,6 +265,8 @@ fn parse_mail(rest: &str) -> Result<Command, CommandError> {
             ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") => p.ret = Some(Ret::Full),
             ("RET", Some(v)) if v.eq_ignore_ascii_case("HDRS") => p.ret = Some(Ret::Hdrs),
             ("ENVID", Some(v)) if v.len() <= 100 && is_xtext(v) => p.envid = Some(v.to_string()),
+            // RFC 4954 5: the submitter's identity as claimed by a relaying MTA; tern records its own.
+            ("AUTH", Some(_)) => {}
             ("SIZE" | "BODY" | "RET" | "ENVID", _) => {
                 return Err(CommandError::Syntax(format!("bad value for {key}")));
             }

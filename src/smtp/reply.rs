@@ -279,6 +279,102 @@ impl Reply {
         )
     }
 
+    // ---- Authentication (RFC 4954) -------------------------------------------------------------------------
+
+    pub fn auth_challenge(challenge: &str) -> Reply {
+        Reply::plain(334, vec![challenge.to_string()])
+    }
+    pub fn auth_succeeded() -> Reply {
+        Reply::new(235, EnhancedCode(2, 7, 0), "Authentication successful")
+    }
+    pub fn auth_required() -> Reply {
+        Reply::new(530, EnhancedCode(5, 7, 0), "Authentication required")
+    }
+    pub fn auth_failed() -> Reply {
+        Reply::new(
+            535,
+            EnhancedCode(5, 7, 8),
+            "Authentication credentials invalid",
+        )
+    }
+    pub fn encryption_required() -> Reply {
+        Reply::new(
+            538,
+            EnhancedCode(5, 7, 11),
+            "Encryption required for requested authentication mechanism",
+        )
+    }
+    pub fn auth_mechanism_unknown(name: &str) -> Reply {
+        Reply::new(
+            504,
+            EnhancedCode(5, 5, 4),
+            format!("Unrecognized authentication mechanism {name:?}"),
+        )
+    }
+    pub fn auth_cancelled() -> Reply {
+        Reply::new(501, EnhancedCode(5, 7, 0), "Authentication cancelled")
+    }
+    pub fn auth_malformed(reason: &str) -> Reply {
+        Reply::new(
+            501,
+            EnhancedCode(5, 5, 2),
+            format!("Malformed authentication response: {reason}"),
+        )
+    }
+    pub fn auth_throttled() -> Reply {
+        Reply::new(
+            421,
+            EnhancedCode(4, 7, 0),
+            "Too many failed logins, try again later",
+        )
+    }
+    pub fn auth_temporary_failure() -> Reply {
+        Reply::new(
+            454,
+            EnhancedCode(4, 7, 0),
+            "Temporary authentication failure",
+        )
+    }
+
+    // ---- Submission policy ------------------------------------------------------------------------------------
+
+    /// MAIL FROM or From: names an address the authenticated user does not own.
+    pub fn sender_not_owned(what: &str, address: &str, user: &str) -> Reply {
+        Reply::new(
+            553,
+            EnhancedCode(5, 7, 1),
+            format!("{what} <{address}> is not owned by user {user}"),
+        )
+    }
+    pub fn user_rate_limited(limit: u32) -> Reply {
+        Reply::new(
+            452,
+            EnhancedCode(4, 7, 0),
+            format!("Message rate limit exceeded: at most {limit} messages per hour"),
+        )
+    }
+    pub fn user_too_many_recipients(limit: usize) -> Reply {
+        Reply::new(
+            452,
+            EnhancedCode(4, 5, 3),
+            format!("Too many recipients: your limit is {limit} per message"),
+        )
+    }
+    pub fn user_message_too_big(limit: usize) -> Reply {
+        Reply::new(
+            552,
+            EnhancedCode(5, 3, 4),
+            format!("Message size exceeds your limit of {limit} octets"),
+        )
+    }
+    pub fn bad_from_header(reason: &str) -> Reply {
+        Reply::new(
+            550,
+            EnhancedCode(5, 6, 0),
+            format!("Message refused: {reason}"),
+        )
+    }
+
     // ---- Recipient and sender policy --------------------------------------------------------------------------
 
     pub fn unknown_user(address: &str) -> Reply {

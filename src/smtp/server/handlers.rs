@@ -1,6 +1,6 @@
 //! One handler per command: the `match` of (phase, command) that decides each reply.
 
-use super::{Action, Hello, Phase, Session, Transaction, Waiting};
+use super::{Action, Hello, Phase, Session, Waiting};
 use crate::smtp::command::{self, Command, CommandError};
 use crate::smtp::data::{ChunkReader, DataReader};
 use crate::smtp::reply::Reply;
@@ -38,6 +38,7 @@ impl Session {
                 self.close();
             }
             Command::StartTls => self.starttls(),
+            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial.as_deref()),
             Command::NotImplemented(verb) => self.reply(Reply::not_implemented(&verb)),
         }
     }
@@ -80,6 +81,10 @@ impl Session {
             if self.cfg.starttls && !self.tls {
                 lines.push("STARTTLS".into());
             }
+            // RFC 4954 and RFC 8314: passwords only ever cross TLS.
+            if self.cfg.auth && self.tls && self.identity.is_none() {
+                lines.push("AUTH PLAIN LOGIN".into());
+            }
             lines.push("DSN".into());
         }
         self.hello = Some(Hello { name, extended });
@@ -93,18 +98,65 @@ impl Session {
         if !matches!(self.phase, Phase::Idle) {
             return self.reply(Reply::bad_sequence("nested MAIL command"));
         }
+        if self.cfg.require_auth && self.identity.is_none() {
+            return self.reply(Reply::auth_required());
+        }
         if params
             .size
             .is_some_and(|s| s > self.cfg.limits.message_size)
         {
             return self.reply(Reply::message_too_big(self.cfg.limits.message_size));
         }
-        self.phase = Phase::Envelope(Transaction {
-            reverse_path,
-            params,
-            recipients: Vec::new(),
-        });
-        self.reply(Reply::sender_ok());
+        self.waiting = Waiting::Sender(reverse_path.clone(), params.clone());
+        self.out
+            .push_back(Action::CheckSender(reverse_path, params));
+    }
+
+    fn auth(&mut self, mechanism: &str, initial: Option<&str>) {
+        use crate::sasl::{Exchange, Mechanism};
+        if !self.cfg.auth {
+            return self.reply(Reply::not_implemented("AUTH"));
+        }
+        if self.hello.as_ref().is_none_or(|h| !h.extended) {
+            return self.reply(Reply::bad_sequence("send EHLO first"));
+        }
+        if !self.tls {
+            return self.reply(Reply::encryption_required());
+        }
+        if self.identity.is_some() {
+            return self.reply(Reply::bad_sequence("already authenticated"));
+        }
+        if !matches!(self.phase, Phase::Idle) {
+            return self.reply(Reply::bad_sequence("AUTH inside a transaction"));
+        }
+        let Some(mechanism) = Mechanism::parse(mechanism) else {
+            return self.reply(Reply::auth_mechanism_unknown(mechanism));
+        };
+        let (exchange, step) = Exchange::start(mechanism, initial);
+        self.sasl = exchange;
+        self.sasl_step(step);
+    }
+
+    pub(super) fn sasl_line(&mut self, line: &str) {
+        let Some(exchange) = self.sasl.take() else {
+            return;
+        };
+        let (exchange, step) = exchange.respond(line);
+        self.sasl = exchange;
+        self.sasl_step(step);
+    }
+
+    fn sasl_step(&mut self, step: crate::sasl::Step) {
+        use crate::sasl::{SaslError, Step};
+        match step {
+            Step::Challenge(c) => self.out.push_back(Action::Reply(Reply::auth_challenge(&c))),
+            Step::Done(credentials) => {
+                self.waiting = Waiting::Auth;
+                self.out.push_back(Action::Authenticate(credentials));
+            }
+            Step::Failed(SaslError::Cancelled) => self.reply(Reply::auth_cancelled()),
+            Step::Failed(SaslError::Malformed(why)) => self.reply(Reply::auth_malformed(why)),
+        }
     }
 
     fn rcpt(&mut self, forward_path: ForwardPath, params: command::RcptParams) {

@@ -38,6 +38,10 @@ pub struct SessionConfig {
     pub limits: SessionLimits,
     /// STARTTLS can be offered (a certificate is loaded and the connection is not TLS yet).
     pub starttls: bool,
+    /// AUTH PLAIN and LOGIN are offered once the session is TLS.
+    pub auth: bool,
+    /// MAIL is refused with 530 5.7.0 until the client has authenticated (submission listeners).
+    pub require_auth: bool,
 }
 
 /// What the I/O driver must do next.
@@ -45,8 +49,12 @@ pub struct SessionConfig {
 pub enum Action {
     /// Send this reply (the driver may hold it until input runs dry, for pipelining).
     Reply(Reply),
+    /// Judge this reverse-path, then call [`Session::sender_verdict`].
+    CheckSender(ReversePath, MailParams),
     /// Judge this recipient, then call [`Session::recipient_verdict`].
     CheckRecipient(ForwardPath),
+    /// Check these credentials, then call [`Session::auth_verdict`].
+    Authenticate(crate::sasl::Credentials),
     /// A complete message: store it, then call [`Session::message_stored`] with the reply to give.
     Message(Box<Envelope>, Vec<u8>),
     /// Send pending replies, perform the TLS handshake, then call [`Session::tls_established`].
@@ -81,6 +89,8 @@ pub struct Envelope {
     pub helo: String,
     /// RFC 3848 / RFC 6531 protocol name for the Received: header (ESMTP, ESMTPS, UTF8SMTPS, ...).
     pub protocol: &'static str,
+    /// The authenticated identity (SMTP AUTH), if any.
+    pub auth: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +116,8 @@ enum Phase {
 #[derive(Debug)]
 enum Waiting {
     Nothing,
+    Sender(ReversePath, MailParams),
+    Auth,
     Recipient(ForwardPath, RcptParams),
     Message,
     Tls,
@@ -131,6 +143,10 @@ pub struct Session {
     skip: Option<(usize, Reply)>,
     /// An over-long command line is being discarded up to its LF.
     discarding_line: bool,
+    /// An AUTH exchange waiting for the client's next line.
+    sasl: Option<crate::sasl::Exchange>,
+    /// Who authenticated.
+    identity: Option<String>,
     out: VecDeque<Action>,
     waiting: Waiting,
     closed: bool,
@@ -148,6 +164,8 @@ impl Session {
             errors: 0,
             skip: None,
             discarding_line: false,
+            sasl: None,
+            identity: None,
             out: VecDeque::new(),
             waiting: Waiting::Nothing,
             closed: false,
@@ -277,6 +295,7 @@ impl Session {
             return true;
         }
         match String::from_utf8(line) {
+            Ok(line) if self.sasl.is_some() => self.sasl_line(&line),
             Ok(line) => self.handle_line(&line),
             Err(_) => self.reply(Reply::syntax("command line is not valid UTF-8")),
         }
@@ -299,6 +318,52 @@ impl Session {
     fn close(&mut self) {
         self.out.push_back(Action::Close);
         self.closed = true;
+    }
+
+    /// The driver's verdict on the reverse-path asked for with [`Action::CheckSender`]: `None` accepts it.
+    pub fn sender_verdict(&mut self, refusal: Option<Reply>) {
+        let Waiting::Sender(reverse_path, params) =
+            std::mem::replace(&mut self.waiting, Waiting::Nothing)
+        else {
+            return;
+        };
+        match refusal {
+            None => {
+                self.phase = Phase::Envelope(Transaction {
+                    reverse_path,
+                    params,
+                    recipients: Vec::new(),
+                });
+                self.reply(Reply::sender_ok());
+            }
+            Some(r) => self.reply(r),
+        }
+    }
+
+    /// The driver checked the credentials from [`Action::Authenticate`]: the identity, or the refusal to send.
+    pub fn auth_verdict(&mut self, verdict: Result<String, Reply>) {
+        if !matches!(self.waiting, Waiting::Auth) {
+            return;
+        }
+        self.waiting = Waiting::Nothing;
+        match verdict {
+            Ok(identity) => {
+                self.identity = Some(identity);
+                self.reply(Reply::auth_succeeded());
+            }
+            Err(reply) => {
+                let closing = reply.code == 421;
+                self.reply(reply);
+                if closing && !self.closed {
+                    self.close();
+                }
+            }
+        }
+    }
+
+    /// Who authenticated in this session.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
     }
 
     /// The driver's verdict on the recipient asked for with [`Action::CheckRecipient`].
@@ -351,11 +416,16 @@ impl Session {
     /// The protocol name for Received: (RFC 3848; RFC 6531 3.7.3 for the UTF8 forms).
     fn protocol(&self, smtputf8: bool) -> &'static str {
         let extended = self.hello.as_ref().is_some_and(|h| h.extended);
-        match (extended || self.tls, self.tls, smtputf8 && extended) {
-            (_, true, true) => "UTF8SMTPS",
-            (_, false, true) => "UTF8SMTP",
-            (_, true, false) => "ESMTPS",
-            (true, false, false) => "ESMTP",
+        let auth = self.identity.is_some();
+        match (smtputf8 && extended, self.tls, auth) {
+            (true, true, true) => "UTF8SMTPSA",
+            (true, true, false) => "UTF8SMTPS",
+            (true, false, true) => "UTF8SMTPA",
+            (true, false, false) => "UTF8SMTP",
+            (false, true, true) => "ESMTPSA",
+            (false, true, false) => "ESMTPS",
+            (false, false, true) => "ESMTPA",
+            (false, false, false) if extended => "ESMTP",
             (false, false, false) => "SMTP",
         }
     }
@@ -380,6 +450,7 @@ impl Session {
                     reverse_path: tx.reverse_path,
                     params: tx.params,
                     recipients: tx.recipients,
+                    auth: self.identity.clone(),
                 };
                 self.waiting = Waiting::Message;
                 self.out

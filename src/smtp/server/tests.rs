@@ -14,6 +14,8 @@ fn config() -> Arc<SessionConfig> {
             errors: 5,
         },
         starttls: true,
+        auth: true,
+        require_auth: false,
     })
 }
 
@@ -28,6 +30,21 @@ fn drive(session: &mut Session, input: &[u8], chunk: usize) -> Vec<String> {
                     let mut out = Vec::new();
                     r.write_to(&mut out);
                     log.push(String::from_utf8(out).unwrap().trim_end().to_string());
+                }
+                Action::CheckSender(rp, _) => {
+                    let refusal = rp
+                        .to_string()
+                        .starts_with("spoof")
+                        .then(|| Reply::sender_not_owned("MAIL FROM", &rp.to_string(), "u"));
+                    session.sender_verdict(refusal);
+                }
+                Action::Authenticate(c) => {
+                    let v = if c.password == "good" {
+                        Ok(c.username)
+                    } else {
+                        Err(Reply::auth_failed())
+                    };
+                    session.auth_verdict(v);
                 }
                 Action::CheckRecipient(fp) => {
                     let v = match fp.to_string().as_str() {
