@@ -24,6 +24,23 @@ fn embedded_default_parses_with_data_at_the_repository_root() {
     assert_eq!(cfg.listeners[0].bind[0].to_string(), "127.0.0.1:2525");
     assert!(cfg.listeners[0].bind[0].ip().is_loopback());
     assert_eq!(cfg.limits.connections_per_ip, 50);
+    let kinds: Vec<_> = cfg
+        .listeners
+        .iter()
+        .map(|l| (l.kind, l.bind[0].port()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (ListenerKind::Relay, 2525),
+            (ListenerKind::Submission, 2587),
+            (ListenerKind::Submissions, 2465)
+        ]
+    );
+    assert_eq!(
+        cfg.sendmail_socket,
+        Path::new("/src/tern/data/sendmail.sock")
+    );
     assert!(cfg.tls_files.is_none());
 }
 

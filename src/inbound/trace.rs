@@ -43,6 +43,8 @@ pub fn received(
             "Received: from {helo} (unknown {})",
             address_literal(peer.ip())
         ),
+        // The client's address is not to be shown: neither through a HELO that is an address literal.
+        None if helo.starts_with('[') => "Received: from unknown".to_string(),
         None => format!("Received: from {helo}"),
     };
     if let Some(t) = tls {

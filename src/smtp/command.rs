@@ -170,9 +170,21 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
         "QUIT" => no_args(Command::Quit),
         "VRFY" => Ok(Command::Vrfy),
         "STARTTLS" => no_args(Command::StartTls),
-        v @ ("AUTH" | "EXPN" | "ETRN" | "TURN" | "ATRN") => {
-            Ok(Command::NotImplemented(v.to_string()))
+        "AUTH" => {
+            let mut words = rest.split(' ').filter(|w| !w.is_empty());
+            let mechanism = words
+                .next()
+                .ok_or_else(|| CommandError::Syntax("AUTH requires a mechanism".into()))?;
+            let initial = words.next().map(str::to_string);
+            if words.next().is_some() {
+                return Err(CommandError::Syntax("too many AUTH arguments".into()));
+            }
+            Ok(Command::Auth {
+                mechanism: mechanism.to_string(),
+                initial,
+            })
         }
+        v @ ("EXPN" | "ETRN" | "TURN" | "ATRN") => Ok(Command::NotImplemented(v.to_string())),
         _ => Err(CommandError::Unrecognized(verb.chars().take(32).collect())),
     }
 }

@@ -15,7 +15,10 @@ pub const TERN: &str = env!("CARGO_BIN_EXE_tern");
 pub struct Daemon {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
+    /// The relay listener.
     pub addr: SocketAddr,
+    /// Every listener by kind (relay, submission, submissions).
+    pub listeners: Vec<(String, SocketAddr)>,
     pub logs: Arc<Mutex<String>>,
 }
 
@@ -79,33 +82,57 @@ impl Daemon {
         let (tx, rx) = mpsc::channel();
         let sink = logs.clone();
         std::thread::spawn(move || {
+            let mut listeners = Vec::new();
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                let field = |name: &str| {
+                    let v = line.split(name).nth(1)?.split_whitespace().next()?;
+                    Some(v.trim_matches('"').to_string())
+                };
                 if line.contains("listening") {
-                    if let Some(addr) = line.split("addr=").nth(1) {
-                        let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
+                    if let (Some(kind), Some(addr)) = (field("kind="), field("addr=")) {
+                        listeners
+                            .push((kind, addr.parse::<SocketAddr>().expect("listening address")));
                     }
+                }
+                if line.contains("tern started") {
+                    let _ = tx.send(std::mem::take(&mut listeners));
                 }
                 sink.lock().unwrap().push_str(&(line + "\n"));
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a.parse().expect("listening address"),
+        let listeners = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
                 panic!("tern did not start: {}", logs.lock().unwrap());
             }
         };
+        let addr = listeners
+            .iter()
+            .find(|(k, _)| k == "relay")
+            .map(|(_, a)| *a)
+            .expect("a relay listener");
         Daemon {
             child: Some(child),
             dir,
             addr,
+            listeners,
             logs,
         }
     }
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The address of the listener of this kind.
+    pub fn listener(&self, kind: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no {kind} listener"))
     }
 
     pub fn log_text(&self) -> String {

@@ -7,4 +7,5 @@ mod delivery;
 mod durability;
 mod limits;
 mod protocol;
+mod submission;
 mod tls;
