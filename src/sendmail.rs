@@ -310,7 +310,11 @@ pub fn submit(
 /// The login name of the calling user, for the default sender.
 pub fn login_name() -> String {
     // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
+    user_name(unsafe { libc::getuid() })
+}
+
+/// The login name of a Unix user id, from /etc/passwd (or `uidN`).
+pub fn user_name(uid: u32) -> String {
     std::fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|p| {

@@ -114,7 +114,7 @@ pub(super) async fn handle_local<S: AsyncRead + AsyncWrite + Unpin>(
     uid: u32,
     shutdown: Shutdown,
 ) {
-    let user = user_name(uid);
+    let user = crate::sendmail::user_name(uid);
     tracing::info!(uid, user = %user, "local submission");
     let mut conn = Conn {
         ctx,
@@ -136,19 +136,6 @@ pub(super) async fn handle_local<S: AsyncRead + AsyncWrite + Unpin>(
     if let Err(e) = result {
         tracing::info!(error = %e, "local submission ended");
     }
-}
-
-/// The login name of a Unix user id, from /etc/passwd (or the number).
-fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("uid{uid}"))
 }
 
 fn tls_version_name(v: rustls::ProtocolVersion) -> String {

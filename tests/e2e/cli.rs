@@ -78,29 +78,9 @@ async fn users_added_while_the_daemon_runs_receive_mail_at_once() {
 
 #[test]
 fn password_from_stdin_is_stored_as_argon2id() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tern.toml"), config_text("")).unwrap();
-    let mut child = Command::new(TERN)
-        .args([
-            "user",
-            "add",
-            "dave@example.test",
-            "--password-stdin",
-            "--config",
-        ])
-        .arg(dir.path().join("tern.toml"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    crate::harness::add_user_with_password(dir.path(), "dave@example.test", "correct horse");
     let db = std::fs::read(dir.path().join("data/tern.db")).unwrap_or_default();
     let wal = std::fs::read(dir.path().join("data/tern.db-wal")).unwrap_or_default();
     let all = [db, wal].concat();

@@ -51,6 +51,50 @@ pub fn tern(dir: &Path, args: &[&str]) -> std::process::Output {
         .expect("run tern")
 }
 
+/// `tern user add ADDRESS --password-stdin` with this password.
+pub fn add_user_with_password(dir: &Path, address: &str, password: &str) {
+    use std::io::Write;
+    let mut child = Command::new(TERN)
+        .args(["user", "add", address, "--password-stdin", "--config"])
+        .arg(dir.join("tern.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn tern user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write password");
+    assert!(child.wait().expect("wait").success());
+}
+
+/// Runs `tern sendmail ARGS` (or the program at `program`) with `input` on standard input.
+pub fn run_sendmail(
+    program: &Path,
+    config: &Path,
+    args: &[&str],
+    input: &[u8],
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .env("TERN_CONFIG", config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sendmail");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write message");
+    child.wait_with_output().expect("wait")
+}
+
 impl Daemon {
     /// A daemon with users alice@ and bob@example.test, and `extra` appended to its configuration.
     pub fn start(extra: &str) -> Daemon {

@@ -1,14 +1,15 @@
 //! Submission: users' mail clients over 587 (STARTTLS) and 465 (implicit TLS) with SMTP AUTH, the outgoing
 //! policy, routing of local and remote recipients, and `tern sendmail`.
 
-use crate::harness::{Daemon, Raw, TERN, insecure_tls_connector, tern};
+use crate::harness::{
+    Daemon, Raw, TERN, add_user_with_password, insecure_tls_connector, run_sendmail, tern,
+};
 use base64::Engine;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use rustls::pki_types::ServerName;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 const LISTENERS: &str = r#"
 [[listener]]
@@ -29,20 +30,7 @@ fn daemon(extra: &str) -> Daemon {
         ("bob@example.test", "bob-pw"),
     ] {
         tern(d.dir.path(), &["user", "del", user]);
-        let mut child = Command::new(TERN)
-            .args(["user", "add", user, "--password-stdin", "--config"])
-            .arg(d.dir.path().join("tern.toml"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{pw}\n").as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        add_user_with_password(d.dir.path(), user, pw);
     }
     d
 }
@@ -408,21 +396,14 @@ async fn message_id_and_date_are_added_when_missing() {
 #[test]
 fn sendmail_t_delivers_to_a_local_user() {
     let d = Daemon::start("");
-    let mut child = Command::new(TERN)
-        .args(["--config"])
-        .arg(d.dir.path().join("tern.toml"))
-        .args(["sendmail", "-t", "-F", "Cron Daemon"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"To: alice@example.test\nBcc: bob@example.test\nSubject: cron job\n\n.leading dot\nresult: ok\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let config = d.dir.path().join("tern.toml");
+    let input = b"To: alice@example.test\nBcc: bob@example.test\nSubject: cron job\n\n.leading dot\nresult: ok\n";
+    let out = run_sendmail(
+        Path::new(TERN),
+        &config,
+        &["sendmail", "-t", "-F", "Cron Daemon"],
+        input,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -443,21 +424,12 @@ fn sendmail_t_delivers_to_a_local_user() {
     assert!(!bob.contains("Bcc:"), "Bcc: must not be delivered: {bob}");
 
     // An unknown local user: sendmail's EX_NOUSER (67) and a message on stderr.
-    let mut child = Command::new(TERN)
-        .args(["--config"])
-        .arg(d.dir.path().join("tern.toml"))
-        .args(["sendmail", "nobody@example.test"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Subject: x\n\nx\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_sendmail(
+        Path::new(TERN),
+        &config,
+        &["sendmail", "nobody@example.test"],
+        b"Subject: x\n\nx\n",
+    );
     assert_eq!(out.status.code(), Some(67));
     assert!(String::from_utf8_lossy(&out.stderr).contains("5.1.1"));
 }
@@ -467,19 +439,18 @@ fn a_symlink_named_sendmail_behaves_like_tern_sendmail() {
     let d = Daemon::start("");
     let link = d.dir.path().join("sendmail");
     std::os::unix::fs::symlink(TERN, &link).unwrap();
-    let mut child = Command::new(&link)
-        .env("TERN_CONFIG", d.dir.path().join("tern.toml"))
-        .args(["-i", "bob@example.test"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Subject: via symlink\n\n.\nstill body\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let input = b"Subject: via symlink\n\n.\nstill body\n";
+    let out = run_sendmail(
+        &link,
+        &d.dir.path().join("tern.toml"),
+        &["-i", "bob@example.test"],
+        input,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = read(&d.wait_delivered("bob@example.test", 1)[0]);
     assert!(
         text.contains("\n.\nstill body\n"),
