@@ -3,11 +3,14 @@
 
 use crate::config::{Config, ListenerKind};
 use crate::directory::Directory;
+use crate::dns::Dns;
 use crate::inbound::submission::SubmissionPolicy;
 use crate::inbound::throttle::AuthThrottle;
 use crate::inbound::{self, Inbound, limits::ConnLimiter, policy::RecipientPolicy};
 use crate::mailbox::maildir::Maildir;
-use crate::queue::Queue;
+use crate::ops::control;
+use crate::outbound::{Outbound, dkim::Dkim, tls::TlsClients};
+use crate::queue::{DsnSettings, Queue};
 use crate::smtp::server::{SessionConfig, SessionLimits};
 use anyhow::Context;
 use std::sync::Arc;
@@ -21,9 +24,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("server.data_dir: cannot create {}", cfg.data_dir.display()))?;
     let tls = crate::tls::server_config(cfg.tls_files.as_ref(), &cfg.data_dir, &cfg.hostname)?;
     let directory = Directory::open(&cfg.data_dir).await?;
-    let (queue, jobs) = Queue::open(&cfg.data_dir, cfg.queue.clone()).await?;
+    let dns = Dns::new(cfg.nameservers.as_deref())?;
+    let dsn = DsnSettings {
+        hostname: cfg.hostname.clone(),
+        local_domains: cfg.local_domains.clone(),
+        delay_warning: cfg.delivery.delay_warning,
+    };
+    let (queue, jobs) = Queue::open(&cfg.data_dir, cfg.queue.clone(), dsn).await?;
     let store = Arc::new(Maildir::new(cfg.data_dir.join("mail")));
-    crate::local::start(cfg.local_workers, jobs, store, queue.clone());
+    crate::local::start(cfg.local_workers, jobs.local, store, queue.clone());
 
     let (trigger, shutdown) = crate::shutdown::channel();
     let limiter = ConnLimiter::new(cfg.limits.connections, cfg.limits.connections_per_ip);
@@ -74,6 +83,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
     };
     let mut tasks = Vec::new();
+    let mut bound = Vec::new();
     for (i, listener) in cfg.listeners.iter().enumerate() {
         let ctx = context(listener.kind);
         for (j, addr) in listener.bind.iter().enumerate() {
@@ -84,6 +94,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 )
             })?;
             let local = socket.local_addr()?;
+            bound.push(local);
             tracing::info!(kind = listener.kind.as_str(), addr = %local, "listening");
             tasks.push(tokio::spawn(inbound::serve(
                 socket,
@@ -92,6 +103,32 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             )));
         }
     }
+    let own_addresses: Vec<std::net::SocketAddr> = bound.clone();
+    let tls_clients = TlsClients::new(cfg.delivery.ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("delivery.ca_file: {e}"))?;
+    let outbound = Outbound::new(
+        cfg.hostname.clone(),
+        cfg.delivery.clone(),
+        dns,
+        queue.clone(),
+        tls_clients,
+        Dkim::new(
+            &cfg.data_dir,
+            cfg.dkim_keys.clone(),
+            cfg.dkim_headers.clone(),
+        ),
+        cfg.local_domains.clone(),
+        own_addresses,
+    );
+    crate::outbound::start(outbound, jobs.remote);
+    let control_path = control::socket_path(&cfg.data_dir);
+    let control_socket = control::bind(&control_path)
+        .with_context(|| format!("cannot listen on {}", control_path.display()))?;
+    tasks.push(tokio::spawn(control::serve(
+        control_socket,
+        queue.clone(),
+        shutdown.clone(),
+    )));
     let sendmail = bind_sendmail_socket(&cfg.sendmail_socket)?;
     tracing::info!(socket = %cfg.sendmail_socket.display(), "listening for tern sendmail");
     tasks.push(tokio::spawn(inbound::serve_local(

@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// DKIM keys for outgoing mail.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+    },
     /// Read a message on standard input and queue it, as /usr/sbin/sendmail does (a symlink named
     /// `sendmail` to tern behaves the same): sendmail [-t] [-i] [-f sender] [-F name] [recipients...]
     Sendmail {
@@ -54,6 +59,27 @@ enum Command {
 enum QueueAction {
     /// Messages in the queue with each recipient's state.
     List,
+    /// One message: envelope, recipients and headers.
+    Show { id: String },
+    /// Retry now: one message, or every message (on the running daemon).
+    Flush { id: Option<String> },
+    /// Remove a message without telling anyone (on the running daemon).
+    Delete { id: String },
+    /// Fail every remaining recipient now and send the sender a DSN (on the running daemon).
+    Bounce { id: String },
+}
+
+#[derive(Subcommand)]
+enum DkimAction {
+    /// Make a signing key for a domain and print the DNS TXT record to publish.
+    Generate {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        #[arg(long, default_value = "rsa", value_parser = ["rsa", "ed25519"])]
+        algorithm: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -150,15 +176,92 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { action } => user(action, cfg).await,
-        Command::Queue {
-            action: QueueAction::List,
-        } => queue_list(cfg).await,
+        Command::Queue { action } => queue(action, cfg).await,
+        Command::Dkim {
+            action:
+                DkimAction::Generate {
+                    domain,
+                    selector,
+                    algorithm,
+                },
+        } => {
+            let domain = domain.to_lowercase();
+            anyhow::ensure!(
+                cfg.local_domains.iter().any(|d| d.as_str() == domain),
+                "{domain:?} is not one of [domains] local"
+            );
+            anyhow::ensure!(
+                !selector.is_empty()
+                    && selector
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "{selector:?} is not a DKIM selector (letters, digits, - and _)"
+            );
+            let (path, record) =
+                tern::outbound::dkim::generate(&cfg.data_dir, &domain, &selector, &algorithm)
+                    .map_err(anyhow::Error::msg)?;
+            println!(
+                "# key written to {} (the running daemon signs with it from now on)",
+                path.display()
+            );
+            println!("# publish this TXT record:");
+            println!(
+                "{selector}._domainkey.{domain}. IN TXT {}",
+                tern::outbound::dkim::zone_text(&record)
+            );
+            Ok(())
+        }
         Command::Sendmail { .. } => Ok(()),
     }
 }
 
-async fn queue_list(cfg: Config) -> anyhow::Result<()> {
-    let messages = tern::queue::list(&cfg.data_dir).await?;
+async fn queue(action: QueueAction, cfg: Config) -> anyhow::Result<()> {
+    let data_dir = cfg.data_dir.clone();
+    let control = |line: String| async move {
+        let answer = tern::ops::control::request(&data_dir, line.trim())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        println!("{answer}");
+        anyhow::Ok(())
+    };
+    match action {
+        QueueAction::List => queue_list(&cfg.data_dir).await,
+        QueueAction::Show { id } => queue_show(&cfg.data_dir, &id).await,
+        QueueAction::Flush { id } => control(format!("FLUSH {}", id.unwrap_or_default())).await,
+        QueueAction::Delete { id } => control(format!("DELETE {id}")).await,
+        QueueAction::Bounce { id } => control(format!("BOUNCE {id}")).await,
+    }
+}
+
+async fn queue_show(data_dir: &std::path::Path, id: &str) -> anyhow::Result<()> {
+    let messages = tern::queue::list(data_dir).await?;
+    let m = messages
+        .iter()
+        .find(|m| m.id.eq_ignore_ascii_case(id))
+        .ok_or_else(|| anyhow::anyhow!("no message {id} in the queue"))?;
+    println!("queue id:  {}", m.id);
+    println!(
+        "received:  {}",
+        tern::clock::rfc5322_date(m.received_at.max(0) as u64)
+    );
+    println!("sender:    <{}>", m.reverse_path);
+    println!("size:      {} octets", m.size);
+    for r in &m.recipients {
+        println!(
+            "recipient: <{}> {} {} attempts {} next {} {}",
+            r.forward_path,
+            r.transport,
+            r.state,
+            r.attempts,
+            r.next_attempt,
+            r.last_reply.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn queue_list(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let messages = tern::queue::list(data_dir).await?;
     if messages.is_empty() {
         println!("queue is empty");
     }

@@ -8,7 +8,7 @@ pub mod raw;
 
 use crate::smtp::{Domain, Mailbox};
 pub use cidr::Cidr;
-pub use raw::{ListenerKind, RawConfig, SenderPolicy, StoreKind};
+pub use raw::{ListenerKind, RawConfig, SenderPolicy, StoreKind, TlsPolicy};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -82,6 +82,28 @@ pub struct AuthSettings {
     pub failure_delay: Duration,
 }
 
+/// The outbound MTA's settings.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub remote_port: u16,
+    pub max_connections: usize,
+    pub per_destination: usize,
+    pub idle: Duration,
+    pub connect_timeout: Duration,
+    pub max_received: usize,
+    pub delay_warning: Duration,
+    pub tls_policy: std::collections::BTreeMap<String, TlsPolicy>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A DKIM key named in the configuration.
+#[derive(Debug, Clone)]
+pub struct DkimKeyFile {
+    pub domain: String,
+    pub selector: String,
+    pub path: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file this came from, for messages.
@@ -102,6 +124,11 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Where `tern sendmail` reaches the daemon.
     pub sendmail_socket: PathBuf,
+    pub delivery: DeliverySettings,
+    /// Name servers instead of /etc/resolv.conf.
+    pub nameservers: Option<Vec<SocketAddr>>,
+    pub dkim_keys: Vec<DkimKeyFile>,
+    pub dkim_headers: Vec<String>,
     /// The effective configuration, defaults filled in and paths resolved, for `tern check-config`.
     pub effective: RawConfig,
 }
@@ -354,6 +381,91 @@ impl Validator {
             None => data_dir.join("sendmail.sock"),
         };
 
+        let d = &raw.delivery;
+        if d.max_connections == 0 {
+            return Err(self.err("delivery.max_connections", "must be greater than 0"));
+        }
+        if d.per_destination == 0 {
+            return Err(self.err("delivery.per_destination", "must be greater than 0"));
+        }
+        if d.remote_port == 0 {
+            return Err(self.err("delivery.remote_port", "must not be 0"));
+        }
+        let mut tls_policy = std::collections::BTreeMap::new();
+        for (domain, policy) in &d.tls_policy {
+            let parsed = Domain::parse(domain, true).map_err(|_| {
+                self.err(
+                    format!("delivery.tls_policy.{domain:?}"),
+                    format!("{domain:?} is not a domain name"),
+                )
+            })?;
+            tls_policy.insert(parsed.to_string(), *policy);
+        }
+        let delivery = DeliverySettings {
+            remote_port: d.remote_port,
+            max_connections: d.max_connections,
+            per_destination: d.per_destination,
+            idle: Duration::from_secs(d.idle_secs),
+            connect_timeout: Duration::from_secs(d.connect_timeout_secs.max(1)),
+            max_received: d.max_received,
+            delay_warning: Duration::from_secs(d.delay_warning_secs),
+            tls_policy,
+            ca_file: d.ca_file.as_deref().map(|p| self.resolve(p)),
+        };
+        let nameservers = match &raw.dns.nameservers {
+            None => None,
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, n) in list.iter().enumerate() {
+                    let addr: SocketAddr = n
+                        .parse()
+                        .or_else(|_| {
+                            n.parse::<std::net::IpAddr>()
+                                .map(|ip| SocketAddr::new(ip, 53))
+                        })
+                        .map_err(|_| {
+                            self.err(
+                                format!("dns.nameservers[{i}]"),
+                                format!("{n:?} is not an address (ip or ip:port)"),
+                            )
+                        })?;
+                    out.push(addr);
+                }
+                if out.is_empty() {
+                    return Err(self.err(
+                        "dns.nameservers",
+                        "must not be empty (leave it out to use /etc/resolv.conf)",
+                    ));
+                }
+                Some(out)
+            }
+        };
+        let mut dkim_keys = Vec::new();
+        for (i, k) in raw.dkim.keys.iter().enumerate() {
+            let domain = Domain::parse(&k.domain, true).map_err(|_| {
+                self.err(
+                    format!("dkim.keys[{i}].domain"),
+                    format!("{:?} is not a domain name", k.domain),
+                )
+            })?;
+            if k.selector.is_empty()
+                || !k
+                    .selector
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+            {
+                return Err(self.err(
+                    format!("dkim.keys[{i}].selector"),
+                    format!("{:?} is not a DKIM selector", k.selector),
+                ));
+            }
+            dkim_keys.push(DkimKeyFile {
+                domain: domain.to_string(),
+                selector: k.selector.clone(),
+                path: self.resolve(&k.key),
+            });
+        }
+
         raw.server.data_dir = data_dir.display().to_string();
         raw.sendmail.socket = Some(sendmail_socket.display().to_string());
         if let Some((c, k)) = &tls_files {
@@ -376,6 +488,10 @@ impl Validator {
             submission,
             auth,
             sendmail_socket,
+            delivery,
+            nameservers,
+            dkim_keys,
+            dkim_headers: raw.dkim.headers.clone(),
             effective: raw,
         })
     }

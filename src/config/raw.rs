@@ -30,6 +30,10 @@ pub struct RawConfig {
     pub auth: RawAuth,
     #[serde(default)]
     pub sendmail: RawSendmail,
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
+    pub dkim: RawDkim,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -191,17 +195,82 @@ impl Default for RawQueue {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsPolicy {
+    /// STARTTLS whenever offered, certificate not checked (RFC 7435 opportunistic TLS).
+    May,
+    /// STARTTLS must be offered and succeed, certificate not checked; else the delivery is deferred.
+    RequireTls,
+    /// STARTTLS with a certificate valid for the MX host name (web PKI roots plus `ca_file`).
+    Verify,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDelivery {
     /// Local delivery tasks writing mailboxes in parallel (each fsyncs its own batch). Default: 8.
     pub local_workers: usize,
+    /// TCP port of remote MX hosts. Default: 25 (tests use another).
+    pub remote_port: u16,
+    /// Outbound SMTP connections in total. Default: 100.
+    pub max_connections: usize,
+    /// Outbound SMTP connections to one destination domain. Default: 10.
+    pub per_destination: usize,
+    /// Seconds an idle outbound connection is kept for the next message to the same host. Default: 30.
+    pub idle_secs: u64,
+    /// Seconds to wait for a TCP connection to an MX host. Default: 30.
+    pub connect_timeout_secs: u64,
+    /// A message with more Received: headers than this is a loop and bounces (5.4.14). Default: 50.
+    pub max_received: usize,
+    /// Seconds before the sender is told once that a recipient is still being retried. Default: 14400 (4 h).
+    pub delay_warning_secs: u64,
+    /// TLS policy per destination domain: "may" (default for all), "require-tls" or "verify".
+    pub tls_policy: std::collections::BTreeMap<String, TlsPolicy>,
+    /// Extra PEM CA certificates trusted by the "verify" policy (besides the web PKI roots).
+    pub ca_file: Option<String>,
 }
 
 impl Default for RawDelivery {
     fn default() -> Self {
-        RawDelivery { local_workers: 8 }
+        RawDelivery {
+            local_workers: 8,
+            remote_port: 25,
+            max_connections: 100,
+            per_destination: 10,
+            idle_secs: 30,
+            connect_timeout_secs: 30,
+            max_received: 50,
+            delay_warning_secs: 4 * 3600,
+            tls_policy: Default::default(),
+            ca_file: None,
+        }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDns {
+    /// Name servers as "ip:port" instead of /etc/resolv.conf, e.g. ["127.0.0.1:5353"].
+    pub nameservers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkimKey {
+    pub domain: String,
+    pub selector: String,
+    /// PEM private key: RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8).
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDkim {
+    /// Keys besides those `tern dkim generate` writes under data_dir/dkim/.
+    pub keys: Vec<RawDkimKey>,
+    /// Header fields to sign; empty means tern's default set.
+    pub headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]

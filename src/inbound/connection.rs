@@ -405,6 +405,7 @@ impl Conn {
                 notify: r.params.notify.map(|n| n.to_param()),
                 orcpt: r.params.orcpt.clone(),
                 attempts: 0,
+                delay_notified: false,
             })
             .collect();
         let to: Vec<&str> = recipients.iter().map(|r| r.forward_path.as_str()).collect();

@@ -1,10 +1,10 @@
 //! Final delivery to our own users: turns queue jobs into mailbox writes and reports each recipient's outcome.
 //!
 //! Workers take several jobs at once, so that one blocking call writes a batch and fsyncs each Maildir folder
-//! once for it. Every attempt logs one line per recipient (queue_id, to, status, reply).
+//! once for it. The queue's `conclude` logs one line per recipient and decides retries and DSNs.
 
 use crate::mailbox::{Delivery, MailboxStore};
-use crate::queue::{Job, Outcome, OutcomeKind, Queue, Report, retry};
+use crate::queue::{Attempt, Job, Queue};
 use crate::smtp::Mailbox;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc};
@@ -47,14 +47,9 @@ async fn worker(
         }
         let store = store.clone();
         let started = std::time::Instant::now();
-        let (batch, deliveries, results) = match tokio::task::spawn_blocking(move || {
-            let (origins, deliveries) = prepare(&batch);
-            let results = store.deliver(&deliveries);
-            (
-                batch,
-                origins.into_iter().zip(deliveries).collect::<Vec<_>>(),
-                results,
-            )
+        let (batch, attempts) = match tokio::task::spawn_blocking(move || {
+            let attempts = deliver(&batch, &*store);
+            (batch, attempts)
         })
         .await
         {
@@ -64,28 +59,41 @@ async fn worker(
                 continue;
             }
         };
-        let reports = judge(&batch, &deliveries, results, &queue, started);
+        let mut reports = Vec::with_capacity(batch.len());
+        for (job, attempts) in batch.iter().zip(attempts) {
+            reports.push(queue.conclude(job, attempts, started).await);
+        }
         queue.record(reports).await;
     }
 }
 
-/// One `Delivery` per recipient of each job, and the (job, recipient) index each came from.
-fn prepare(batch: &[Job]) -> (Vec<(usize, usize)>, Vec<Delivery>) {
+/// Writes every recipient's copy of every job; returns the attempts per job, in recipient order.
+fn deliver(batch: &[Job], store: &dyn MailboxStore) -> Vec<Vec<Attempt>> {
+    let mut attempts: Vec<Vec<Option<Attempt>>> = batch
+        .iter()
+        .map(|j| vec![None; j.message.recipients.len()])
+        .collect();
     let mut origins = Vec::new();
-    let mut out = Vec::new();
+    let mut deliveries = Vec::new();
     for (j, job) in batch.iter().enumerate() {
         let m = &job.message;
         let body = Arc::new(crlf_to_lf(&m.body));
         let date = crate::clock::rfc5322_date(m.received_at);
         for (r, rcpt) in m.recipients.iter().enumerate() {
             let Ok(mailbox) = Mailbox::parse(&rcpt.mailbox, true) else {
+                // No retry can deliver to a mailbox that is not an address.
+                let reply = format!("5.1.3 stored mailbox {:?} is not an address", rcpt.mailbox);
+                attempts[j][r] = Some(Attempt::Permanent {
+                    reply,
+                    relay: Some("local".into()),
+                });
                 continue;
             };
             let mut prefix = format!("Return-Path: <{}>\n", m.reverse_path);
             prefix.push_str(&m.trace.replace("\r\n", "\n"));
             prefix.push_str(&format!("\n\tfor <{}>; {date}\n", rcpt.forward_path));
             origins.push((j, r));
-            out.push(Delivery {
+            deliveries.push(Delivery {
                 mailbox,
                 unique: format!("{}.{}_{}.tern", m.received_at, m.id, rcpt.idx),
                 prefix: prefix.into_bytes(),
@@ -94,86 +102,32 @@ fn prepare(batch: &[Job]) -> (Vec<(usize, usize)>, Vec<Delivery>) {
             });
         }
     }
-    (origins, out)
-}
-
-fn judge(
-    batch: &[Job],
-    deliveries: &[((usize, usize), Delivery)],
-    results: Vec<Result<(), crate::mailbox::MailboxError>>,
-    queue: &Queue,
-    started: std::time::Instant,
-) -> Vec<Report> {
-    let now = crate::clock::unix_now();
-    let s = queue.settings();
-    let mut reports: Vec<Report> = batch
-        .iter()
-        .map(|j| Report {
-            id: j.message.id,
-            whole: j.whole,
-            outcomes: Vec::new(),
-        })
-        .collect();
-    let mut reported = vec![Vec::new(); batch.len()];
-    for (((j, r), d), result) in deliveries.iter().zip(results) {
-        let m = &batch[*j].message;
-        let rcpt = &m.recipients[*r];
-        reported[*j].push(*r);
-        let kind = match result {
-            Ok(()) => {
-                let reply = "2.0.0 delivered to maildir".to_string();
-                tracing::info!(queue_id = %m.id, from = %m.reverse_path, to = %rcpt.forward_path, mailbox = %d.mailbox,
-                    relay = "local", delay_ms = started.elapsed().as_millis() as u64, status = "sent", reply = %reply, "delivery");
-                OutcomeKind::Delivered { reply }
-            }
-            Err(e) => {
-                let reply = format!("4.2.0 mailbox write failed: {e}");
-                match retry::next_attempt(
-                    rcpt.attempts + 1,
-                    m.received_at,
-                    now,
-                    s.retry_base,
-                    s.retry_max,
-                    s.max_lifetime,
-                ) {
-                    retry::Retry::At(t) => {
-                        tracing::warn!(queue_id = %m.id, from = %m.reverse_path, to = %rcpt.forward_path, relay = "local",
-                            status = "deferred", reply = %reply, next_attempt = t, "delivery");
-                        OutcomeKind::Deferred {
-                            reply,
-                            next_attempt: t,
-                        }
-                    }
-                    retry::Retry::Expired => {
-                        let reply = format!("5.4.7 delivery time expired: {e}");
-                        tracing::warn!(queue_id = %m.id, from = %m.reverse_path, to = %rcpt.forward_path, relay = "local",
-                            status = "bounced", reply = %reply, "delivery");
-                        OutcomeKind::Failed { reply }
-                    }
-                }
-            }
-        };
-        reports[*j].outcomes.push(Outcome {
-            id: m.id,
-            idx: rcpt.idx,
-            kind,
+    let results = store.deliver(&deliveries);
+    for (((j, r), d), result) in origins.into_iter().zip(&deliveries).zip(results) {
+        attempts[j][r] = Some(match result {
+            Ok(()) => Attempt::Delivered {
+                reply: format!("2.0.0 delivered to mailbox {}", d.mailbox),
+                relay: "local".into(),
+            },
+            Err(e) => Attempt::Temporary {
+                reply: format!("4.2.0 mailbox write failed: {e}"),
+                relay: Some("local".into()),
+            },
         });
     }
-    // A recipient whose stored mailbox no longer parses cannot be delivered by any retry.
-    for (j, job) in batch.iter().enumerate() {
-        for (r, rcpt) in job.message.recipients.iter().enumerate() {
-            if !reported[j].contains(&r) {
-                let reply = format!("5.1.3 stored mailbox {:?} is not an address", rcpt.mailbox);
-                tracing::error!(queue_id = %job.message.id, to = %rcpt.forward_path, status = "bounced", reply = %reply, "delivery");
-                reports[j].outcomes.push(Outcome {
-                    id: job.message.id,
-                    idx: rcpt.idx,
-                    kind: OutcomeKind::Failed { reply },
-                });
-            }
-        }
-    }
-    reports
+    attempts
+        .into_iter()
+        .map(|v| {
+            v.into_iter()
+                .map(|a| {
+                    a.unwrap_or(Attempt::Temporary {
+                        reply: "4.3.0 not attempted".into(),
+                        relay: None,
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Maildir files use the local (LF) line ending; SMTP carries CRLF.

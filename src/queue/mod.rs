@@ -4,15 +4,21 @@
 //! One writer task owns all writes and commits them in groups (group commit): the messages and delivery
 //! outcomes that arrive while one commit is on its way to disk go together in the next, so one fsync serves
 //! many messages. A scheduler holds the times of deferred deliveries and re-loads those messages when due;
-//! at start-up it picks up everything left in the queue.
+//! at start-up it picks up everything left in the queue. Recipients take one of two transports: `local`
+//! (our mailboxes, `local/`) or `remote` (the outbound MTA, `outbound/`); each gets its own job stream.
+//! Failed recipients are reported to the sender with a DSN (`dsn.rs`), queued like any other message.
 
+mod conclude;
+pub mod dsn;
 mod id;
 pub mod retry;
 mod store;
 
+pub use conclude::Attempt;
 pub use id::{IdGenerator, QueueId};
 
 use crate::config::QueueSettings;
+use crate::smtp::{Domain, Mailbox};
 use sqlx::SqlitePool;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -33,8 +39,34 @@ pub enum QueueError {
     Open { path: String, reason: String },
     #[error("queue write failed: {0}")]
     Write(String),
+    #[error("no message {0} in the queue")]
+    NotFound(String),
     #[error("queue is shut down")]
     Closed,
+}
+
+/// Which delivery path a recipient takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Local,
+    Remote,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Local => "local",
+            Transport::Remote => "remote",
+        }
+    }
+
+    fn of(s: &str) -> Transport {
+        if s == "remote" {
+            Transport::Remote
+        } else {
+            Transport::Local
+        }
+    }
 }
 
 /// A message as the queue holds it.
@@ -68,24 +100,28 @@ pub struct QueuedRecipient {
     pub orcpt: Option<String>,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// A delay DSN was already sent for this recipient.
+    pub delay_notified: bool,
 }
 
-/// Recipients of one message that are due for delivery now.
+/// Recipients of one message, all of one transport, that are due for delivery now.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub message: Arc<QueuedMessage>,
-    /// The job holds every recipient the message has left (a fresh message): if all are delivered, the
-    /// message can be deleted without looking at its rows.
-    pub whole: bool,
+    pub transport: Transport,
     /// Loaded from disk (after a restart or a deferral): an earlier attempt may have delivered already, so
     /// delivery must check before writing again.
     pub from_disk: bool,
+    /// The job holds every recipient the message has left (a fresh message): if all are delivered, the
+    /// message can be deleted without looking at its rows.
+    pub whole: bool,
 }
 
 /// The outcomes of one job.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub id: QueueId,
+    pub transport: Transport,
     /// From [`Job::whole`].
     pub whole: bool,
     pub outcomes: Vec<Outcome>,
@@ -111,9 +147,26 @@ pub struct Outcome {
 
 #[derive(Debug, Clone)]
 pub enum OutcomeKind {
-    Delivered { reply: String },
-    Deferred { reply: String, next_attempt: u64 },
-    Failed { reply: String },
+    Delivered {
+        reply: String,
+    },
+    Deferred {
+        reply: String,
+        next_attempt: u64,
+        delay_notified: bool,
+    },
+    Failed {
+        reply: String,
+    },
+}
+
+/// What DSNs need to know about this server.
+#[derive(Debug, Clone)]
+pub struct DsnSettings {
+    pub hostname: String,
+    pub local_domains: Vec<Domain>,
+    /// Send one delay DSN once a recipient has waited this long.
+    pub delay_warning: Duration,
 }
 
 enum Write {
@@ -121,7 +174,316 @@ enum Write {
     Reports(Vec<Report>),
 }
 
-/// One message as `tern queue list` shows it.
+enum Wake {
+    At(u64, QueueId),
+}
+
+/// A handle on the queue, cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    writes: mpsc::Sender<Write>,
+    wake: mpsc::UnboundedSender<Wake>,
+    ids: Arc<IdGenerator>,
+    inflight: Arc<Mutex<HashSet<(QueueId, Transport)>>>,
+    settings: QueueSettings,
+    dsn: Arc<DsnSettings>,
+    pool: SqlitePool,
+}
+
+/// The job streams, one per transport.
+pub struct Jobs {
+    pub local: mpsc::UnboundedReceiver<Job>,
+    pub remote: mpsc::UnboundedReceiver<Job>,
+}
+
+struct Shared {
+    local: mpsc::UnboundedSender<Job>,
+    remote: mpsc::UnboundedSender<Job>,
+    wake: mpsc::UnboundedSender<Wake>,
+    inflight: Arc<Mutex<HashSet<(QueueId, Transport)>>>,
+}
+
+impl Shared {
+    /// Hands the recipients of `message` to their transports, one job each; `fresh` for a message just stored.
+    fn dispatch(&self, message: Arc<QueuedMessage>, from_disk: bool) {
+        let total = message.recipients.len();
+        for transport in [Transport::Local, Transport::Remote] {
+            let n = message
+                .recipients
+                .iter()
+                .filter(|r| Transport::of(&r.transport) == transport)
+                .count();
+            if n == 0 {
+                continue;
+            }
+            let whole = !from_disk && n == total;
+            let job_message = if n == total {
+                message.clone()
+            } else {
+                let mut only = (*message).clone();
+                only.recipients
+                    .retain(|r| Transport::of(&r.transport) == transport);
+                Arc::new(only)
+            };
+            if let Ok(mut set) = self.inflight.lock() {
+                set.insert((message.id, transport));
+            }
+            let tx = match transport {
+                Transport::Local => &self.local,
+                Transport::Remote => &self.remote,
+            };
+            let _ = tx.send(Job {
+                message: job_message,
+                transport,
+                from_disk,
+                whole,
+            });
+        }
+    }
+}
+
+pub fn database_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("queue.db")
+}
+
+impl Queue {
+    /// Opens the queue and starts its writer and scheduler. Jobs due for delivery arrive on the receivers,
+    /// starting with everything a previous run left behind.
+    pub async fn open(
+        data_dir: &Path,
+        settings: QueueSettings,
+        dsn: DsnSettings,
+    ) -> Result<(Queue, Jobs), QueueError> {
+        let path = database_path(data_dir);
+        let open_err = |e: sqlx::Error| QueueError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let pool = crate::db::open(&path, &MIGRATOR, 4)
+            .await
+            .map_err(open_err)?;
+        let ids = Arc::new(IdGenerator::after(
+            store::max_id(&pool).await.map_err(open_err)?,
+        ));
+        let pending = store::pending(&pool).await.map_err(open_err)?;
+
+        let (local_tx, local_rx) = mpsc::unbounded_channel();
+        let (remote_tx, remote_rx) = mpsc::unbounded_channel();
+        let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+        let (write_tx, write_rx) = mpsc::channel(4096);
+        let inflight = Arc::new(Mutex::new(HashSet::new()));
+        if !pending.is_empty() {
+            tracing::info!(
+                messages = pending.len(),
+                "queue: resuming deliveries left from the previous run"
+            );
+        }
+        for (id, due) in pending {
+            let _ = wake_tx.send(Wake::At(due, id));
+        }
+        let shared = Arc::new(Shared {
+            local: local_tx,
+            remote: remote_tx,
+            wake: wake_tx.clone(),
+            inflight: inflight.clone(),
+        });
+        tokio::spawn(writer(pool.clone(), write_rx, shared.clone()));
+        tokio::spawn(scheduler(pool.clone(), wake_rx, shared));
+        let queue = Queue {
+            writes: write_tx,
+            wake: wake_tx,
+            ids,
+            inflight,
+            settings,
+            dsn: Arc::new(dsn),
+            pool,
+        };
+        Ok((
+            queue,
+            Jobs {
+                local: local_rx,
+                remote: remote_rx,
+            },
+        ))
+    }
+
+    pub fn next_id(&self) -> QueueId {
+        self.ids.next(crate::clock::unix_micros())
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    pub fn dsn_settings(&self) -> &DsnSettings {
+        &self.dsn
+    }
+
+    /// Deliveries under way right now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Stores a message durably; when this returns Ok the message is on stable storage.
+    pub async fn enqueue(&self, message: QueuedMessage) -> Result<(), QueueError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(Write::Insert(Arc::new(message), tx))
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Records delivery outcomes (committed with the next group).
+    pub async fn record(&self, reports: Vec<Report>) {
+        if self.writes.send(Write::Reports(reports)).await.is_err() {
+            tracing::error!(
+                "queue: writer is gone; outcomes will be retried from disk after restart"
+            );
+        }
+    }
+
+    /// `tern queue flush [ID]`: every queued recipient (of one message, or all) is due now.
+    pub async fn flush(&self, id: Option<QueueId>) -> Result<usize, QueueError> {
+        let now = crate::clock::unix_now();
+        store::make_due(&self.pool, id, now)
+            .await
+            .map_err(|e| QueueError::Write(e.to_string()))?;
+        let pending = store::pending(&self.pool)
+            .await
+            .map_err(|e| QueueError::Write(e.to_string()))?;
+        let mut n = 0;
+        for (qid, _) in pending
+            .into_iter()
+            .filter(|(q, _)| id.is_none_or(|i| i == *q))
+        {
+            let _ = self.wake.send(Wake::At(now, qid));
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// `tern queue delete ID`: the message is gone, with no report to anyone.
+    pub async fn delete(&self, id: QueueId) -> Result<(), QueueError> {
+        match store::delete_one(&self.pool, id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(QueueError::NotFound(id.to_string())),
+            Err(e) => Err(QueueError::Write(e.to_string())),
+        }
+    }
+
+    /// `tern queue bounce ID`: every recipient still queued fails now, and the sender gets a DSN.
+    pub async fn bounce(&self, id: QueueId) -> Result<usize, QueueError> {
+        let far_future = u64::MAX / 2;
+        let message = store::load_due(&self.pool, id, far_future)
+            .await
+            .map_err(|e| QueueError::Write(e.to_string()))?
+            .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        let reply = "5.0.0 returned to sender by the administrator".to_string();
+        let failed: Vec<(&QueuedRecipient, String, Option<String>)> = message
+            .recipients
+            .iter()
+            .map(|r| (r, reply.clone(), None))
+            .collect();
+        self.notify(&message, dsn::DsnKind::Failure, &failed)
+            .await?;
+        let n = message.recipients.len();
+        let outcomes = message
+            .recipients
+            .iter()
+            .map(|r| Outcome {
+                id,
+                idx: r.idx,
+                kind: OutcomeKind::Failed {
+                    reply: reply.clone(),
+                },
+            })
+            .collect();
+        self.record(vec![Report {
+            id,
+            transport: Transport::Local,
+            whole: false,
+            outcomes,
+        }])
+        .await;
+        Ok(n)
+    }
+
+    /// Sends the sender of `original` a DSN about these recipients (reply text and remote MTA for each), unless
+    /// the sender is the null reverse-path or their NOTIFY asks for none. Stored before it returns.
+    pub async fn notify(
+        &self,
+        original: &QueuedMessage,
+        kind: dsn::DsnKind,
+        recipients: &[(&QueuedRecipient, String, Option<String>)],
+    ) -> Result<(), QueueError> {
+        // RFC 5321 6.1 and RFC 3464: never a DSN about a message with the null reverse-path (a bounce).
+        if original.reverse_path.is_empty() {
+            return Ok(());
+        }
+        let permanent = kind == dsn::DsnKind::Failure;
+        let lines: Vec<dsn::DsnRecipient> = recipients
+            .iter()
+            .filter(|(r, _, _)| dsn::wanted(r.notify.as_deref(), kind))
+            .map(|(r, reply, mta)| dsn::DsnRecipient {
+                forward_path: r.forward_path.clone(),
+                orcpt: r.orcpt.clone(),
+                status: dsn::status_of(reply, permanent),
+                diagnostic: reply.clone(),
+                remote_mta: mta.clone(),
+            })
+            .collect();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let Ok(to) = Mailbox::parse(&original.reverse_path, true) else {
+            tracing::warn!(queue_id = %original.id, sender = %original.reverse_path, "no DSN: sender is not an address");
+            return Ok(());
+        };
+        let id = self.next_id();
+        let s = &self.dsn;
+        let message_id = format!("<{id}.dsn@{}>", s.hostname);
+        let body = dsn::build(
+            kind,
+            original,
+            &lines,
+            &s.hostname,
+            crate::clock::unix_now(),
+            &message_id,
+        );
+        let transport = if s.local_domains.contains(to.domain()) {
+            Transport::Local
+        } else {
+            Transport::Remote
+        };
+        let dsn_message = QueuedMessage {
+            id,
+            received_at: id.unix_secs(),
+            reverse_path: String::new(),
+            body_type: "8BITMIME".into(),
+            smtputf8: !to.is_ascii(),
+            ret: None,
+            envid: None,
+            trace: format!("Received: by {} (tern) id {id}", s.hostname),
+            body,
+            recipients: vec![QueuedRecipient {
+                idx: 0,
+                forward_path: to.to_string(),
+                mailbox: to.to_string(),
+                transport: transport.as_str().into(),
+                notify: Some("NEVER".into()),
+                orcpt: None,
+                attempts: 0,
+                delay_notified: false,
+            }],
+        };
+        self.enqueue(dsn_message).await?;
+        tracing::info!(queue_id = %original.id, dsn_queue_id = %id, to = %to, kind = ?kind, recipients = lines.len(), "dsn queued");
+        Ok(())
+    }
+}
+
+/// Every message in the queue with every recipient, oldest first, for `tern queue list` and `show`.
 #[derive(Debug, Clone)]
 pub struct Listed {
     pub id: String,
@@ -152,109 +514,6 @@ pub async fn list(data_dir: &Path) -> Result<Vec<Listed>, QueueError> {
     store::list(&pool).await.map_err(err)
 }
 
-/// A handle on the queue, cheap to clone.
-#[derive(Clone)]
-pub struct Queue {
-    writes: mpsc::Sender<Write>,
-    ids: Arc<IdGenerator>,
-    inflight: Arc<Mutex<HashSet<QueueId>>>,
-    settings: QueueSettings,
-}
-
-struct Shared {
-    ready: mpsc::UnboundedSender<Job>,
-    schedule: mpsc::UnboundedSender<(u64, QueueId)>,
-    inflight: Arc<Mutex<HashSet<QueueId>>>,
-}
-
-pub fn database_path(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("queue.db")
-}
-
-impl Queue {
-    /// Opens the queue and starts its writer and scheduler. Jobs due for delivery arrive on the receiver,
-    /// starting with everything a previous run left behind.
-    pub async fn open(
-        data_dir: &Path,
-        settings: QueueSettings,
-    ) -> Result<(Queue, mpsc::UnboundedReceiver<Job>), QueueError> {
-        let path = database_path(data_dir);
-        let open_err = |e: sqlx::Error| QueueError::Open {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
-        let pool = crate::db::open(&path, &MIGRATOR, 4)
-            .await
-            .map_err(open_err)?;
-        let ids = Arc::new(IdGenerator::after(
-            store::max_id(&pool).await.map_err(open_err)?,
-        ));
-        let pending = store::pending(&pool).await.map_err(open_err)?;
-
-        let (ready_tx, ready_rx) = mpsc::unbounded_channel();
-        let (sched_tx, sched_rx) = mpsc::unbounded_channel();
-        let (write_tx, write_rx) = mpsc::channel(4096);
-        let inflight = Arc::new(Mutex::new(HashSet::new()));
-        if !pending.is_empty() {
-            tracing::info!(
-                messages = pending.len(),
-                "queue: resuming deliveries left from the previous run"
-            );
-        }
-        for p in pending {
-            let _ = sched_tx.send((p.1, p.0));
-        }
-        let shared = Arc::new(Shared {
-            ready: ready_tx,
-            schedule: sched_tx,
-            inflight: inflight.clone(),
-        });
-        tokio::spawn(writer(pool.clone(), write_rx, shared.clone()));
-        tokio::spawn(scheduler(pool, sched_rx, shared));
-        Ok((
-            Queue {
-                writes: write_tx,
-                ids,
-                inflight,
-                settings,
-            },
-            ready_rx,
-        ))
-    }
-
-    pub fn next_id(&self) -> QueueId {
-        self.ids.next(crate::clock::unix_micros())
-    }
-
-    pub fn settings(&self) -> &QueueSettings {
-        &self.settings
-    }
-
-    /// Messages being delivered right now.
-    pub fn inflight(&self) -> usize {
-        self.inflight.lock().map(|s| s.len()).unwrap_or(0)
-    }
-
-    /// Stores a message durably; when this returns Ok the message is on stable storage.
-    pub async fn enqueue(&self, message: QueuedMessage) -> Result<(), QueueError> {
-        let (tx, rx) = oneshot::channel();
-        self.writes
-            .send(Write::Insert(Arc::new(message), tx))
-            .await
-            .map_err(|_| QueueError::Closed)?;
-        rx.await.map_err(|_| QueueError::Closed)?
-    }
-
-    /// Records delivery outcomes (committed with the next group).
-    pub async fn record(&self, reports: Vec<Report>) {
-        if self.writes.send(Write::Reports(reports)).await.is_err() {
-            tracing::error!(
-                "queue: writer is gone; outcomes will be retried from disk after restart"
-            );
-        }
-    }
-}
-
 async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Write>, shared: Arc<Shared>) {
     let mut batch = Vec::with_capacity(64);
     while let Some(first) = rx.recv().await {
@@ -275,60 +534,33 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Write>, shared: Arc<Sha
             match w {
                 Write::Insert(message, done) => {
                     if result.is_ok() {
-                        dispatch_local(&shared, message);
+                        shared.dispatch(message, false);
                     }
                     let _ = done.send(result.clone());
                 }
                 Write::Reports(reports) => {
                     if let Ok(mut set) = shared.inflight.lock() {
                         for r in &reports {
-                            set.remove(&r.id);
+                            set.remove(&(r.id, r.transport));
                         }
                     }
                     for o in reports.iter().flat_map(|r| &r.outcomes) {
                         if let OutcomeKind::Deferred { next_attempt, .. } = o.kind {
-                            let _ = shared.schedule.send((next_attempt, o.id));
+                            let _ = shared.wake.send(Wake::At(next_attempt, o.id));
                         }
                     }
                     if result.is_err() {
                         // Not recorded: try these recipients again from disk shortly.
                         for r in &reports {
-                            let _ = shared.schedule.send((crate::clock::unix_now() + 5, r.id));
+                            let _ = shared
+                                .wake
+                                .send(Wake::At(crate::clock::unix_now() + 5, r.id));
                         }
                     }
                 }
             }
         }
     }
-}
-
-/// Hands the local recipients of a freshly stored message to local delivery; remote ones wait for the
-/// outbound MTA, queued and visible in `tern queue list`.
-fn dispatch_local(shared: &Shared, message: Arc<QueuedMessage>) {
-    let local = message
-        .recipients
-        .iter()
-        .filter(|r| r.transport == "local")
-        .count();
-    if local == 0 {
-        return;
-    }
-    let whole = local == message.recipients.len();
-    let message = if whole {
-        message
-    } else {
-        let mut only_local = (*message).clone();
-        only_local.recipients.retain(|r| r.transport == "local");
-        Arc::new(only_local)
-    };
-    if let Ok(mut set) = shared.inflight.lock() {
-        set.insert(message.id);
-    }
-    let _ = shared.ready.send(Job {
-        message,
-        from_disk: false,
-        whole,
-    });
 }
 
 async fn commit(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Error> {
@@ -359,53 +591,54 @@ async fn commit(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Error> {
 }
 
 /// Holds deferred deliveries until they are due, then loads them from disk and hands them out.
-async fn scheduler(
-    pool: SqlitePool,
-    mut rx: mpsc::UnboundedReceiver<(u64, QueueId)>,
-    shared: Arc<Shared>,
-) {
+async fn scheduler(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Wake>, shared: Arc<Shared>) {
     let mut heap: BinaryHeap<Reverse<(u64, QueueId)>> = BinaryHeap::new();
     loop {
         let now = crate::clock::unix_now();
+        let mut later = Vec::new();
         while let Some(Reverse((due, id))) = heap.peek().copied() {
             if due > now {
                 break;
             }
             heap.pop();
-            let busy = shared
-                .inflight
-                .lock()
-                .map(|s| s.contains(&id))
-                .unwrap_or(true);
-            if busy {
-                // Another attempt for this message is under way; look again once it has reported.
-                heap.push(Reverse((now + 1, id)));
-                break;
-            }
             match store::load_due(&pool, id, now).await {
-                Ok(Some(message)) if !message.recipients.is_empty() => {
-                    if let Ok(mut set) = shared.inflight.lock() {
-                        set.insert(id);
+                Ok(Some(mut message)) => {
+                    // A transport with an attempt under way is looked at again once that attempt reports.
+                    let busy: Vec<Transport> = shared
+                        .inflight
+                        .lock()
+                        .map(|s| {
+                            [Transport::Local, Transport::Remote]
+                                .into_iter()
+                                .filter(|t| s.contains(&(id, *t)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let before = message.recipients.len();
+                    message
+                        .recipients
+                        .retain(|r| !busy.contains(&Transport::of(&r.transport)));
+                    if message.recipients.len() < before {
+                        later.push(Reverse((now + 1, id)));
                     }
-                    let _ = shared.ready.send(Job {
-                        message: Arc::new(message),
-                        from_disk: true,
-                        whole: false,
-                    });
+                    if !message.recipients.is_empty() {
+                        shared.dispatch(Arc::new(message), true);
+                    }
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(e) => {
                     tracing::error!(queue_id = %id, error = %e, "queue: cannot load message, will try again");
-                    heap.push(Reverse((now + 30, id)));
+                    later.push(Reverse((now + 30, id)));
                 }
             }
         }
+        heap.extend(later);
         let wait = heap
             .peek()
             .map(|Reverse((due, _))| Duration::from_secs(due.saturating_sub(now).max(1)));
         tokio::select! {
             item = rx.recv() => match item {
-                Some((due, id)) => heap.push(Reverse((due, id))),
+                Some(Wake::At(due, id)) => heap.push(Reverse((due, id))),
                 None => return,
             },
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {}

@@ -80,11 +80,13 @@ pub(super) async fn apply(
             sqlx::query("UPDATE recipients SET state = 'delivered', attempts = attempts + 1, last_reply = ? WHERE message_id = ? AND idx = ?")
                 .bind(reply)
         }
-        OutcomeKind::Deferred { reply, next_attempt } => sqlx::query(
-            "UPDATE recipients SET attempts = attempts + 1, next_attempt = ?, last_reply = ? WHERE message_id = ? AND idx = ?",
+        OutcomeKind::Deferred { reply, next_attempt, delay_notified } => sqlx::query(
+            "UPDATE recipients SET attempts = attempts + 1, next_attempt = ?, last_reply = ?, \
+             delay_notified = MAX(delay_notified, ?) WHERE message_id = ? AND idx = ?",
         )
         .bind(*next_attempt as i64)
-        .bind(reply),
+        .bind(reply)
+        .bind(*delay_notified),
         OutcomeKind::Failed { reply } => {
             sqlx::query("UPDATE recipients SET state = 'failed', attempts = attempts + 1, last_reply = ? WHERE message_id = ? AND idx = ?")
                 .bind(reply)
@@ -114,7 +116,7 @@ pub(super) async fn delete_if_done(
 /// Every message with queued recipients, with the earliest time one of them is due.
 pub(super) async fn pending(pool: &SqlitePool) -> Result<Vec<(QueueId, u64)>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT message_id, MIN(next_attempt) FROM recipients WHERE transport = 'local' AND state = 'queued' GROUP BY message_id ORDER BY message_id",
+        "SELECT message_id, MIN(next_attempt) FROM recipients WHERE state = 'queued' GROUP BY message_id ORDER BY message_id",
     )
     .fetch_all(pool)
     .await?;
@@ -153,8 +155,8 @@ pub(super) async fn load_due(
         return Ok(None);
     };
     let recipients = sqlx::query(
-        "SELECT idx, forward_path, mailbox, transport, notify, orcpt, attempts FROM recipients \
-         WHERE message_id = ? AND transport = 'local' AND state = 'queued' AND next_attempt <= ? ORDER BY idx",
+        "SELECT idx, forward_path, mailbox, transport, notify, orcpt, attempts, delay_notified FROM recipients \
+         WHERE message_id = ? AND state = 'queued' AND next_attempt <= ? ORDER BY idx",
     )
     .bind(&key)
     .bind(now as i64)
@@ -169,6 +171,7 @@ pub(super) async fn load_due(
         notify: r.get(4),
         orcpt: r.get(5),
         attempts: r.get(6),
+        delay_notified: r.get(7),
     })
     .collect();
     Ok(Some(QueuedMessage {
@@ -217,4 +220,40 @@ pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<super::Listed>, sqlx::
         }
     }
     Ok(out)
+}
+
+/// Removes a message and its recipients, whatever their state (`tern queue delete`).
+pub(super) async fn delete_one(pool: &SqlitePool, id: QueueId) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM messages WHERE id = ?")
+        .bind(id.to_string())
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Makes every queued recipient of a message (or of every message) due now.
+pub(super) async fn make_due(
+    pool: &SqlitePool,
+    id: Option<QueueId>,
+    now: u64,
+) -> Result<(), sqlx::Error> {
+    match id {
+        Some(id) => {
+            sqlx::query(
+                "UPDATE recipients SET next_attempt = ? WHERE message_id = ? AND state = 'queued'",
+            )
+            .bind(now as i64)
+            .bind(id.to_string())
+            .execute(pool)
+            .await?
+        }
+        None => sqlx::query(
+            "UPDATE recipients SET next_attempt = ? WHERE state = 'queued' AND next_attempt > ?",
+        )
+        .bind(now as i64)
+        .bind(now as i64)
+        .execute(pool)
+        .await?,
+    };
+    Ok(())
 }

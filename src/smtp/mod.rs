@@ -2,6 +2,7 @@
 //! enhanced status codes, and the server session state machine. Tokio code in `inbound/` drives it.
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod reply;

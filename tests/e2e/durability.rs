@@ -61,7 +61,7 @@ async fn kill_9_mid_batch_loses_no_acknowledged_message() {
     while acked.lock().unwrap().len() < 300 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let dir = d.kill9();
+    let stopped = d.kill9();
     for t in tasks {
         let _ = t.await;
     }
@@ -72,7 +72,7 @@ async fn kill_9_mid_batch_loses_no_acknowledged_message() {
         acked.len()
     );
 
-    let d = Daemon::spawn(dir);
+    let d = Daemon::restart(stopped);
     let want_alice = acked
         .iter()
         .filter(|t| t.split('-').nth(1).unwrap().parse::<u32>().unwrap() % 2 == 0)

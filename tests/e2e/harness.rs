@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 pub const TERN: &str = env!("CARGO_BIN_EXE_tern");
 
 pub struct Daemon {
+    /// The DNS server the daemon resolves through (kept alive with it), unless the test brought its own.
+    pub dns: Option<crate::dns::TestDns>,
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     /// The relay listener.
@@ -96,8 +98,21 @@ pub fn run_sendmail(
 }
 
 impl Daemon {
-    /// A daemon with users alice@ and bob@example.test, and `extra` appended to its configuration.
+    /// A daemon with users alice@ and bob@example.test, and `extra` appended to its configuration. It
+    /// resolves through an empty in-process `test.` zone.
     pub fn start(extra: &str) -> Daemon {
+        let dns = crate::dns::TestDns::start(Vec::new());
+        let mut d = Self::start_with_dns(&format!("{extra}\n{}", dns.config()));
+        d.dns = Some(dns);
+        d
+    }
+
+    /// Like `start`, but `extra` must point the daemon at a DNS server itself (`[dns] nameservers`).
+    pub fn start_with_dns(extra: &str) -> Daemon {
+        assert!(
+            extra.contains("nameservers"),
+            "a daemon under test must resolve through a test DNS server"
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("tern.toml"), config_text(extra)).expect("write config");
         for user in ["alice@example.test", "bob@example.test"] {
@@ -158,6 +173,7 @@ impl Daemon {
             .map(|(_, a)| *a)
             .expect("a relay listener");
         Daemon {
+            dns: None,
             child: Some(child),
             dir,
             addr,
@@ -184,13 +200,21 @@ impl Daemon {
     }
 
     /// SIGKILL: no chance to flush or clean anything up.
-    pub fn kill9(mut self) -> tempfile::TempDir {
+    /// SIGKILL; returns the data folder and the DNS server for [`Daemon::restart`].
+    pub fn kill9(mut self) -> (tempfile::TempDir, Option<crate::dns::TestDns>) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
         let dir = tempfile::tempdir().expect("placeholder");
-        std::mem::replace(&mut self.dir, dir)
+        (std::mem::replace(&mut self.dir, dir), self.dns.take())
+    }
+
+    /// Starts the daemon again on a folder left by [`Daemon::kill9`].
+    pub fn restart((dir, dns): (tempfile::TempDir, Option<crate::dns::TestDns>)) -> Daemon {
+        let mut d = Self::spawn(dir);
+        d.dns = dns;
+        d
     }
 
     /// SIGTERM, then wait for exit; returns the exit status.

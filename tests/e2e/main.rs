@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `tern` binary on loopback, driven over TCP like a remote MTA would.
 
+mod dns;
 mod harness;
 
 mod cli;

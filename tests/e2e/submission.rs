@@ -24,7 +24,10 @@ failure_delay_ms = 20
 
 /// A daemon with submission listeners; alice@ has password "alice-pw", bob@ "bob-pw".
 fn daemon(extra: &str) -> Daemon {
-    let d = Daemon::start(&format!("{LISTENERS}{extra}"));
+    // remote.test has an address but no SMTP server on the remote port (9): relayed mail stays queued.
+    let dns = crate::dns::TestDns::start(vec![crate::dns::Rr::A("remote.test", "127.0.0.1")]);
+    let mut d = Daemon::start_with_dns(&format!("{LISTENERS}{extra}\n{}", dns.config()));
+    d.dns = Some(dns);
     for (user, pw) in [
         ("alice@example.test", "alice-pw"),
         ("bob@example.test", "bob-pw"),
@@ -319,7 +322,8 @@ async fn per_user_rate_limit_says_which_limit() {
 
 #[tokio::test]
 async fn mixed_local_and_remote_recipients_one_queue_id() {
-    let d = daemon("[submission]\nhide_client_ip = true\n");
+    // remote.test's MX answers nowhere (nothing listens on the remote port): the recipient stays queued.
+    let d = daemon("[submission]\nhide_client_ip = true\n[delivery]\nremote_port = 9\n");
     let mailer = starttls_mailer(&d, "alice@example.test", "alice-pw", Mechanism::Plain);
     let response = mailer
         .send(message(
@@ -334,7 +338,7 @@ async fn mixed_local_and_remote_recipients_one_queue_id() {
     let text = read(&d.wait_delivered("bob@example.test", 1)[0]);
     assert!(text.contains(&format!("id {queue_id}")), "{text}");
     assert!(!text.contains("127.0.0.1"), "hide_client_ip: {text}");
-    // The remote recipient waits for the outbound MTA, visible in the queue.
+    // The remote recipient is deferred by the outbound MTA and stays visible in the queue.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let out = tern(d.dir.path(), &["queue", "list"]);
     let list = String::from_utf8_lossy(&out.stdout);

@@ -1,0 +1,118 @@
+//! The control socket (data_dir/control.sock, mode 0600): one line per request, one line per answer.
+//!
+//! Requests: `FLUSH`, `FLUSH <queue-id>`, `DELETE <queue-id>`, `BOUNCE <queue-id>`.
+//! Answers: `OK <text>` or `ERR <text>`.
+
+use crate::queue::{Queue, QueueId};
+use crate::shutdown::Shutdown;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.sock")
+}
+
+/// Binds the control socket (replacing a stale one), readable and writable by the daemon's user only.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.fired() => return,
+        };
+        if let Ok((stream, _)) = accepted {
+            tokio::spawn(handle(stream, queue.clone()));
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, queue: Queue) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let answer = answer(&queue, line.trim()).await;
+        if write
+            .write_all(format!("{answer}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn answer(queue: &Queue, line: &str) -> String {
+    let mut words = line.split_whitespace();
+    let verb = words.next().unwrap_or("").to_ascii_uppercase();
+    let id = words
+        .next()
+        .map(|w| QueueId::parse(&w.to_ascii_uppercase()).ok_or(w));
+    let result = match (verb.as_str(), id) {
+        (_, Some(Err(bad))) => Err(format!("{bad:?} is not a queue ID")),
+        ("FLUSH", None) => queue
+            .flush(None)
+            .await
+            .map(|n| format!("{n} messages due now"))
+            .map_err(|e| e.to_string()),
+        ("FLUSH", Some(Ok(id))) => queue
+            .flush(Some(id))
+            .await
+            .map(|_| format!("{id} due now"))
+            .map_err(|e| e.to_string()),
+        ("DELETE", Some(Ok(id))) => queue
+            .delete(id)
+            .await
+            .map(|_| format!("{id} deleted"))
+            .map_err(|e| e.to_string()),
+        ("BOUNCE", Some(Ok(id))) => queue
+            .bounce(id)
+            .await
+            .map(|n| format!("{id}: {n} recipients returned to sender"))
+            .map_err(|e| e.to_string()),
+        _ => Err(format!("unknown request {line:?}")),
+    };
+    match result {
+        Ok(text) => {
+            tracing::info!(request = line, "control: {text}");
+            format!("OK {text}")
+        }
+        Err(text) => format!("ERR {text}"),
+    }
+}
+
+/// The client side, for `tern queue flush|delete|bounce`.
+pub async fn request(data_dir: &Path, line: &str) -> Result<String, String> {
+    let path = socket_path(data_dir);
+    let stream = UnixStream::connect(&path).await.map_err(|e| {
+        format!(
+            "cannot reach the tern daemon at {}: {e} (is it running?)",
+            path.display()
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    write
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut lines = BufReader::new(read).lines();
+    match lines.next_line().await {
+        Ok(Some(answer)) => match answer.strip_prefix("OK ") {
+            Some(ok) => Ok(ok.to_string()),
+            None => Err(answer.strip_prefix("ERR ").unwrap_or(&answer).to_string()),
+        },
+        Ok(None) => Err("the daemon closed the control connection".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}

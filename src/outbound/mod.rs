@@ -1,0 +1,149 @@
+//! The outbound MTA: delivers the queue's remote recipients to the MX hosts of their domains.
+//!
+//! One task per job (a message's remote recipients), within `[delivery] max_connections` in total and
+//! `per_destination` per domain. Each domain's recipients go in one SMTP transaction; replies are judged per
+//! recipient; `queue::conclude` decides retries and DSNs. Connections are kept idle for a while and reused
+//! for the next message to the same host.
+
+pub mod client;
+mod deliver;
+pub mod dkim;
+mod pool;
+pub mod tls;
+
+use crate::config::{DeliverySettings, TlsPolicy};
+use crate::dns::Dns;
+use crate::queue::{Attempt, Job, Queue};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Everything the delivery tasks share.
+pub struct Outbound {
+    pub hostname: String,
+    pub settings: DeliverySettings,
+    pub dns: Dns,
+    pub queue: Queue,
+    pub tls: tls::TlsClients,
+    pub dkim: dkim::Dkim,
+    pub local_domains: Vec<crate::smtp::Domain>,
+    /// Our own listening sockets: an MX that resolves to one of them is a loop.
+    pub own_addresses: Vec<SocketAddr>,
+    pool: pool::Pool,
+    total: Arc<Semaphore>,
+    per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Outbound {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        hostname: String,
+        settings: DeliverySettings,
+        dns: Dns,
+        queue: Queue,
+        tls: tls::TlsClients,
+        dkim: dkim::Dkim,
+        local_domains: Vec<crate::smtp::Domain>,
+        own_addresses: Vec<SocketAddr>,
+    ) -> Arc<Outbound> {
+        let total = Arc::new(Semaphore::new(settings.max_connections));
+        let pool = pool::Pool::new(settings.idle, settings.per_destination);
+        Arc::new(Outbound {
+            hostname,
+            settings,
+            dns,
+            queue,
+            tls,
+            dkim,
+            local_domains,
+            own_addresses,
+            pool,
+            total,
+            per_destination: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn tls_policy(&self, domain: &str) -> TlsPolicy {
+        self.settings
+            .tls_policy
+            .get(domain)
+            .copied()
+            .unwrap_or(TlsPolicy::May)
+    }
+
+    fn destination_slots(&self, domain: &str) -> Arc<Semaphore> {
+        let mut map = self
+            .per_destination
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.entry(domain.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_destination)))
+            .clone()
+    }
+
+    /// Whether `addr` is one of our own listening sockets (an MX pointing back at us).
+    fn is_own(&self, addr: SocketAddr) -> bool {
+        self.own_addresses.iter().any(|own| {
+            own.port() == addr.port()
+                && (own.ip() == addr.ip() || (own.ip().is_unspecified() && addr.ip().is_loopback()))
+        })
+    }
+}
+
+/// Runs delivery tasks for the jobs until the queue closes.
+pub fn start(ctx: Arc<Outbound>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    tokio::spawn(pool::reaper(ctx.clone()));
+    tokio::spawn(async move {
+        while let Some(job) = jobs.recv().await {
+            let Ok(permit) = ctx.total.clone().acquire_owned().await else {
+                return;
+            };
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let attempts = deliver_job(&ctx, &job).await;
+                drop(permit);
+                let report = ctx.queue.conclude(&job, attempts, started).await;
+                ctx.queue.record(vec![report]).await;
+            });
+        }
+    });
+}
+
+/// One attempt for every recipient of the job, grouped by domain, in recipient order.
+async fn deliver_job(ctx: &Outbound, job: &Job) -> Vec<Attempt> {
+    let m = &job.message;
+    let mut by_domain: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, r) in m.recipients.iter().enumerate() {
+        let domain = r
+            .mailbox
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_lowercase())
+            .unwrap_or_default();
+        match by_domain.iter_mut().find(|(d, _)| *d == domain) {
+            Some((_, v)) => v.push(i),
+            None => by_domain.push((domain, vec![i])),
+        }
+    }
+    let mut attempts: Vec<Option<Attempt>> = vec![None; m.recipients.len()];
+    for (domain, indexes) in by_domain {
+        let slots = ctx.destination_slots(&domain);
+        let _slot = slots.acquire().await;
+        let rcpts: Vec<&crate::queue::QueuedRecipient> =
+            indexes.iter().map(|&i| &m.recipients[i]).collect();
+        let results = deliver::deliver_domain(ctx, m, &domain, &rcpts).await;
+        for (i, a) in indexes.into_iter().zip(results) {
+            attempts[i] = Some(a);
+        }
+    }
+    attempts
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or(Attempt::Temporary {
+                reply: "4.3.0 not attempted".into(),
+                relay: None,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,146 @@
+//! An in-process authoritative DNS server for the `test.` zone (hickory-server) on 127.0.0.1, UDP and TCP on
+//! one port, run on its own thread so both sync and async tests can use it. Daemons under test resolve
+//! through it (`[dns] nameservers`), never through the machine's resolver.
+
+use hickory_server::Server;
+use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One record in the `test.` zone.
+#[derive(Debug, Clone)]
+pub enum Rr {
+    Mx(&'static str, u16, &'static str),
+    A(&'static str, &'static str),
+    Aaaa(&'static str, &'static str),
+    Txt(String, String),
+}
+
+pub struct TestDns {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn name(s: &str) -> Name {
+    Name::from_str(
+        if s.ends_with('.') {
+            s.to_string()
+        } else {
+            format!("{s}.")
+        }
+        .as_str(),
+    )
+    .expect("DNS name")
+}
+
+fn zone(records: &[Rr]) -> InMemoryZoneHandler {
+    let origin = name("test.");
+    let mut zone = InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
+    let soa = SOA::new(
+        name("ns.test."),
+        name("hostmaster.test."),
+        1,
+        3600,
+        600,
+        86400,
+        60,
+    );
+    zone.upsert_mut(Record::from_rdata(origin, 60, RData::SOA(soa)), 1);
+    for rr in records {
+        let record = match rr {
+            Rr::Mx(owner, pref, host) => {
+                let exchange = if *host == "." {
+                    Name::root()
+                } else {
+                    name(host)
+                };
+                Record::from_rdata(name(owner), 60, RData::MX(MX::new(*pref, exchange)))
+            }
+            Rr::A(owner, ip) => {
+                Record::from_rdata(name(owner), 60, RData::A(A(ip.parse().expect("IPv4"))))
+            }
+            Rr::Aaaa(owner, ip) => Record::from_rdata(
+                name(owner),
+                60,
+                RData::AAAA(AAAA(ip.parse().expect("IPv6"))),
+            ),
+            Rr::Txt(owner, text) => {
+                // Character-strings of at most 255 octets (RFC 1035 3.3.14).
+                let parts = text
+                    .as_bytes()
+                    .chunks(255)
+                    .map(|c| String::from_utf8_lossy(c).to_string())
+                    .collect();
+                Record::from_rdata(name(owner), 60, RData::TXT(TXT::new(parts)))
+            }
+        };
+        zone.upsert_mut(record, 1);
+    }
+    zone
+}
+
+impl TestDns {
+    pub fn start(records: Vec<Rr>) -> TestDns {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let mut catalog = Catalog::new();
+                catalog.upsert(
+                    LowerName::from(name("test.")),
+                    vec![Arc::new(zone(&records))],
+                );
+                let mut server = Server::new(catalog);
+                // UDP and TCP on the same port: try a few ports in case one is taken for TCP.
+                for _ in 0..20 {
+                    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind udp");
+                    let addr = udp.local_addr().expect("addr");
+                    if let Ok(tcp) = tokio::net::TcpListener::bind(addr).await {
+                        server.register_socket(udp);
+                        server.register_listener(tcp, Duration::from_secs(5), 65535);
+                        let _ = addr_tx.send(addr);
+                        let _ = stop_rx.await;
+                        return;
+                    }
+                }
+                panic!("no port for the test DNS server");
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("test DNS server started");
+        TestDns {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The TOML that points a daemon at this server.
+    pub fn config(&self) -> String {
+        format!("[dns]\nnameservers = [\"{}\"]\n", self.addr)
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
