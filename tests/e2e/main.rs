@@ -7,6 +7,8 @@ mod cli;
 mod delivery;
 mod durability;
 mod limits;
+mod outbound;
 mod protocol;
+mod sink;
 mod submission;
 mod tls;

@@ -1,0 +1,548 @@
+//! The outbound MTA against an in-process authoritative DNS server and receiving peers on 127.0.0.x: a
+//! second tern and minimal sinks that answer as each test needs.
+
+use crate::dns::{Rr, TestDns};
+use crate::harness::{Daemon, TERN, run_sendmail, tern};
+use crate::sink::{Behaviour, sinks};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A sending daemon for example.test resolving through `dns`, MX hosts on `port`.
+fn sender(dns: TestDns, port: u16, extra: &str) -> Daemon {
+    let mut d = Daemon::start_with_dns(&format!(
+        "[delivery]\nremote_port = {port}\n{extra}\n{}",
+        dns.config()
+    ));
+    d.dns = Some(dns);
+    d
+}
+
+/// alice@example.test sends a message to `to` through `tern sendmail`.
+fn send(d: &Daemon, to: &[&str], subject: &str) {
+    send_raw(
+        d,
+        to,
+        &format!(
+            "From: Alice <alice@example.test>\nTo: {}\nSubject: {subject}\n\nHello from tern.\n.dot line\n",
+            to.join(", ")
+        ),
+    );
+}
+
+fn send_raw(d: &Daemon, to: &[&str], msg: &str) {
+    let mut args = vec!["sendmail", "-i", "-f", "alice@example.test"];
+    args.extend_from_slice(to);
+    let out = run_sendmail(
+        Path::new(TERN),
+        &d.dir.path().join("tern.toml"),
+        &args,
+        msg.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn queue_list(d: &Daemon) -> String {
+    String::from_utf8_lossy(&tern(d.dir.path(), &["queue", "list"]).stdout).to_string()
+}
+
+/// Waits (bounded) for `pred` on `tern queue list`.
+fn wait_queue(d: &Daemon, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = queue_list(d);
+        if pred(&list) || Instant::now() > deadline {
+            return list;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The DSNs in alice's Maildir, once there are `n`.
+fn dsns(d: &Daemon, n: usize) -> Vec<String> {
+    d.wait_delivered("alice@example.test", n)
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect()
+}
+
+#[test]
+fn delivers_via_the_mx_to_a_second_tern_over_starttls() {
+    let dns = TestDns::start(vec![
+        Rr::Mx("peer.test", 10, "mx.peer.test"),
+        Rr::A("mx.peer.test", "127.0.0.2"),
+    ]);
+    let peer_extra = format!(
+        "[[listener]]\nkind = \"relay\"\nbind = [\"127.0.0.2:0\"]\n[domains]\nlocal = [\"peer.test\"]\npostmaster = \"carol@peer.test\"\n{}",
+        dns.config()
+    );
+    let peer = Daemon::start_with_dns(&peer_extra);
+    assert!(
+        tern(peer.dir.path(), &["user", "add", "carol@peer.test"])
+            .status
+            .success()
+    );
+    let port = peer
+        .listeners
+        .iter()
+        .find(|(_, a)| a.ip().to_string() == "127.0.0.2")
+        .unwrap()
+        .1
+        .port();
+    let d = sender(dns, port, "");
+    send(&d, &["carol@peer.test"], "across the wire");
+    let files = peer.wait_delivered("carol@peer.test", 1);
+    assert_eq!(files.len(), 1, "{}", d.log_text());
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        text.starts_with("Return-Path: <alice@example.test>\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("with ESMTPS id"),
+        "STARTTLS used between the two: {text}"
+    );
+    assert_eq!(
+        text.matches("Received: ").count(),
+        2,
+        "the sender's and the peer's Received: {text}"
+    );
+    assert!(text.contains("\n.dot line\n"), "{text}");
+    let log = d.log_text();
+    assert!(
+        log.contains("status=\"sent\"") && log.contains("relay=mx.peer.test[127.0.0.2]"),
+        "{log}"
+    );
+    assert!(wait_queue(&d, |l| l.contains("queue is empty")).contains("queue is empty"));
+}
+
+#[test]
+fn falls_back_to_the_second_mx_when_the_first_refuses_connections() {
+    // mx1 is 127.0.0.2 where nothing listens on the sinks' port; mx2 is a sink on 127.0.0.3.
+    let s = sinks(vec![Behaviour::default(), Behaviour::default()]);
+    let port = s[0].addr.port();
+    let dns = TestDns::start(vec![
+        Rr::Mx("far.test", 10, "mx1.far.test"),
+        Rr::Mx("far.test", 20, "mx2.far.test"),
+        Rr::A("mx1.far.test", "127.0.0.4"),
+        Rr::A("mx2.far.test", "127.0.0.3"),
+    ]);
+    let d = sender(dns, port, "");
+    send(&d, &["dave@far.test"], "fallback");
+    let got = s[1].wait(1);
+    assert_eq!(got.len(), 1, "{}", d.log_text());
+    assert_eq!(got[0].rcpt_to, ["dave@far.test"]);
+    assert_eq!(got[0].mail_from, "alice@example.test");
+    assert!(d.log_text().contains("trying the next MX"));
+}
+
+#[test]
+fn implicit_mx_null_mx_and_nxdomain() {
+    let s = sinks(vec![Behaviour::default()]);
+    let dns = TestDns::start(vec![
+        Rr::A("plain.test", "127.0.0.2"),
+        Rr::Mx("nomail.test", 0, "."),
+    ]);
+    let d = sender(dns, s[0].addr.port(), "");
+    send(&d, &["erin@plain.test"], "implicit");
+    assert_eq!(
+        s[0].wait(1).len(),
+        1,
+        "implicit MX: the domain's own address"
+    );
+    send(&d, &["frank@nomail.test"], "null");
+    send(&d, &["gina@nowhere.test"], "nxdomain");
+    let reports = dsns(&d, 2);
+    let null = reports
+        .iter()
+        .find(|r| r.contains("frank@nomail.test"))
+        .expect("null MX DSN");
+    assert!(
+        null.contains("Status: 5.1.10") && null.contains("null MX"),
+        "{null}"
+    );
+    let nx = reports
+        .iter()
+        .find(|r| r.contains("gina@nowhere.test"))
+        .expect("NXDOMAIN DSN");
+    assert!(
+        nx.contains("Action: failed") && nx.contains("Status: 5.1.2"),
+        "{nx}"
+    );
+    assert!(
+        nx.starts_with("Return-Path: <>\n"),
+        "bounces use the null reverse-path: {nx}"
+    );
+}
+
+#[test]
+fn temporary_failure_then_success_on_flush() {
+    let s = sinks(vec![Behaviour {
+        fail_data: 1,
+        ..Default::default()
+    }]);
+    let dns = TestDns::start(vec![
+        Rr::Mx("slow.test", 10, "mx.slow.test"),
+        Rr::A("mx.slow.test", "127.0.0.2"),
+    ]);
+    let d = sender(dns, s[0].addr.port(), "");
+    send(&d, &["hank@slow.test"], "retry me");
+    let list = wait_queue(&d, |l| l.contains("attempts 1"));
+    assert!(
+        list.contains("queued   remote <hank@slow.test> attempts 1") && list.contains("451 4.3.0"),
+        "{list}"
+    );
+    assert!(s[0].messages().is_empty());
+    // No waiting for the backoff: the administrator retries now.
+    let out = tern(d.dir.path(), &["queue", "flush"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s[0].wait(1).len(), 1);
+    assert!(wait_queue(&d, |l| l.contains("queue is empty")).contains("queue is empty"));
+}
+
+#[test]
+fn one_of_two_recipients_refused_gets_a_dsn_with_the_remote_reply() {
+    let s = sinks(vec![Behaviour::default()]);
+    let dns = TestDns::start(vec![
+        Rr::Mx("mixed.test", 10, "mx.mixed.test"),
+        Rr::A("mx.mixed.test", "127.0.0.2"),
+    ]);
+    let d = sender(dns, s[0].addr.port(), "");
+    send(&d, &["ok@mixed.test", "reject@mixed.test"], "one bad");
+    let got = s[0].wait(1);
+    assert_eq!(got[0].rcpt_to, ["ok@mixed.test"]);
+    let dsn = &dsns(&d, 1)[0];
+    for want in [
+        "Subject: Undelivered Mail Returned to Sender",
+        "Content-Type: multipart/report; report-type=delivery-status;",
+        "Reporting-MTA: dns; mx.example.test",
+        "Final-Recipient: rfc822; reject@mixed.test",
+        "Action: failed",
+        "Status: 5.1.1",
+        "Remote-MTA: dns; mx.mixed.test[127.0.0.2]",
+        "Diagnostic-Code: smtp; 550 5.1.1 no such user here",
+        "Subject: one bad",
+    ] {
+        assert!(dsn.contains(want), "missing {want:?}:\n{dsn}");
+    }
+    assert!(!dsn.contains("Final-Recipient: rfc822; ok@mixed.test"));
+    assert!(
+        !dsn.contains("Hello from tern"),
+        "headers only without RET=FULL"
+    );
+}
+
+#[test]
+fn expiry_bounces_and_the_delay_dsn_is_sent_once() {
+    // Nothing listens: every attempt is a temporary failure.
+    let dns = TestDns::start(vec![Rr::A("down.test", "127.0.0.2")]);
+    let d = sender(dns, 9, "delay_warning_secs = 0\n");
+    send(&d, &["ivy@down.test"], "still trying");
+    let delay = &dsns(&d, 1)[0];
+    assert!(
+        delay.contains("Action: delayed") && delay.contains("Subject: Delayed Mail"),
+        "{delay}"
+    );
+    tern(d.dir.path(), &["queue", "flush"]);
+    let list = wait_queue(&d, |l| l.contains("attempts 2"));
+    assert!(list.contains("attempts 2"), "{list}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        d.delivered("alice@example.test").len(),
+        1,
+        "one delay DSN at most"
+    );
+
+    let dns = TestDns::start(vec![Rr::A("down.test", "127.0.0.2")]);
+    let d = sender(dns, 9, "[queue]\nmax_lifetime_secs = 0\n");
+    send(&d, &["jack@down.test"], "expires");
+    let bounce = &dsns(&d, 1)[0];
+    assert!(
+        bounce.contains("Action: failed") && bounce.contains("Status: 5.4.7"),
+        "{bounce}"
+    );
+    assert!(wait_queue(&d, |l| !l.contains("queued")).contains("failed"));
+}
+
+#[test]
+fn starttls_is_used_when_offered() {
+    let s = sinks(vec![Behaviour {
+        starttls: true,
+        ..Default::default()
+    }]);
+    let dns = TestDns::start(vec![
+        Rr::Mx("secure.test", 10, "mx.secure.test"),
+        Rr::A("mx.secure.test", "127.0.0.2"),
+    ]);
+    let d = sender(dns, s[0].addr.port(), "");
+    send(&d, &["kim@secure.test"], "private");
+    let got = s[0].wait(1);
+    assert!(
+        got[0].tls,
+        "sent in the clear although STARTTLS was offered"
+    );
+    assert!(d.log_text().contains("TLSv1.3"), "{}", d.log_text());
+}
+
+#[test]
+fn require_tls_policy_defers_when_tls_is_not_offered() {
+    let s = sinks(vec![Behaviour::default()]);
+    let dns = TestDns::start(vec![Rr::A("strict.test", "127.0.0.2")]);
+    let d = sender(
+        dns,
+        s[0].addr.port(),
+        "[delivery.tls_policy]\n\"strict.test\" = \"require-tls\"\n",
+    );
+    send(&d, &["lee@strict.test"], "must be private");
+    let list = wait_queue(&d, |l| l.contains("attempts 1"));
+    assert!(list.contains("4.7.5 TLS is required"), "{list}");
+    assert!(s[0].messages().is_empty());
+}
+
+#[test]
+fn loops_bounce_instead_of_being_sent() {
+    let dns = TestDns::start(vec![Rr::Mx("self.test", 10, "mx.example.test")]);
+    let d = sender(dns, 25, "");
+    send(&d, &["x@self.test"], "loop");
+    let mut hops = String::new();
+    for i in 0..51 {
+        hops.push_str(&format!(
+            "Received: from hop{i}.test by hop{}.test; Mon, 23 Nov 2026 10:00:00 +0000\n",
+            i + 1
+        ));
+    }
+    send_raw(
+        &d,
+        &["y@self.test"],
+        &format!("{hops}From: alice@example.test\nSubject: hops\n\nx\n"),
+    );
+    let reports = dsns(&d, 2);
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.contains("Status: 5.4.6") && r.contains("loops back to myself")),
+        "{reports:?}"
+    );
+    assert!(
+        reports.iter().any(|r| r.contains("Status: 5.4.14")),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn many_messages_to_one_domain_reuse_connections_within_the_limit() {
+    let s = sinks(vec![Behaviour::default()]);
+    let dns = TestDns::start(vec![Rr::A("busy.test", "127.0.0.2")]);
+    let d = sender(dns, s[0].addr.port(), "per_destination = 2\n");
+    for i in 0..20 {
+        send(&d, &[&format!("user{i}@busy.test")], &format!("n{i}"));
+    }
+    assert_eq!(s[0].wait(20).len(), 20);
+    let st = &s[0].state;
+    let max_open = st.max_open.load(std::sync::atomic::Ordering::SeqCst);
+    let connections = st.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(max_open <= 2, "{max_open} connections at once, limit 2");
+    assert!(
+        connections < 20,
+        "{connections} connections for 20 messages: none reused"
+    );
+}
+
+#[test]
+fn queue_commands_show_delete_and_bounce() {
+    let dns = TestDns::start(vec![Rr::A("down.test", "127.0.0.2")]);
+    let d = sender(dns, 9, "");
+    send(&d, &["a@down.test"], "to delete");
+    send(&d, &["b@down.test"], "to bounce");
+    let list = wait_queue(&d, |l| l.matches("attempts 1").count() == 2);
+    let ids: Vec<String> = list
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    let show = String::from_utf8_lossy(&tern(d.dir.path(), &["queue", "show", &ids[0]]).stdout)
+        .to_string();
+    assert!(
+        show.contains("sender:    <alice@example.test>") && show.contains("<a@down.test>"),
+        "{show}"
+    );
+    assert!(
+        tern(d.dir.path(), &["queue", "delete", &ids[0]])
+            .status
+            .success()
+    );
+    let out = tern(d.dir.path(), &["queue", "bounce", &ids[1]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bounce = &dsns(&d, 1)[0];
+    assert!(
+        bounce.contains("b@down.test")
+            && bounce.contains("returned to sender by the administrator"),
+        "{bounce}"
+    );
+    assert!(!bounce.contains("a@down.test"));
+    let out = tern(d.dir.path(), &["queue", "delete", "00000000000000"]);
+    assert!(!out.status.success());
+}
+
+/// Verifies a received message's DKIM signature with mail-auth against the test DNS.
+async fn dkim_passes(dns: std::net::SocketAddr, message: &str) -> bool {
+    dkim_results(dns, message).await.iter().all(|r| r == "Pass")
+        && !dkim_results(dns, message).await.is_empty()
+}
+
+async fn dkim_results(dns: std::net::SocketAddr, message: &str) -> Vec<String> {
+    use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
+    let resolver = tern::dns::Dns::new(Some(&[dns]))
+        .unwrap()
+        .resolver()
+        .clone();
+    let authenticator = MessageAuthenticator(resolver);
+    let parsed = AuthenticatedMessage::parse(message.as_bytes()).expect("parsable message");
+    let results = authenticator.verify_dkim(&parsed).await;
+    results
+        .iter()
+        .map(|r| {
+            if r.result() == &DkimResult::Pass {
+                "Pass".to_string()
+            } else {
+                format!("{:?}", r.result())
+            }
+        })
+        .collect()
+}
+
+/// python3-dkim's verdict, where Debian's python3-dkim is installed (CI installs it).
+fn python_dkim_verdict(message: &str, selector_domain: &str, txt: &str) -> Option<bool> {
+    let python = Path::new("/usr/bin/python3");
+    let ok = python.exists()
+        && std::process::Command::new(python)
+            .args(["-c", "import dkim"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("python3-dkim not installed: skipping the independent DKIM check");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("msg.eml"), message).unwrap();
+    std::fs::write(dir.path().join("key.txt"), txt).unwrap();
+    let script = format!(
+        "import dkim,sys\nmsg=open(sys.argv[1],'rb').read()\ntxt=open(sys.argv[2],'rb').read()\n\
+         def dns(name, timeout=5):\n    return txt if name.decode().rstrip('.')=='{selector_domain}' else None\n\
+         print(dkim.verify(msg, dnsfunc=dns))\n"
+    );
+    let out = std::process::Command::new(python)
+        .args(["-c", &script])
+        .arg(dir.path().join("msg.eml"))
+        .arg(dir.path().join("key.txt"))
+        .output()
+        .unwrap();
+    Some(String::from_utf8_lossy(&out.stdout).trim() == "True")
+}
+
+#[tokio::test]
+async fn dkim_signatures_verify_for_ed25519_and_rsa_keys() {
+    let s = sinks(vec![Behaviour::default()]);
+    let dns = TestDns::start(vec![Rr::A("sig.test", "127.0.0.2")]);
+    let dns_addr = dns.addr;
+    let d = sender(dns, s[0].addr.port(), "");
+    let mut records = Vec::new();
+    for (domain, algorithm) in [("example.test", "ed25519"), ("example.org", "rsa")] {
+        let out = tern(
+            d.dir.path(),
+            &[
+                "dkim",
+                "generate",
+                "--domain",
+                domain,
+                "--selector",
+                "s1",
+                "--algorithm",
+                algorithm,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = stdout
+            .lines()
+            .find(|l| l.contains("IN TXT"))
+            .expect("TXT record printed");
+        // Zone text: one or more quoted character-strings.
+        let txt: String = line.split('"').skip(1).step_by(2).collect();
+        assert!(
+            txt.starts_with(&format!("v=DKIM1; k={algorithm}; p=")),
+            "{txt}"
+        );
+        d.dns
+            .as_ref()
+            .unwrap()
+            .add(Rr::Txt(format!("s1._domainkey.{domain}"), txt.clone()));
+        records.push((domain, txt));
+    }
+    // A second key for a domain must not overwrite the first.
+    assert!(
+        !tern(
+            d.dir.path(),
+            &[
+                "dkim",
+                "generate",
+                "--domain",
+                "example.test",
+                "--selector",
+                "s1"
+            ]
+        )
+        .status
+        .success()
+    );
+
+    send(&d, &["rcpt@sig.test"], "signed with ed25519");
+    send_raw(
+        &d,
+        &["rcpt@sig.test"],
+        "From: Alice <alice@example.org>\nSubject: signed with rsa\n\nbody\n",
+    );
+    let got = s[0].wait(2);
+    assert_eq!(got.len(), 2);
+    for (domain, txt) in &records {
+        let msg = got
+            .iter()
+            .find(|m| m.data.contains(&format!("d={domain};")))
+            .expect("a message signed for the domain");
+        assert!(msg.data.starts_with("DKIM-Signature: "), "{}", msg.data);
+        assert!(msg.data.contains("s=s1"), "{}", msg.data);
+        let verdict = dkim_results(dns_addr, &msg.data).await;
+        assert!(
+            dkim_passes(dns_addr, &msg.data).await,
+            "mail-auth does not verify ({verdict:?}):\n{}",
+            msg.data
+        );
+        if let Some(verdict) =
+            python_dkim_verdict(&msg.data, &format!("s1._domainkey.{domain}"), txt)
+        {
+            assert!(verdict, "python3-dkim does not verify:\n{}", msg.data);
+        }
+        // Altered in transit: the signature must fail.
+        let tampered = msg
+            .data
+            .replace("Hello from tern.", "Hello from someone else.")
+            .replace("body", "b0dy");
+        assert!(!dkim_passes(dns_addr, &tampered).await);
+    }
+}
