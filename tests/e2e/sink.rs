@@ -87,6 +87,9 @@ impl Sink {
                         _ = &mut stop_rx => return,
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
+                            // Replies are written one by one: without this, Nagle and delayed ACKs stall
+                            // every pipelined transaction by 40 ms.
+                            let _ = stream.set_nodelay(true);
                             let (st, b, tls) = (st.clone(), behaviour.clone(), tls.clone());
                             tokio::spawn(async move {
                                 st.connections.fetch_add(1, Ordering::SeqCst);
