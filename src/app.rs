@@ -1,6 +1,7 @@
 //! Builds every service from a [`Config`], binds the listeners, runs until SIGTERM/SIGINT, then shuts down in
 //! order: stop accepting, let sessions finish (up to a deadline), let deliveries in flight report.
 
+use crate::checks::Checks;
 use crate::config::{Config, ListenerKind};
 use crate::directory::Directory;
 use crate::dns::Dns;
@@ -40,7 +41,18 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         local_domains: cfg.local_domains.clone(),
         postmaster: cfg.postmaster.clone(),
         directory: directory.clone(),
+        subaddress_separator: cfg.subaddress_separator.clone(),
     });
+    let greylist = match cfg.checks.greylist {
+        Some(g) => Some(crate::checks::greylist::Greylist::open(&cfg.data_dir, g).await?),
+        None => None,
+    };
+    let checks = Arc::new(Checks::new(
+        dns.clone(),
+        cfg.checks.clone(),
+        cfg.hostname.clone(),
+        greylist,
+    ));
     let submission = Arc::new(SubmissionPolicy::new(
         cfg.submission.clone(),
         directory.clone(),
@@ -78,6 +90,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             submission: submission.clone(),
             throttle: throttle.clone(),
             directory: directory.clone(),
+            checks: (kind == ListenerKind::Relay).then(|| checks.clone()),
             queue: queue.clone(),
             limiter: limiter.clone(),
         })

@@ -6,6 +6,7 @@
 //! `tls`, `db`, `clock` and `shutdown` beside them, and `app` wiring them together.
 
 pub mod app;
+pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -8,7 +8,7 @@ pub mod raw;
 
 use crate::smtp::{Domain, Mailbox};
 pub use cidr::Cidr;
-pub use raw::{ListenerKind, RawConfig, SenderPolicy, StoreKind, TlsPolicy};
+pub use raw::{CheckAction, ListenerKind, RawConfig, SenderPolicy, StoreKind, TlsPolicy};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -96,6 +96,26 @@ pub struct DeliverySettings {
     pub ca_file: Option<PathBuf>,
 }
 
+/// Inbound checks (SPF, DKIM, DMARC, ARC, blocklists, greylisting).
+#[derive(Debug, Clone)]
+pub struct CheckSettings {
+    pub enabled: bool,
+    pub spf_fail: CheckAction,
+    pub dmarc_quarantine: CheckAction,
+    pub dmarc_reject: CheckAction,
+    pub temperror: CheckAction,
+    pub dnsbl: Vec<String>,
+    pub allow: Vec<Cidr>,
+    pub skip: Vec<Cidr>,
+    pub greylist: Option<GreylistSettings>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GreylistSettings {
+    pub delay: Duration,
+    pub expire: Duration,
+}
+
 /// A DKIM key named in the configuration.
 #[derive(Debug, Clone)]
 pub struct DkimKeyFile {
@@ -129,6 +149,9 @@ pub struct Config {
     pub nameservers: Option<Vec<SocketAddr>>,
     pub dkim_keys: Vec<DkimKeyFile>,
     pub dkim_headers: Vec<String>,
+    pub checks: CheckSettings,
+    /// Subaddress separator ("+"), if subaddressing is on.
+    pub subaddress_separator: Option<String>,
     /// The effective configuration, defaults filled in and paths resolved, for `tern check-config`.
     pub effective: RawConfig,
 }
@@ -466,6 +489,71 @@ impl Validator {
             });
         }
 
+        let c = &raw.checks;
+        let mut allow = Vec::new();
+        for (i, n) in c.allow.iter().enumerate() {
+            allow.push(Cidr::parse(n).ok_or_else(|| {
+                self.err(
+                    format!("checks.allow[{i}]"),
+                    format!("{n:?} is not an address or CIDR network"),
+                )
+            })?);
+        }
+        let mut skip = Vec::new();
+        for (i, n) in c.skip_networks.iter().enumerate() {
+            skip.push(Cidr::parse(n).ok_or_else(|| {
+                self.err(
+                    format!("checks.skip_networks[{i}]"),
+                    format!("{n:?} is not an address or CIDR network"),
+                )
+            })?);
+        }
+        for (i, z) in c.dnsbl.iter().enumerate() {
+            Domain::parse(z, false).map_err(|_| {
+                self.err(
+                    format!("checks.dnsbl[{i}]"),
+                    format!("{z:?} is not a DNS zone name"),
+                )
+            })?;
+        }
+        let junk_or = |key: &str, a: CheckAction, allowed: &[CheckAction]| {
+            if allowed.contains(&a) {
+                Ok(a)
+            } else {
+                Err(self.err(
+                    format!("checks.{key}"),
+                    format!("{a:?} is not allowed here").to_lowercase(),
+                ))
+            }
+        };
+        use CheckAction::*;
+        let checks = CheckSettings {
+            enabled: c.enabled,
+            spf_fail: junk_or("spf_fail", c.spf_fail, &[Deliver, Junk, Reject])?,
+            dmarc_quarantine: junk_or("dmarc_quarantine", c.dmarc_quarantine, &[Deliver, Junk])?,
+            dmarc_reject: junk_or("dmarc_reject", c.dmarc_reject, &[Deliver, Junk, Reject])?,
+            temperror: junk_or("temperror", c.temperror, &[Deliver, Defer])?,
+            dnsbl: c
+                .dnsbl
+                .iter()
+                .map(|z| z.trim_end_matches('.').to_lowercase())
+                .collect(),
+            allow,
+            skip,
+            greylist: raw.greylist.enabled.then(|| GreylistSettings {
+                delay: Duration::from_secs(raw.greylist.delay_secs),
+                expire: Duration::from_secs(raw.greylist.expire_secs),
+            }),
+        };
+        let sep = &raw.domains.subaddress_separator;
+        if sep.chars().count() > 1 || sep.contains(['@', '.', '"']) {
+            return Err(self.err(
+                "domains.subaddress_separator",
+                format!("{sep:?} must be one character other than @ . \""),
+            ));
+        }
+        let subaddress_separator = (!sep.is_empty()).then(|| sep.clone());
+
         raw.server.data_dir = data_dir.display().to_string();
         raw.sendmail.socket = Some(sendmail_socket.display().to_string());
         if let Some((c, k)) = &tls_files {
@@ -492,6 +580,8 @@ impl Validator {
             nameservers,
             dkim_keys,
             dkim_headers: raw.dkim.headers.clone(),
+            checks,
+            subaddress_separator,
             effective: raw,
         })
     }

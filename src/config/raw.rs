@@ -34,6 +34,10 @@ pub struct RawConfig {
     pub dns: RawDns,
     #[serde(default)]
     pub dkim: RawDkim,
+    #[serde(default)]
+    pub checks: RawChecks,
+    #[serde(default)]
+    pub greylist: RawGreylist,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -118,6 +122,13 @@ pub struct RawDomains {
     pub local: Vec<String>,
     /// Where postmaster@ every local domain (and bare <postmaster>) goes.
     pub postmaster: String,
+    /// alice+tag@ is delivered to alice@; empty turns subaddressing off. Default: "+".
+    #[serde(default = "default_separator")]
+    pub subaddress_separator: String,
+}
+
+fn default_separator() -> String {
+    "+".into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -345,4 +356,75 @@ impl Default for RawAuth {
 pub struct RawSendmail {
     /// Unix socket where `tern sendmail` hands messages to the daemon. Default: data_dir/sendmail.sock.
     pub socket: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckAction {
+    /// Deliver to the inbox (with the Authentication-Results header).
+    Deliver,
+    /// Deliver to the recipient's Junk folder.
+    Junk,
+    /// Refuse at the end of DATA (5xx).
+    Reject,
+    /// Refuse for now (4xx); the sender retries.
+    Defer,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawChecks {
+    /// SPF, DKIM, DMARC and ARC on the relay listener. Default: true.
+    pub enabled: bool,
+    /// SPF fail for a domain without a DMARC record: deliver, junk or reject. Default: deliver.
+    pub spf_fail: CheckAction,
+    /// DMARC fail with p=quarantine: junk or deliver. Default: junk.
+    pub dmarc_quarantine: CheckAction,
+    /// DMARC fail with p=reject: reject, junk or deliver. Default: reject.
+    pub dmarc_reject: CheckAction,
+    /// A temporary DNS error during the checks: deliver (with temperror results) or defer. Default: deliver.
+    pub temperror: CheckAction,
+    /// DNS blocklist zones checked for the client IP at connection time, e.g. ["zen.spamhaus.org"]. Default: none.
+    pub dnsbl: Vec<String>,
+    /// Client networks (CIDR) that skip the blocklists and greylisting. Default: none.
+    pub allow: Vec<String>,
+    /// Client networks (CIDR) whose mail is not checked at all: local content filters and tools.
+    /// Default: ["127.0.0.0/8", "::1"].
+    pub skip_networks: Vec<String>,
+}
+
+impl Default for RawChecks {
+    fn default() -> Self {
+        RawChecks {
+            enabled: true,
+            spf_fail: CheckAction::Deliver,
+            dmarc_quarantine: CheckAction::Junk,
+            dmarc_reject: CheckAction::Reject,
+            temperror: CheckAction::Deliver,
+            dnsbl: Vec::new(),
+            allow: Vec::new(),
+            skip_networks: vec!["127.0.0.0/8".into(), "::1".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGreylist {
+    /// Greylist first-time (client network, sender, recipient) triplets with 451 4.7.1. Default: false.
+    pub enabled: bool,
+    /// Seconds before a retry of a new triplet is accepted. Default: 300.
+    pub delay_secs: u64,
+    /// Seconds a triplet is remembered after it was last seen. Default: 3024000 (35 days).
+    pub expire_secs: u64,
+}
+
+impl Default for RawGreylist {
+    fn default() -> Self {
+        RawGreylist {
+            enabled: false,
+            delay_secs: 300,
+            expire_secs: 35 * 86400,
+        }
+    }
 }

@@ -82,6 +82,10 @@ impl Dns {
         opts.attempts = 2;
         opts.cache_size = 8192;
         opts.ndots = 0;
+        // Named servers are all that is asked: /etc/hosts would answer for 127.0.0.1 and friends otherwise.
+        if nameservers.is_some() {
+            opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+        }
         let resolver = builder
             .build()
             .map_err(|e| DnsError::Setup(e.to_string()))?;

@@ -46,6 +46,10 @@ struct Conn {
     user: Option<UserPolicy>,
     /// Recipients accepted in the current transaction.
     recipients: usize,
+    /// The current transaction's reverse-path (for greylisting).
+    reverse_path: String,
+    /// What the connection checks found out about the client (relay listener).
+    client: Option<crate::checks::Client>,
 }
 
 pub(super) async fn handle(
@@ -66,7 +70,23 @@ pub(super) async fn handle(
         messages: 0,
         user: None,
         recipients: 0,
+        reverse_path: String::new(),
+        client: None,
     };
+    if let (ListenerKind::Relay, Some(checks)) = (conn.ctx.kind, conn.ctx.checks.clone()) {
+        match checks.connect(peer.ip()).await {
+            Ok(client) => conn.client = Some(client),
+            Err(reply) => {
+                tracing::warn!(reply = %reply.summary(), "connection refused");
+                let mut out = Vec::new();
+                reply.write_to(&mut out);
+                let mut stream = stream;
+                let _ = stream.write_all(&out).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
     let result = if implicit_tls {
         // RFC 8314: TLS from the first byte; the greeting comes inside it.
         match conn.handshake(stream).await {
@@ -125,6 +145,8 @@ pub(super) async fn handle_local<S: AsyncRead + AsyncWrite + Unpin>(
         messages: 0,
         user: None,
         recipients: 0,
+        reverse_path: String::new(),
+        client: None,
     };
     let mut session = Session::new(conn.ctx.session.clone());
     let result = match greet(&session, &mut stream).await {
@@ -171,7 +193,10 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         Some(r) => {
                             tracing::info!(from = %reverse_path, reply = %r.summary(), "sender refused")
                         }
-                        None => conn.recipients = 0,
+                        None => {
+                            conn.recipients = 0;
+                            conn.reverse_path = reverse_path.to_string();
+                        }
                     }
                     session.sender_verdict(refusal);
                 }
@@ -180,7 +205,10 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         Some(max) if conn.recipients >= max => {
                             RcptVerdict::Refuse(Reply::user_too_many_recipients(max))
                         }
-                        _ => conn.ctx.policy.check(&fp, conn.may_relay()).await,
+                        _ => match conn.ctx.policy.check(&fp, conn.may_relay()).await {
+                            RcptVerdict::Accept(mailbox) => conn.greylist(mailbox).await,
+                            refused => refused,
+                        },
                     };
                     match &verdict {
                         RcptVerdict::Refuse(r) => {
@@ -283,6 +311,34 @@ impl Conn {
         }
     }
 
+    /// Greylisting for unauthenticated mail from outside (when configured): the accepted recipient, or 451.
+    async fn greylist(&self, mailbox: crate::smtp::Mailbox) -> RcptVerdict {
+        let (Some(checks), Some(client)) = (&self.ctx.checks, &self.client) else {
+            return RcptVerdict::Accept(mailbox);
+        };
+        let Some(greylist) = &checks.greylist else {
+            return RcptVerdict::Accept(mailbox);
+        };
+        if client.allowed || self.user.is_some() || self.may_relay() {
+            return RcptVerdict::Accept(mailbox);
+        }
+        let now = crate::clock::unix_now();
+        match greylist
+            .check(client.ip, &self.reverse_path, &mailbox.to_string(), now)
+            .await
+        {
+            Ok(crate::checks::greylist::Decision::Pass) => RcptVerdict::Accept(mailbox),
+            Ok(crate::checks::greylist::Decision::Defer) => {
+                RcptVerdict::Refuse(Reply::greylisted())
+            }
+            Err(e) => {
+                // A broken greylist database must not stop mail: accept and say so.
+                tracing::error!(error = %e, "greylist lookup failed; accepting");
+                RcptVerdict::Accept(mailbox)
+            }
+        }
+    }
+
     /// Relaying to other domains: authenticated users, local programs, and configured trusted networks.
     fn may_relay(&self) -> bool {
         match &self.peer {
@@ -351,6 +407,8 @@ impl Conn {
 
     /// Commits the message to the queue; the reply is 250 only once it is on stable storage.
     async fn store(&mut self, env: Envelope, body: Vec<u8>, tls_on: bool) -> Reply {
+        let mut checks_summary = String::new();
+        let mut folder = "";
         let body = match &self.user {
             Some(user) => match self
                 .ctx
@@ -363,6 +421,27 @@ impl Conn {
                     return reply;
                 }
             },
+            // Mail from outside: SPF, DKIM, ARC, DMARC; refused, quarantined or delivered with the verdict.
+            None if self.client.as_ref().is_some_and(|c| !c.skipped)
+                && self.ctx.checks.as_ref().is_some_and(|c| c.enabled()) =>
+            {
+                let (Some(checks), Some(client)) = (self.ctx.checks.clone(), self.client.clone())
+                else {
+                    return Reply::queue_write_failed();
+                };
+                let verdict = checks
+                    .message(&client, &env.helo, &env.reverse_path.to_string(), &body)
+                    .await;
+                if let Some(reply) = &verdict.reply {
+                    tracing::info!(from = %env.reverse_path, checks = %verdict.summary, reply = %reply.summary(), "message refused");
+                    return reply.clone();
+                }
+                checks_summary = verdict.summary.clone();
+                if verdict.action == crate::config::CheckAction::Junk {
+                    folder = "Junk";
+                }
+                checks.rewrite(body, &verdict.header)
+            }
             // A local program is trusted with any sender, but its message gets the same fix-ups.
             None if matches!(self.peer, Peer::Local { .. }) => {
                 self.ctx.submission.fix_up(&self.ctx.hostname, body)
@@ -375,9 +454,11 @@ impl Conn {
             Peer::Tcp(addr) => {
                 let tls = if tls_on { self.tls.as_ref() } else { None };
                 let hide = self.user.is_some() && self.ctx.submission.settings.hide_client_ip;
+                let rdns = self.client.as_ref().and_then(|c| c.rdns.as_deref());
                 trace::received(
                     &env.helo,
                     (!hide).then_some(*addr),
+                    rdns,
                     tls,
                     &self.ctx.hostname,
                     env.protocol,
@@ -406,6 +487,11 @@ impl Conn {
                 orcpt: r.params.orcpt.clone(),
                 attempts: 0,
                 delay_notified: false,
+                folder: if is_local(&r.mailbox, local_domains) {
+                    folder.to_string()
+                } else {
+                    String::new()
+                },
             })
             .collect();
         let to: Vec<&str> = recipients.iter().map(|r| r.forward_path.as_str()).collect();
@@ -424,6 +510,7 @@ impl Conn {
             envid: env.params.envid.clone(),
             trace,
             body,
+            checks: checks_summary.clone(),
             recipients,
         };
         let auth = env.auth.as_deref().unwrap_or("");
@@ -434,7 +521,7 @@ impl Conn {
                     self.ctx.submission.record_sent(user);
                 }
                 tracing::info!(queue_id = %id, from = %env.reverse_path, to = %to, size, protocol = env.protocol,
-                    sasl_user = auth, remote, "message accepted");
+                    sasl_user = auth, remote, checks = %checks_summary, folder, "message accepted");
                 Reply::queued(&id.to_string())
             }
             Err(e) => {

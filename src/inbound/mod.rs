@@ -33,6 +33,8 @@ pub struct Inbound {
     pub submission: Arc<submission::SubmissionPolicy>,
     pub throttle: Arc<throttle::AuthThrottle>,
     pub directory: crate::directory::Directory,
+    /// SPF/DKIM/DMARC, blocklists and greylisting for mail from other MTAs (relay listener).
+    pub checks: Option<Arc<crate::checks::Checks>>,
     pub queue: Queue,
     pub limiter: Arc<ConnLimiter>,
 }

@@ -9,6 +9,8 @@ pub struct RecipientPolicy {
     pub local_domains: Vec<Domain>,
     pub postmaster: Mailbox,
     pub directory: Directory,
+    /// `+` for alice+tag@ delivering to alice@, if subaddressing is on.
+    pub subaddress_separator: Option<String>,
 }
 
 impl RecipientPolicy {
@@ -28,7 +30,18 @@ impl RecipientPolicy {
         if mailbox.local_part().eq_ignore_ascii_case("postmaster") {
             return RcptVerdict::Accept(self.postmaster.clone());
         }
-        match self.directory.lookup(mailbox).await {
+        let base = self.subaddress_separator.as_deref().and_then(|sep| {
+            let (user, _tag) = mailbox.local_part().split_once(sep)?;
+            Mailbox::new(user, mailbox.domain().clone()).ok()
+        });
+        let found = match self.directory.lookup(mailbox).await {
+            Ok(None) => match &base {
+                Some(b) => self.directory.lookup(b).await,
+                None => Ok(None),
+            },
+            other => other,
+        };
+        match found {
             Ok(Some(canonical)) => RcptVerdict::Accept(canonical),
             Ok(None) => RcptVerdict::Refuse(Reply::unknown_user(&mailbox.to_string())),
             Err(e) => {

@@ -27,6 +27,7 @@ pub fn address_literal(ip: IpAddr) -> String {
 pub fn received(
     helo: &str,
     peer: Option<SocketAddr>,
+    rdns: Option<&str>,
     tls: Option<&TlsInfo>,
     hostname: &str,
     protocol: &str,
@@ -39,8 +40,10 @@ pub fn received(
         .take(255)
         .collect();
     let mut h = match peer {
+        // The name is the client's forward-confirmed reverse DNS name, else "unknown" (as Postfix writes).
         Some(peer) => format!(
-            "Received: from {helo} (unknown {})",
+            "Received: from {helo} ({} {})",
+            rdns.unwrap_or("unknown"),
             address_literal(peer.ip())
         ),
         // The client's address is not to be shown: neither through a HELO that is an address literal.
@@ -88,6 +91,7 @@ mod tests {
         let h = received(
             "c(x).test",
             peer,
+            None,
             Some(&tls),
             "mx.example.test",
             "ESMTPS",
@@ -98,10 +102,33 @@ mod tests {
             "Received: from cx.test (unknown [127.0.0.1])\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\
              \tby mx.example.test (tern) with ESMTPS id 00000000000001"
         );
-        let h = received("laptop", None, None, "mx.example.test", "ESMTPSA", id);
+        let h = received("laptop", None, None, None, "mx.example.test", "ESMTPSA", id);
         assert_eq!(
             h,
             "Received: from laptop\r\n\tby mx.example.test (tern) with ESMTPSA id 00000000000001"
+        );
+        let h = received(
+            "[192.0.2.7]",
+            None,
+            None,
+            None,
+            "mx.example.test",
+            "ESMTPSA",
+            id,
+        );
+        assert!(h.starts_with("Received: from unknown\r\n"), "{h}");
+        let h = received(
+            "mail.peer.test",
+            peer,
+            Some("mail.peer.test"),
+            None,
+            "mx.example.test",
+            "ESMTP",
+            id,
+        );
+        assert!(
+            h.starts_with("Received: from mail.peer.test (mail.peer.test [127.0.0.1])"),
+            "{h}"
         );
     }
 }

@@ -95,6 +95,7 @@ fn deliver(batch: &[Job], store: &dyn MailboxStore) -> Vec<Vec<Attempt>> {
             origins.push((j, r));
             deliveries.push(Delivery {
                 mailbox,
+                folder: (!rcpt.folder.is_empty()).then(|| rcpt.folder.clone()),
                 unique: format!("{}.{}_{}.tern", m.received_at, m.id, rcpt.idx),
                 prefix: prefix.into_bytes(),
                 body: body.clone(),
@@ -106,7 +107,10 @@ fn deliver(batch: &[Job], store: &dyn MailboxStore) -> Vec<Vec<Attempt>> {
     for (((j, r), d), result) in origins.into_iter().zip(&deliveries).zip(results) {
         attempts[j][r] = Some(match result {
             Ok(()) => Attempt::Delivered {
-                reply: format!("2.0.0 delivered to mailbox {}", d.mailbox),
+                reply: match &d.folder {
+                    Some(f) => format!("2.0.0 delivered to mailbox {} folder {f}", d.mailbox),
+                    None => format!("2.0.0 delivered to mailbox {}", d.mailbox),
+                },
                 relay: "local".into(),
             },
             Err(e) => Attempt::Temporary {

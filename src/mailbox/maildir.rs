@@ -106,9 +106,32 @@ impl Maildir {
         })
     }
 
-    fn write_one(&self, item: &Delivery) -> Result<Option<PathBuf>, MailboxError> {
-        let dir = self.path_of(&item.mailbox);
+    /// The Maildir++ folder `.Name` inside a mailbox (Dovecot's layout), marked with a `maildirfolder` file.
+    fn folder_of(&self, mailbox: &Mailbox, folder: &str) -> Result<PathBuf, MailboxError> {
+        let root = self.path_of(mailbox);
+        self.ensure(&root)?;
+        let name: String = folder
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+            .collect();
+        let dir = root.join(format!(".{name}"));
         self.ensure(&dir)?;
+        let marker = dir.join("maildirfolder");
+        if !marker.exists() {
+            File::create(&marker).map_err(err(&marker, "create"))?;
+        }
+        Ok(dir)
+    }
+
+    fn write_one(&self, item: &Delivery) -> Result<Option<PathBuf>, MailboxError> {
+        let dir = match item.folder.as_deref().filter(|f| !f.is_empty()) {
+            Some(folder) => self.folder_of(&item.mailbox, folder)?,
+            None => {
+                let dir = self.path_of(&item.mailbox);
+                self.ensure(&dir)?;
+                dir
+            }
+        };
         if item.check_existing && Self::already_delivered(&dir, &item.unique) {
             return Ok(Some(dir.join("new")));
         }
@@ -222,6 +245,7 @@ mod tests {
     fn item(unique: &str, check: bool) -> Delivery {
         Delivery {
             mailbox: Mailbox::parse("Alice@example.test", false).unwrap(),
+            folder: None,
             unique: unique.into(),
             prefix: b"Return-Path: <a@b.test>\n".to_vec(),
             body: Arc::new(b"Subject: x\n\nhello\n".to_vec()),

@@ -22,6 +22,8 @@ pub struct MailboxError {
 #[derive(Debug)]
 pub struct Delivery {
     pub mailbox: Mailbox,
+    /// A folder of the mailbox (`Junk`), or `None` for the inbox.
+    pub folder: Option<String>,
     /// Unique and stable across attempts for this (message, recipient): the basis of the file name.
     pub unique: String,
     /// Headers written before the message (Return-Path:, Received:), LF line endings.

@@ -45,7 +45,7 @@ impl Queue {
             let kind = match attempt {
                 Attempt::Delivered { reply, relay } => {
                     tracing::info!(queue_id = %m.id, from = %m.reverse_path, to = %rcpt.forward_path, relay = %relay,
-                        delay_ms, status = "sent", reply = %reply, "delivery");
+                        delay_ms, status = "sent", reply = %reply, checks = %m.checks, "delivery");
                     OutcomeKind::Delivered { reply }
                 }
                 Attempt::Temporary { reply, relay } => {

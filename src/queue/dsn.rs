@@ -208,6 +208,7 @@ mod tests {
             envid: Some("abc+2B1".into()),
             trace: String::new(),
             body: b"Subject: hello\r\nFrom: alice@example.test\r\n\r\nsecret body\r\n".to_vec(),
+            checks: String::new(),
             recipients: vec![QueuedRecipient {
                 idx: 0,
                 forward_path: "x@remote.test".into(),
@@ -217,6 +218,7 @@ mod tests {
                 orcpt: Some("rfc822;x+40remote.test".into()),
                 attempts: 1,
                 delay_notified: false,
+                folder: String::new(),
             }],
         }
     }

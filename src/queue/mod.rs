@@ -85,6 +85,8 @@ pub struct QueuedMessage {
     pub trace: String,
     /// The message as received, CRLF line endings.
     pub body: Vec<u8>,
+    /// The inbound checks' verdict (`spf=pass dkim=pass ...`), empty when none ran.
+    pub checks: String,
     /// In a job: only the recipients to deliver now.
     pub recipients: Vec<QueuedRecipient>,
 }
@@ -102,6 +104,8 @@ pub struct QueuedRecipient {
     pub attempts: u32,
     /// A delay DSN was already sent for this recipient.
     pub delay_notified: bool,
+    /// Mailbox folder for a local copy: empty for the inbox, `Junk` for quarantine.
+    pub folder: String,
 }
 
 /// Recipients of one message, all of one transport, that are due for delivery now.
@@ -466,6 +470,7 @@ impl Queue {
             envid: None,
             trace: format!("Received: by {} (tern) id {id}", s.hostname),
             body,
+            checks: String::new(),
             recipients: vec![QueuedRecipient {
                 idx: 0,
                 forward_path: to.to_string(),
@@ -475,6 +480,7 @@ impl Queue {
                 orcpt: None,
                 attempts: 0,
                 delay_notified: false,
+                folder: String::new(),
             }],
         };
         self.enqueue(dsn_message).await?;

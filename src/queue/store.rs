@@ -13,7 +13,7 @@ pub(super) async fn insert(
 ) -> Result<(), sqlx::Error> {
     for chunk in messages.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO messages (id, received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body) ",
+            "INSERT INTO messages (id, received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks) ",
         );
         q.push_values(chunk, |mut row, m| {
             row.push_bind(m.id.to_string())
@@ -24,7 +24,8 @@ pub(super) async fn insert(
                 .push_bind(m.ret.clone())
                 .push_bind(m.envid.clone())
                 .push_bind(m.trace.clone())
-                .push_bind(m.body.clone());
+                .push_bind(m.body.clone())
+                .push_bind(m.checks.clone());
         });
         q.build().execute(&mut **tx).await?;
     }
@@ -34,7 +35,7 @@ pub(super) async fn insert(
         .collect();
     for chunk in recipients.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO recipients (message_id, idx, forward_path, mailbox, transport, notify, orcpt, state, attempts, next_attempt) ",
+            "INSERT INTO recipients (message_id, idx, forward_path, mailbox, transport, notify, orcpt, state, attempts, next_attempt, folder) ",
         );
         q.push_values(chunk, |mut row, (m, r)| {
             row.push_bind(m.id.to_string())
@@ -46,7 +47,8 @@ pub(super) async fn insert(
                 .push_bind(r.orcpt.clone())
                 .push_bind("queued")
                 .push_bind(0i64)
-                .push_bind(m.received_at as i64);
+                .push_bind(m.received_at as i64)
+                .push_bind(r.folder.clone());
         });
         q.build().execute(&mut **tx).await?;
     }
@@ -146,7 +148,7 @@ pub(super) async fn load_due(
 ) -> Result<Option<QueuedMessage>, sqlx::Error> {
     let key = id.to_string();
     let Some(row) = sqlx::query(
-        "SELECT received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body FROM messages WHERE id = ?",
+        "SELECT received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks FROM messages WHERE id = ?",
     )
     .bind(&key)
     .fetch_optional(pool)
@@ -155,7 +157,7 @@ pub(super) async fn load_due(
         return Ok(None);
     };
     let recipients = sqlx::query(
-        "SELECT idx, forward_path, mailbox, transport, notify, orcpt, attempts, delay_notified FROM recipients \
+        "SELECT idx, forward_path, mailbox, transport, notify, orcpt, attempts, delay_notified, folder FROM recipients \
          WHERE message_id = ? AND state = 'queued' AND next_attempt <= ? ORDER BY idx",
     )
     .bind(&key)
@@ -172,6 +174,7 @@ pub(super) async fn load_due(
         orcpt: r.get(5),
         attempts: r.get(6),
         delay_notified: r.get(7),
+        folder: r.get(8),
     })
     .collect();
     Ok(Some(QueuedMessage {
@@ -184,6 +187,7 @@ pub(super) async fn load_due(
         envid: row.get(5),
         trace: row.get(6),
         body: row.get(7),
+        checks: row.get(8),
         recipients,
     }))
 }

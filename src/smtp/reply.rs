@@ -375,6 +375,44 @@ impl Reply {
         )
     }
 
+    // ---- Inbound checks -------------------------------------------------------------------------------------
+
+    pub fn blocklisted(ip: &str, zone: &str) -> Reply {
+        Reply::new(
+            554,
+            EnhancedCode(5, 7, 1),
+            format!("Client host [{ip}] blocked using {zone}"),
+        )
+    }
+    pub fn dmarc_rejected(domain: &str, policy: &str) -> Reply {
+        Reply::new(
+            550,
+            EnhancedCode(5, 7, 1),
+            format!("Message rejected: DMARC policy of {domain} (p={policy}) failed"),
+        )
+    }
+    pub fn spf_failed() -> Reply {
+        Reply::new(
+            550,
+            EnhancedCode(5, 7, 23),
+            "Message rejected: SPF check failed",
+        )
+    }
+    pub fn checks_temporary_failure() -> Reply {
+        Reply::new(
+            451,
+            EnhancedCode(4, 7, 5),
+            "Temporary DNS failure checking the message, try again later",
+        )
+    }
+    pub fn greylisted() -> Reply {
+        Reply::new(
+            451,
+            EnhancedCode(4, 7, 1),
+            "Greylisted, please try again later",
+        )
+    }
+
     // ---- Recipient and sender policy --------------------------------------------------------------------------
 
     pub fn unknown_user(address: &str) -> Reply {

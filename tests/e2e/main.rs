@@ -3,6 +3,7 @@
 mod dns;
 mod harness;
 
+mod checks;
 mod cli;
 mod delivery;
 mod durability;
