@@ -32,8 +32,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         delay_warning: cfg.delivery.delay_warning,
     };
     let (queue, jobs) = Queue::open(&cfg.data_dir, cfg.queue.clone(), dsn).await?;
-    let store = Arc::new(Maildir::new(cfg.data_dir.join("mail")));
-    crate::local::start(cfg.local_workers, jobs.local, store, queue.clone());
+    let store: Arc<dyn crate::mailbox::MailboxStore> =
+        Arc::new(Maildir::new(cfg.data_dir.join("mail")));
+    crate::local::start(
+        cfg.local_workers,
+        jobs.local,
+        store.clone(),
+        queue.clone(),
+        directory.clone(),
+    );
 
     let (trigger, shutdown) = crate::shutdown::channel();
     let limiter = ConnLimiter::new(cfg.limits.connections, cfg.limits.connections_per_ip);
@@ -42,6 +49,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         postmaster: cfg.postmaster.clone(),
         directory: directory.clone(),
         subaddress_separator: cfg.subaddress_separator.clone(),
+        store: store.clone(),
     });
     let greylist = match cfg.checks.greylist {
         Some(g) => Some(crate::checks::greylist::Greylist::open(&cfg.data_dir, g).await?),

@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Aliases, catch-alls (@domain) and domain aliases (@alias.domain @local.domain).
+    Alias {
+        #[command(subcommand)]
+        action: AliasAction,
+    },
     /// Look at the queue.
     Queue {
         #[command(subcommand)]
@@ -53,6 +58,20 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum AliasAction {
+    /// SOURCE is local@domain or @domain (catch-all) with target addresses, or @alias.domain @local.domain.
+    Add {
+        source: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    Del {
+        source: String,
+    },
+    List,
 }
 
 #[derive(Subcommand)]
@@ -95,6 +114,15 @@ enum UserAction {
     List,
     /// Delete a user (the mailbox on disk is kept).
     Del { address: String },
+    /// Limit a user's mailbox; 0 removes a limit. Over quota: 452 4.2.2 at RCPT, deliveries deferred.
+    SetQuota {
+        address: String,
+        /// Octets.
+        #[arg(long)]
+        bytes: Option<u64>,
+        #[arg(long)]
+        messages: Option<u64>,
+    },
     /// Change a user's sending rules and limits (unset ones keep the [submission] defaults).
     Set {
         address: String,
@@ -177,6 +205,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::User { action } => user(action, cfg).await,
         Command::Queue { action } => queue(action, cfg).await,
+        Command::Alias { action } => alias(action, cfg).await,
         Command::Dkim {
             action:
                 DkimAction::Generate {
@@ -213,6 +242,29 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Sendmail { .. } => Ok(()),
     }
+}
+
+async fn alias(action: AliasAction, cfg: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let dir = Directory::open(&cfg.data_dir).await?;
+    match action {
+        AliasAction::Add { source, targets } => {
+            let spec =
+                tern::directory::aliases::AliasSpec::parse(&source, &targets, &cfg.local_domains)?;
+            dir.add_alias(&spec).await?;
+            println!("added {source} -> {}", targets.join(","));
+        }
+        AliasAction::Del { source } => {
+            anyhow::ensure!(dir.delete_alias(&source).await?, "no alias {source:?}");
+            println!("deleted {source}");
+        }
+        AliasAction::List => {
+            for a in dir.list_aliases().await? {
+                println!("{}\t{}", a.source, a.targets.join(","));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn queue(action: QueueAction, cfg: Config) -> anyhow::Result<()> {
@@ -381,6 +433,17 @@ async fn user(action: UserAction, cfg: Config) -> anyhow::Result<()> {
                 "no user {address:?}"
             );
             println!("updated {}", address.to_lowercase());
+        }
+        UserAction::SetQuota {
+            address,
+            bytes,
+            messages,
+        } => {
+            anyhow::ensure!(
+                dir.set_quota(&address, bytes, messages).await?,
+                "no user {address:?}"
+            );
+            println!("quota of {} updated", address.to_lowercase());
         }
         UserAction::Del { address } => {
             anyhow::ensure!(dir.delete_user(&address).await?, "no user {address:?}");

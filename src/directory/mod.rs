@@ -3,6 +3,8 @@
 //! Addresses are stored lower-cased, so lookups are case-insensitive as users expect. Hashing and
 //! verification run on the blocking pool, never on the async workers.
 
+pub mod aliases;
+
 use crate::config::SenderPolicy;
 use crate::smtp::{Domain, Mailbox};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
@@ -22,8 +24,10 @@ pub enum DirectoryError {
     BadAddress(String),
     #[error("{address:?}: domain {domain:?} is not one of [domains] local")]
     NotLocal { address: String, domain: String },
-    #[error("user {0:?} already exists")]
+    #[error("{0} already exists")]
     Exists(String),
+    #[error("{0}")]
+    BadAlias(String),
     #[error("password hashing failed: {0}")]
     Hash(String),
 }
@@ -227,6 +231,79 @@ impl Directory {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// A user's quota (bytes, messages); `None` for no limit on either.
+    pub async fn quota(
+        &self,
+        address: &str,
+    ) -> Result<Option<(Option<u64>, Option<u64>)>, DirectoryError> {
+        let row: Option<(Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT quota_bytes, quota_messages FROM users WHERE address = ?")
+                .bind(address.to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.and_then(|(b, m)| {
+            let q = (b.map(|v| v.max(0) as u64), m.map(|v| v.max(0) as u64));
+            (q.0.is_some() || q.1.is_some()).then_some(q)
+        }))
+    }
+
+    /// Every user with a quota: address → (bytes, messages).
+    pub async fn quotas(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (Option<u64>, Option<u64>)>, DirectoryError> {
+        let rows: Vec<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT address, quota_bytes, quota_messages FROM users WHERE quota_bytes IS NOT NULL OR quota_messages IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(a, b, m)| (a, (b.map(|v| v.max(0) as u64), m.map(|v| v.max(0) as u64))))
+            .collect())
+    }
+
+    /// Sets a user's quota; `0` removes that limit. Returns false if there is no such user.
+    pub async fn set_quota(
+        &self,
+        address: &str,
+        bytes: Option<u64>,
+        messages: Option<u64>,
+    ) -> Result<bool, DirectoryError> {
+        let key = address.to_lowercase();
+        let mut changed = 0;
+        if let Some(b) = bytes {
+            let v = (b > 0).then_some(b as i64);
+            changed += sqlx::query("UPDATE users SET quota_bytes = ? WHERE address = ?")
+                .bind(v)
+                .bind(&key)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        if let Some(m) = messages {
+            let v = (m > 0).then_some(m as i64);
+            changed += sqlx::query("UPDATE users SET quota_messages = ? WHERE address = ?")
+                .bind(v)
+                .bind(&key)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        if bytes.is_none() && messages.is_none() {
+            return Ok(self.lookup_key(&key).await?);
+        }
+        Ok(changed > 0)
+    }
+
+    async fn lookup_key(&self, key: &str) -> Result<bool, DirectoryError> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT address FROM users WHERE address = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
     }
 
     /// Checks a password against the stored hash; false for unknown users and users without a password.

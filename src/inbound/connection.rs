@@ -206,7 +206,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                             RcptVerdict::Refuse(Reply::user_too_many_recipients(max))
                         }
                         _ => match conn.ctx.policy.check(&fp, conn.may_relay()).await {
-                            RcptVerdict::Accept(mailbox) => conn.greylist(mailbox).await,
+                            RcptVerdict::Accept(mailboxes) => {
+                                conn.greylist(&fp.to_string(), mailboxes).await
+                            }
                             refused => refused,
                         },
                     };
@@ -312,29 +314,29 @@ impl Conn {
     }
 
     /// Greylisting for unauthenticated mail from outside (when configured): the accepted recipient, or 451.
-    async fn greylist(&self, mailbox: crate::smtp::Mailbox) -> RcptVerdict {
+    async fn greylist(&self, recipient: &str, mailboxes: Vec<crate::smtp::Mailbox>) -> RcptVerdict {
         let (Some(checks), Some(client)) = (&self.ctx.checks, &self.client) else {
-            return RcptVerdict::Accept(mailbox);
+            return RcptVerdict::Accept(mailboxes);
         };
         let Some(greylist) = &checks.greylist else {
-            return RcptVerdict::Accept(mailbox);
+            return RcptVerdict::Accept(mailboxes);
         };
         if client.allowed || self.user.is_some() || self.may_relay() {
-            return RcptVerdict::Accept(mailbox);
+            return RcptVerdict::Accept(mailboxes);
         }
         let now = crate::clock::unix_now();
         match greylist
-            .check(client.ip, &self.reverse_path, &mailbox.to_string(), now)
+            .check(client.ip, &self.reverse_path, recipient, now)
             .await
         {
-            Ok(crate::checks::greylist::Decision::Pass) => RcptVerdict::Accept(mailbox),
+            Ok(crate::checks::greylist::Decision::Pass) => RcptVerdict::Accept(mailboxes),
             Ok(crate::checks::greylist::Decision::Defer) => {
                 RcptVerdict::Refuse(Reply::greylisted())
             }
             Err(e) => {
                 // A broken greylist database must not stop mail: accept and say so.
                 tracing::error!(error = %e, "greylist lookup failed; accepting");
-                RcptVerdict::Accept(mailbox)
+                RcptVerdict::Accept(mailboxes)
             }
         }
     }
@@ -469,29 +471,29 @@ impl Conn {
         };
         let size = body.len();
         let local_domains = &self.ctx.policy.local_domains;
+        // One queue recipient per target: an alias that fans out gives several, all under its forward-path.
         let recipients: Vec<QueuedRecipient> = env
             .recipients
             .iter()
+            .flat_map(|r| r.mailboxes.iter().map(move |m| (r, m)))
             .enumerate()
-            .map(|(i, r)| QueuedRecipient {
-                idx: i as u32,
-                forward_path: r.forward_path.to_string(),
-                mailbox: r.mailbox.to_string(),
-                transport: if is_local(&r.mailbox, local_domains) {
-                    "local"
-                } else {
-                    "remote"
+            .map(|(i, (r, m))| {
+                let local = is_local(m, local_domains);
+                QueuedRecipient {
+                    idx: i as u32,
+                    forward_path: r.forward_path.to_string(),
+                    mailbox: m.to_string(),
+                    transport: if local { "local" } else { "remote" }.to_string(),
+                    notify: r.params.notify.map(|n| n.to_param()),
+                    orcpt: r.params.orcpt.clone(),
+                    attempts: 0,
+                    delay_notified: false,
+                    folder: if local {
+                        folder.to_string()
+                    } else {
+                        String::new()
+                    },
                 }
-                .to_string(),
-                notify: r.params.notify.map(|n| n.to_param()),
-                orcpt: r.params.orcpt.clone(),
-                attempts: 0,
-                delay_notified: false,
-                folder: if is_local(&r.mailbox, local_domains) {
-                    folder.to_string()
-                } else {
-                    String::new()
-                },
             })
             .collect();
         let to: Vec<&str> = recipients.iter().map(|r| r.forward_path.as_str()).collect();

@@ -3,14 +3,35 @@
 //! Workers take several jobs at once, so that one blocking call writes a batch and fsyncs each Maildir folder
 //! once for it. The queue's `conclude` logs one line per recipient and decides retries and DSNs.
 
+use crate::directory::Directory;
 use crate::mailbox::{Delivery, MailboxStore};
 use crate::queue::{Attempt, Job, Queue};
 use crate::smtp::Mailbox;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc};
 
 /// Jobs one worker takes in one batch at most.
 const BATCH: usize = 32;
+
+type Quotas = Arc<HashMap<String, (Option<u64>, Option<u64>)>>;
+
+/// Users with quotas, read once per batch (one small query; most users have no quota).
+struct QuotaCache {
+    directory: Directory,
+    last: Mutex<Quotas>,
+}
+
+impl QuotaCache {
+    async fn get(&self) -> Quotas {
+        let mut last = self.last.lock().await;
+        match self.directory.quotas().await {
+            Ok(q) => *last = Arc::new(q),
+            Err(e) => tracing::error!(error = %e, "cannot read quotas; using the last known"),
+        }
+        last.clone()
+    }
+}
 
 /// Starts `workers` delivery tasks fed from `jobs`.
 pub fn start(
@@ -18,10 +39,20 @@ pub fn start(
     jobs: mpsc::UnboundedReceiver<Job>,
     store: Arc<dyn MailboxStore>,
     queue: Queue,
+    directory: Directory,
 ) {
     let jobs = Arc::new(Mutex::new(jobs));
+    let quotas = Arc::new(QuotaCache {
+        directory,
+        last: Mutex::new(Arc::new(HashMap::new())),
+    });
     for _ in 0..workers {
-        tokio::spawn(worker(jobs.clone(), store.clone(), queue.clone()));
+        tokio::spawn(worker(
+            jobs.clone(),
+            store.clone(),
+            queue.clone(),
+            quotas.clone(),
+        ));
     }
 }
 
@@ -29,6 +60,7 @@ async fn worker(
     jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
     store: Arc<dyn MailboxStore>,
     queue: Queue,
+    quotas: Arc<QuotaCache>,
 ) {
     loop {
         let mut batch = Vec::with_capacity(BATCH);
@@ -47,8 +79,9 @@ async fn worker(
         }
         let store = store.clone();
         let started = std::time::Instant::now();
+        let quotas = quotas.get().await;
         let (batch, attempts) = match tokio::task::spawn_blocking(move || {
-            let attempts = deliver(&batch, &*store);
+            let attempts = deliver(&batch, &*store, &quotas);
             (batch, attempts)
         })
         .await
@@ -68,13 +101,18 @@ async fn worker(
 }
 
 /// Writes every recipient's copy of every job; returns the attempts per job, in recipient order.
-fn deliver(batch: &[Job], store: &dyn MailboxStore) -> Vec<Vec<Attempt>> {
+fn deliver(
+    batch: &[Job],
+    store: &dyn MailboxStore,
+    quotas: &HashMap<String, (Option<u64>, Option<u64>)>,
+) -> Vec<Vec<Attempt>> {
     let mut attempts: Vec<Vec<Option<Attempt>>> = batch
         .iter()
         .map(|j| vec![None; j.message.recipients.len()])
         .collect();
     let mut origins = Vec::new();
     let mut deliveries = Vec::new();
+    let mut planned: HashMap<String, (u64, u64)> = HashMap::new();
     for (j, job) in batch.iter().enumerate() {
         let m = &job.message;
         let body = Arc::new(crlf_to_lf(&m.body));
@@ -89,6 +127,32 @@ fn deliver(batch: &[Job], store: &dyn MailboxStore) -> Vec<Vec<Attempt>> {
                 });
                 continue;
             };
+            // Over quota: deferred (and retried until the user makes room or the message expires), never lost.
+            let key = mailbox.to_string().to_lowercase();
+            if let Some(quota) = quotas.get(&key) {
+                // What this batch already puts in the mailbox counts too.
+                let (planned_bytes, planned_count) = planned.get(&key).copied().unwrap_or((0, 0));
+                let full = store
+                    .usage(&mailbox)
+                    .map(|u| crate::mailbox::Usage {
+                        bytes: u.bytes + planned_bytes,
+                        messages: u.messages + planned_count,
+                    })
+                    .map(|u| u.exceeds(*quota, body.len() as u64))
+                    .unwrap_or(false);
+                if !full {
+                    let e = planned.entry(key).or_insert((0, 0));
+                    *e = (e.0 + body.len() as u64, e.1 + 1);
+                }
+                if full {
+                    let reply = format!("4.2.2 mailbox {mailbox} is over its quota");
+                    attempts[j][r] = Some(Attempt::Temporary {
+                        reply,
+                        relay: Some("local".into()),
+                    });
+                    continue;
+                }
+            }
             let mut prefix = format!("Return-Path: <{}>\n", m.reverse_path);
             prefix.push_str(&m.trace.replace("\r\n", "\n"));
             prefix.push_str(&format!("\n\tfor <{}>; {date}\n", rcpt.forward_path));

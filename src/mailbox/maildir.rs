@@ -210,6 +210,32 @@ fn sync_dir(dir: &Path) -> Result<(), MailboxError> {
 }
 
 impl MailboxStore for Maildir {
+    fn usage(&self, mailbox: &Mailbox) -> Result<super::Usage, MailboxError> {
+        let root = self.path_of(mailbox);
+        let mut usage = super::Usage::default();
+        let mut dirs = vec![root.clone()];
+        if let Ok(entries) = fs::read_dir(&root) {
+            dirs.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+                    .map(|e| e.path()),
+            );
+        }
+        for dir in dirs {
+            for sub in ["new", "cur"] {
+                let Ok(entries) = fs::read_dir(dir.join(sub)) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    usage.messages += 1;
+                    usage.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+        }
+        Ok(usage)
+    }
+
     fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>> {
         let mut results: Vec<Result<Option<PathBuf>, MailboxError>> =
             items.iter().map(|i| self.write_one(i)).collect();

@@ -34,7 +34,25 @@ pub struct Delivery {
     pub check_existing: bool,
 }
 
+/// What a mailbox holds, for quotas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub messages: u64,
+}
+
+impl Usage {
+    /// Whether one more message of `size` octets would pass `quota` (bytes, messages).
+    pub fn exceeds(&self, quota: (Option<u64>, Option<u64>), size: u64) -> bool {
+        quota.0.is_some_and(|b| self.bytes + size > b)
+            || quota.1.is_some_and(|m| self.messages + 1 > m)
+    }
+}
+
 pub trait MailboxStore: Send + Sync {
     /// Delivers each item; the result at index i belongs to item i. Successes are durable.
     fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>>;
+
+    /// Octets and messages in a mailbox, all folders together.
+    fn usage(&self, mailbox: &Mailbox) -> Result<Usage, MailboxError>;
 }

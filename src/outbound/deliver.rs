@@ -203,7 +203,7 @@ fn content(ctx: &Outbound, m: &QueuedMessage, rcpts: &[&QueuedRecipient]) -> Vec
     let date = crate::clock::rfc5322_date(m.received_at);
     let mut out = m.trace.clone().into_bytes();
     if let [only] = rcpts {
-        out.extend_from_slice(format!("\r\n\tfor <{}>", only.forward_path).as_bytes());
+        out.extend_from_slice(format!("\r\n\tfor <{}>", only.mailbox).as_bytes());
     }
     out.extend_from_slice(format!(";\r\n\t{date}\r\n").as_bytes());
     out.extend_from_slice(&m.body);
@@ -336,8 +336,9 @@ async fn run(
     let rcpt_lines: Vec<String> = rcpts
         .iter()
         .map(|r| {
+            // The mailbox: for an alias, its target; the forward-path is what the sender wrote.
             rcpt_command(
-                &r.forward_path,
+                &r.mailbox,
                 &conn.caps,
                 r.notify.as_deref(),
                 r.orcpt.as_deref(),

@@ -422,6 +422,13 @@ impl Reply {
             format!("<{address}>: Recipient address rejected: no such user"),
         )
     }
+    pub fn over_quota(address: &str) -> Reply {
+        Reply::new(
+            452,
+            EnhancedCode(4, 2, 2),
+            format!("<{address}>: Mailbox full, try again later"),
+        )
+    }
     pub fn relay_denied(address: &str) -> Reply {
         Reply::new(
             554,

@@ -3,6 +3,7 @@
 mod dns;
 mod harness;
 
+mod addresses;
 mod checks;
 mod cli;
 mod delivery;

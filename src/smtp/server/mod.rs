@@ -66,8 +66,8 @@ pub enum Action {
 /// A verdict on a recipient from the driver's policy.
 #[derive(Debug)]
 pub enum RcptVerdict {
-    /// Deliver to this mailbox (the forward-path itself, or the local mailbox it maps to).
-    Accept(Mailbox),
+    /// Deliver to these mailboxes: the forward-path itself, the local mailbox it maps to, or an alias's targets.
+    Accept(Vec<Mailbox>),
     Refuse(Reply),
 }
 
@@ -76,7 +76,8 @@ pub enum RcptVerdict {
 pub struct Recipient {
     pub forward_path: ForwardPath,
     pub params: RcptParams,
-    pub mailbox: Mailbox,
+    /// Where copies go (more than one for an alias that fans out).
+    pub mailboxes: Vec<Mailbox>,
 }
 
 /// The envelope of one transaction, with what the trace header needs to know about the session.
@@ -374,16 +375,16 @@ impl Session {
             return;
         };
         match (verdict, &mut self.phase) {
-            (RcptVerdict::Accept(mailbox), Phase::Envelope(tx)) => {
+            (RcptVerdict::Accept(mailboxes), Phase::Envelope(tx)) => {
                 if !tx
                     .recipients
                     .iter()
-                    .any(|r| r.mailbox == mailbox && r.forward_path == forward_path)
+                    .any(|r| r.mailboxes == mailboxes && r.forward_path == forward_path)
                 {
                     tx.recipients.push(Recipient {
                         forward_path,
                         params,
-                        mailbox,
+                        mailboxes,
                     });
                 }
                 self.reply(Reply::recipient_ok());

@@ -51,10 +51,10 @@ fn drive(session: &mut Session, input: &[u8], chunk: usize) -> Vec<String> {
                         s if s.starts_with("unknown") => {
                             RcptVerdict::Refuse(Reply::unknown_user(s))
                         }
-                        "postmaster" => RcptVerdict::Accept(
+                        "postmaster" => RcptVerdict::Accept(vec![
                             Mailbox::parse("admin@example.test", false).unwrap(),
-                        ),
-                        s => RcptVerdict::Accept(Mailbox::parse(s, true).unwrap()),
+                        ]),
+                        s => RcptVerdict::Accept(vec![Mailbox::parse(s, true).unwrap()]),
                     };
                     session.recipient_verdict(v);
                 }
@@ -62,7 +62,7 @@ fn drive(session: &mut Session, input: &[u8], chunk: usize) -> Vec<String> {
                     let rcpts: Vec<String> = env
                         .recipients
                         .iter()
-                        .map(|r| r.mailbox.to_string())
+                        .flat_map(|r| r.mailboxes.iter().map(|m| m.to_string()))
                         .collect();
                     log.push(format!(
                         "MESSAGE from=<{}> to={} proto={} body={:?}",
