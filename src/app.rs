@@ -72,8 +72,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             ListenerKind::Relay => (true, cfg.submission.relay_auth, false),
             ListenerKind::Submission => (true, true, true),
             ListenerKind::Submissions => (false, true, true),
-            // Local programs through the sendmail socket (and, later, LMTP): no TLS, no AUTH.
-            ListenerKind::Lmtp => (false, false, false),
+            // LMTP from another MTA on a trusted socket, and local programs through the sendmail socket.
+            ListenerKind::Lmtp | ListenerKind::Local => (false, false, false),
         };
         let l = &cfg.limits;
         Arc::new(Inbound {
@@ -91,6 +91,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 starttls,
                 auth,
                 require_auth,
+                lmtp: kind == ListenerKind::Lmtp,
             }),
             limits: cfg.limits.clone(),
             tls: Some(acceptor.clone()),
@@ -123,6 +124,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 shutdown.clone(),
             )));
         }
+        for path in &listener.unix {
+            let socket = bind_unix_socket(path, 0o660)
+                .with_context(|| format!("listener[{i}]: cannot listen on {}", path.display()))?;
+            tracing::info!(kind = listener.kind.as_str(), path = %path.display(), "listening");
+            tasks.push(tokio::spawn(inbound::serve_local(
+                socket,
+                ctx.clone(),
+                shutdown.clone(),
+            )));
+        }
     }
     let own_addresses: Vec<std::net::SocketAddr> = bound.clone();
     let tls_clients = TlsClients::new(cfg.delivery.ca_file.as_deref())
@@ -150,11 +161,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         queue.clone(),
         shutdown.clone(),
     )));
-    let sendmail = bind_sendmail_socket(&cfg.sendmail_socket)?;
+    // Any local user may write to the sendmail socket, as any local user may run sendmail.
+    let sendmail = bind_unix_socket(&cfg.sendmail_socket, 0o666).with_context(|| {
+        format!(
+            "sendmail.socket: cannot listen on {}",
+            cfg.sendmail_socket.display()
+        )
+    })?;
     tracing::info!(socket = %cfg.sendmail_socket.display(), "listening for tern sendmail");
     tasks.push(tokio::spawn(inbound::serve_local(
         sendmail,
-        context(ListenerKind::Lmtp),
+        context(ListenerKind::Local),
         shutdown.clone(),
     )));
     tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "tern started");
@@ -185,22 +202,22 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds the sendmail socket, replacing a stale one from an earlier run; any local user may write to it, as
-/// any local user may run sendmail.
-fn bind_sendmail_socket(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+/// Binds a Unix socket, replacing a stale one from an earlier run, with the given permissions.
+fn bind_unix_socket(path: &std::path::Path, mode: u32) -> anyhow::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         anyhow::ensure!(
             meta.file_type().is_socket(),
-            "sendmail.socket: {} exists and is not a socket",
+            "{} exists and is not a socket",
             path.display()
         );
-        std::fs::remove_file(path)
-            .with_context(|| format!("sendmail.socket: cannot replace {}", path.display()))?;
+        std::fs::remove_file(path)?;
     }
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("sendmail.socket: cannot listen on {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 

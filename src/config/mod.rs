@@ -38,6 +38,8 @@ pub enum ConfigError {
 pub struct Listener {
     pub kind: ListenerKind,
     pub bind: Vec<SocketAddr>,
+    /// Unix socket paths (LMTP only).
+    pub unix: Vec<PathBuf>,
 }
 
 /// Limits for SMTP sessions and connections.
@@ -248,20 +250,28 @@ impl Validator {
         }
         let mut listeners = Vec::new();
         for (i, l) in raw.listeners.iter().enumerate() {
-            if l.kind == ListenerKind::Lmtp {
+            if l.kind == ListenerKind::Local {
                 return Err(self.err(
                     format!("listener[{i}].kind"),
-                    format!(
-                        "{:?} listeners are not available in this version (relay, submission, submissions)",
-                        l.kind.as_str()
-                    ),
+                    "\"local\" is not a listener kind",
                 ));
             }
             if l.bind.is_empty() {
                 return Err(self.err(format!("listener[{i}].bind"), "needs at least one address"));
             }
             let mut bind = Vec::new();
+            let mut unix = Vec::new();
             for (j, b) in l.bind.iter().enumerate() {
+                if let Some(path) = b.strip_prefix("unix:") {
+                    if l.kind != ListenerKind::Lmtp {
+                        return Err(self.err(
+                            format!("listener[{i}].bind[{j}]"),
+                            "Unix sockets are for lmtp listeners only",
+                        ));
+                    }
+                    unix.push(self.resolve(path));
+                    continue;
+                }
                 let addr: SocketAddr = b.parse().map_err(|_| {
                     self.err(
                         format!("listener[{i}].bind[{j}]"),
@@ -270,7 +280,11 @@ impl Validator {
                 })?;
                 bind.push(addr);
             }
-            listeners.push(Listener { kind: l.kind, bind });
+            listeners.push(Listener {
+                kind: l.kind,
+                bind,
+                unix,
+            });
         }
 
         let tls_files = match (&raw.tls.cert, &raw.tls.key) {

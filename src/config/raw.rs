@@ -85,6 +85,9 @@ pub enum ListenerKind {
     Submissions,
     /// Final delivery from another MTA (RFC 2033).
     Lmtp,
+    /// The sendmail socket for local programs (internal; not configurable as a listener).
+    #[serde(skip)]
+    Local,
 }
 
 impl ListenerKind {
@@ -94,6 +97,7 @@ impl ListenerKind {
             ListenerKind::Submission => "submission",
             ListenerKind::Submissions => "submissions",
             ListenerKind::Lmtp => "lmtp",
+            ListenerKind::Local => "local",
         }
     }
 }
@@ -103,6 +107,7 @@ impl ListenerKind {
 pub struct RawListener {
     pub kind: ListenerKind,
     /// Socket addresses to listen on, e.g. ["0.0.0.0:25", "[::]:25"]. Port 0 picks a free port (tests).
+    /// LMTP listeners may also name Unix sockets: "unix:/run/tern/lmtp.sock".
     pub bind: Vec<String>,
 }
 

@@ -75,8 +75,11 @@ fn golden_errors() {
             r#"/etc/tern/tern.toml: domains.postmaster: "admin" is not an address"#,
         ),
         (
-            MINIMAL.replace(r#"kind = "relay""#, r#"kind = "lmtp""#),
-            r#"/etc/tern/tern.toml: listener[0].kind: "lmtp" listeners are not available in this version (relay, submission, submissions)"#,
+            MINIMAL.replace(
+                r#"bind = ["127.0.0.1:2525"]"#,
+                r#"bind = ["unix:/run/x.sock"]"#,
+            ),
+            "/etc/tern/tern.toml: listener[0].bind[0]: Unix sockets are for lmtp listeners only",
         ),
         (
             format!("{MINIMAL}[limits]\ncommand_line = 100\n"),

@@ -135,7 +135,7 @@ pub(super) async fn handle_local<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: Shutdown,
 ) {
     let user = crate::sendmail::user_name(uid);
-    tracing::info!(uid, user = %user, "local submission");
+    tracing::info!(uid, user = %user, "connect");
     let mut conn = Conn {
         ctx,
         peer: Peer::Local { uid },
@@ -223,6 +223,10 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 Action::Authenticate(credentials) => {
                     let verdict = conn.authenticate(credentials).await;
                     session.auth_verdict(verdict);
+                }
+                Action::Message(envelope, body) if session.is_lmtp() => {
+                    let replies = conn.store_lmtp(*envelope, body, session.is_tls()).await;
+                    session.message_stored_each(replies);
                 }
                 Action::Message(envelope, body) => {
                     let reply = conn.store(*envelope, body, session.is_tls()).await;
@@ -343,6 +347,10 @@ impl Conn {
 
     /// Relaying to other domains: authenticated users, local programs, and configured trusted networks.
     fn may_relay(&self) -> bool {
+        // LMTP is final delivery: never a relay (RFC 2033 4.1).
+        if self.ctx.kind == ListenerKind::Lmtp {
+            return false;
+        }
         match &self.peer {
             Peer::Local { .. } => true,
             Peer::Tcp(addr) => {
@@ -405,6 +413,51 @@ impl Conn {
                 Err(Reply::auth_temporary_failure())
             }
         }
+    }
+
+    /// LMTP: one reply per recipient. A recipient whose mailbox this message would overflow gets 452 4.2.2;
+    /// the others share one durable queue entry and its 250.
+    async fn store_lmtp(&mut self, env: Envelope, body: Vec<u8>, tls_on: bool) -> Vec<Reply> {
+        let mut replies: Vec<Option<Reply>> = vec![None; env.recipients.len()];
+        let mut keep = Vec::new();
+        for (i, r) in env.recipients.iter().enumerate() {
+            match self.over_quota(&r.mailboxes, body.len() as u64).await {
+                Some(reply) => {
+                    tracing::info!(to = %r.forward_path, reply = %reply.summary(), "recipient refused after data");
+                    replies[i] = Some(reply);
+                }
+                None => keep.push(i),
+            }
+        }
+        if !keep.is_empty() {
+            let mut accepted = env.clone();
+            accepted.recipients = keep.iter().map(|&i| env.recipients[i].clone()).collect();
+            let reply = self.store(accepted, body, tls_on).await;
+            for i in keep {
+                replies[i] = Some(reply.clone());
+            }
+        }
+        replies
+            .into_iter()
+            .map(|r| r.unwrap_or_else(Reply::queue_write_failed))
+            .collect()
+    }
+
+    /// 452 4.2.2 if a message of `size` octets would overflow the quota of one of these mailboxes.
+    async fn over_quota(&self, mailboxes: &[crate::smtp::Mailbox], size: u64) -> Option<Reply> {
+        for m in mailboxes {
+            let Ok(Some(quota)) = self.ctx.directory.quota(&m.to_string()).await else {
+                continue;
+            };
+            let store = self.ctx.policy.store.clone();
+            let probe = m.clone();
+            if let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || store.usage(&probe)).await {
+                if usage.exceeds(quota, size) {
+                    return Some(Reply::over_quota(&m.to_string()));
+                }
+            }
+        }
+        None
     }
 
     /// Commits the message to the queue; the reply is 250 only once it is on stable storage.

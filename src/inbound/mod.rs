@@ -101,7 +101,7 @@ pub async fn serve_local(
         match accepted {
             Ok((stream, _)) => {
                 let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
-                let span = tracing::info_span!("sendmail", uid);
+                let span = tracing::info_span!("local", listener = ctx.kind.as_str(), uid);
                 tokio::spawn(
                     connection::handle_local(ctx.clone(), stream, uid, shutdown.clone())
                         .instrument(span),

@@ -9,6 +9,7 @@ mod cli;
 mod delivery;
 mod durability;
 mod limits;
+mod lmtp;
 mod outbound;
 mod protocol;
 mod sink;

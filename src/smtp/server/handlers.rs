@@ -13,6 +13,11 @@ impl Session {
             Err(e) => return self.refuse_command(line, e),
         };
         match cmd {
+            // RFC 2033 4.1: an LMTP server takes LHLO and refuses HELO and EHLO; an SMTP server the reverse.
+            Command::Ehlo(_) | Command::Helo(_) if self.cfg.lmtp => {
+                self.reply(Reply::unrecognized("HELO/EHLO"))
+            }
+            Command::Lhlo(name) if self.cfg.lmtp => self.hello(name, true),
             Command::Ehlo(name) => self.hello(name, true),
             Command::Helo(name) => self.hello(name, false),
             Command::Lhlo(_) => self.reply(Reply::unrecognized("LHLO")),

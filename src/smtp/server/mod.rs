@@ -42,6 +42,8 @@ pub struct SessionConfig {
     pub auth: bool,
     /// MAIL is refused with 530 5.7.0 until the client has authenticated (submission listeners).
     pub require_auth: bool,
+    /// LMTP (RFC 2033): LHLO instead of EHLO/HELO, one reply per recipient after the message.
+    pub lmtp: bool,
 }
 
 /// What the I/O driver must do next.
@@ -182,7 +184,8 @@ impl Session {
 
     /// The 220 greeting (RFC 5321 4.2 forbids nothing, but RFC 2034 keeps enhanced codes off it).
     pub fn greeting(&self) -> Reply {
-        Reply::plain(220, vec![format!("{} ESMTP tern", self.cfg.hostname)])
+        let proto = if self.cfg.lmtp { "LMTP" } else { "ESMTP" };
+        Reply::plain(220, vec![format!("{} {proto} tern", self.cfg.hostname)])
     }
 
     /// Bytes read from the client.
@@ -402,6 +405,20 @@ impl Session {
         }
     }
 
+    /// LMTP (RFC 2033 4.2): one reply per accepted recipient, in RCPT order.
+    pub fn message_stored_each(&mut self, replies: Vec<Reply>) {
+        if matches!(self.waiting, Waiting::Message) {
+            self.waiting = Waiting::Nothing;
+            for r in replies {
+                self.reply(r);
+            }
+        }
+    }
+
+    pub fn is_lmtp(&self) -> bool {
+        self.cfg.lmtp
+    }
+
     /// The TLS handshake after STARTTLS succeeded: the session starts over, as RFC 3207 4.2 requires.
     pub fn tls_established(&mut self) {
         if matches!(self.waiting, Waiting::Tls) {
@@ -418,6 +435,14 @@ impl Session {
     fn protocol(&self, smtputf8: bool) -> &'static str {
         let extended = self.hello.as_ref().is_some_and(|h| h.extended);
         let auth = self.identity.is_some();
+        if self.cfg.lmtp {
+            return match (smtputf8, self.tls) {
+                (true, true) => "UTF8LMTPS",
+                (true, false) => "UTF8LMTP",
+                (false, true) => "LMTPS",
+                (false, false) => "LMTP",
+            };
+        }
         match (smtputf8 && extended, self.tls, auth) {
             (true, true, true) => "UTF8SMTPSA",
             (true, true, false) => "UTF8SMTPS",

@@ -16,6 +16,7 @@ fn config() -> Arc<SessionConfig> {
         starttls: true,
         auth: true,
         require_auth: false,
+        lmtp: false,
     })
 }
 
@@ -311,4 +312,33 @@ fn helo_gives_plain_smtp_and_no_extensions() {
     let log = dialogue("HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@e.test>\r\nDATA\r\n.\r\n");
     assert_eq!(log[0], "250 mx.example.test");
     assert!(log[4].contains("proto=SMTP "), "{}", log[4]);
+}
+
+#[test]
+fn lmtp_takes_lhlo_and_answers_once_per_recipient() {
+    let cfg = Arc::new(SessionConfig {
+        lmtp: true,
+        starttls: false,
+        auth: false,
+        ..(*config()).clone()
+    });
+    let mut s = Session::new(cfg);
+    assert!(s.greeting().lines[0].contains("LMTP"));
+    let mut log = Vec::new();
+    s.receive(b"EHLO c\r\nLHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<x@e.test>\r\nRCPT TO:<y@e.test>\r\nDATA\r\nhi\r\n.\r\n");
+    while let Some(a) = s.poll() {
+        match a {
+            Action::Reply(r) => log.push(r.code),
+            Action::CheckSender(..) => s.sender_verdict(None),
+            Action::CheckRecipient(fp) => s.recipient_verdict(RcptVerdict::Accept(vec![
+                Mailbox::parse(&fp.to_string(), false).unwrap(),
+            ])),
+            Action::Message(env, _) => {
+                assert_eq!(env.protocol, "LMTP");
+                s.message_stored_each(vec![Reply::queued("Q"), Reply::over_quota("y@e.test")]);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(log, [500, 250, 250, 250, 250, 354, 250, 452]);
 }
