@@ -8,7 +8,6 @@ use crate::dns::Dns;
 use crate::inbound::submission::SubmissionPolicy;
 use crate::inbound::throttle::AuthThrottle;
 use crate::inbound::{self, Inbound, limits::ConnLimiter, policy::RecipientPolicy};
-use crate::mailbox::maildir::Maildir;
 use crate::ops::control;
 use crate::outbound::{Outbound, dkim::Dkim, tls::TlsClients};
 use crate::queue::{DsnSettings, Queue};
@@ -32,8 +31,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         delay_warning: cfg.delivery.delay_warning,
     };
     let (queue, jobs) = Queue::open(&cfg.data_dir, cfg.queue.clone(), dsn).await?;
-    let store: Arc<dyn crate::mailbox::MailboxStore> =
-        Arc::new(Maildir::new(cfg.data_dir.join("mail")));
+    let store = crate::mailbox::open(&cfg).await?;
     crate::local::start(
         cfg.local_workers,
         jobs.local,

@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         action: AliasAction,
     },
+    /// Mailboxes in the configured store: folders and sizes, export to a Maildir, import a Maildir or mbox.
+    Mailbox {
+        #[command(subcommand)]
+        action: MailboxAction,
+    },
     /// Look at the queue.
     Queue {
         #[command(subcommand)]
@@ -58,6 +63,16 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum MailboxAction {
+    /// Folders with message counts and sizes.
+    List { address: String },
+    /// Write the mailbox as a Maildir (folders as Maildir++ .Name, flags and dates kept).
+    Export { address: String, dir: PathBuf },
+    /// Append a Maildir (a folder) or an mbox file (a file) to the mailbox.
+    Import { address: String, path: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -206,6 +221,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::User { action } => user(action, cfg).await,
         Command::Queue { action } => queue(action, cfg).await,
         Command::Alias { action } => alias(action, cfg).await,
+        Command::Mailbox { action } => mailbox(action, cfg).await,
         Command::Dkim {
             action:
                 DkimAction::Generate {
@@ -242,6 +258,63 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Sendmail { .. } => Ok(()),
     }
+}
+
+async fn mailbox(action: MailboxAction, cfg: Config) -> anyhow::Result<()> {
+    use tern::mailbox::{self, StoredMessage};
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let store = mailbox::open(&cfg).await?;
+    let address = match &action {
+        MailboxAction::List { address }
+        | MailboxAction::Export { address, .. }
+        | MailboxAction::Import { address, .. } => address,
+    };
+    let mbox = tern::smtp::Mailbox::parse(&address.to_lowercase(), true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The stores block on file and database I/O: run them on the blocking pool.
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        match action {
+            MailboxAction::List { .. } => {
+                for f in store.folders(&mbox)? {
+                    println!(
+                        "{:<20} {:>8} messages {:>12} octets",
+                        f.name, f.messages, f.bytes
+                    );
+                }
+            }
+            MailboxAction::Export { dir, .. } => {
+                let writer = mailbox::maildir::Maildir::new(dir.clone());
+                let mut n = 0;
+                store.for_each(&mbox, &mut |m| {
+                    n += 1;
+                    writer.import_at(&dir, std::slice::from_ref(&m))
+                })?;
+                println!("exported {n} messages to {}", dir.display());
+            }
+            MailboxAction::Import { path, .. } => {
+                let messages: Vec<StoredMessage> = if path.is_dir() {
+                    mailbox::read_maildir(&path)?
+                } else {
+                    let data = std::fs::read(&path)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    mailbox::mbox::split(&data)
+                        .into_iter()
+                        .map(|(date, body)| StoredMessage {
+                            folder: "INBOX".into(),
+                            flags: String::new(),
+                            recent: true,
+                            internal_date: date.unwrap_or_else(tern::clock::unix_now),
+                            body,
+                        })
+                        .collect()
+                };
+                store.import(&mbox, &messages)?;
+                println!("imported {} messages into {}", messages.len(), mbox);
+            }
+        }
+        Ok(())
+    })
+    .await?
 }
 
 async fn alias(action: AliasAction, cfg: Config) -> anyhow::Result<()> {

@@ -142,13 +142,25 @@ pub enum StoreKind {
     /// data_dir/mail/<domain>/<local-part>/{tmp,new,cur}.
     #[default]
     Maildir,
+    /// data_dir/mailboxes.db, large bodies as content-addressed files in data_dir/blobs/.
+    Sqlite,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawStore {
-    #[serde(default)]
     pub kind: StoreKind,
+    /// sqlite store: bodies larger than this many octets are kept as files. Default: 1048576 (1 MiB).
+    pub blob_threshold: usize,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            kind: StoreKind::Maildir,
+            blob_threshold: 1 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

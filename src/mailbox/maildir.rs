@@ -108,8 +108,11 @@ impl Maildir {
 
     /// The Maildir++ folder `.Name` inside a mailbox (Dovecot's layout), marked with a `maildirfolder` file.
     fn folder_of(&self, mailbox: &Mailbox, folder: &str) -> Result<PathBuf, MailboxError> {
-        let root = self.path_of(mailbox);
-        self.ensure(&root)?;
+        self.folder_at(&self.path_of(mailbox), folder)
+    }
+
+    fn folder_at(&self, root: &Path, folder: &str) -> Result<PathBuf, MailboxError> {
+        self.ensure(root)?;
         let name: String = folder
             .chars()
             .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
@@ -209,8 +212,185 @@ fn sync_dir(dir: &Path) -> Result<(), MailboxError> {
         .map_err(err(dir, "fsync"))
 }
 
+/// The Maildir of each folder of a mailbox: ("INBOX", root) and (".Name" → "Name", root/.Name).
+fn folder_dirs(root: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = vec![("INBOX".to_string(), root.to_path_buf())];
+    if let Ok(entries) = fs::read_dir(root) {
+        let mut extra: Vec<(String, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_prefix('.')?.to_string();
+                (e.path().join("cur").is_dir() && !name.is_empty()).then(|| (name, e.path()))
+            })
+            .collect();
+        extra.sort();
+        out.extend(extra);
+    }
+    out
+}
+
+/// The flag letters of a Maildir file name (`...:2,RS`).
+fn flags_of(name: &str) -> String {
+    let mut f: Vec<char> = name
+        .rsplit_once(":2,")
+        .map(|(_, f)| f.chars().filter(char::is_ascii_uppercase).collect())
+        .unwrap_or_default();
+    f.sort();
+    f.dedup();
+    f.into_iter().collect()
+}
+
+impl Maildir {
+    /// Every message of the Maildir at `root` and its folders, oldest first per folder.
+    pub fn for_each_at(
+        &self,
+        root: &Path,
+        f: &mut dyn FnMut(super::StoredMessage) -> Result<(), MailboxError>,
+    ) -> Result<(), MailboxError> {
+        for (folder, dir) in folder_dirs(root) {
+            let mut files: Vec<(u64, String, PathBuf, bool)> = Vec::new();
+            for (sub, recent) in [("cur", false), ("new", true)] {
+                let Ok(entries) = fs::read_dir(dir.join(sub)) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let date = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs());
+                    files.push((
+                        date,
+                        e.file_name().to_string_lossy().to_string(),
+                        e.path(),
+                        recent,
+                    ));
+                }
+            }
+            files.sort();
+            for (date, name, path, recent) in files {
+                let body = fs::read(&path).map_err(err(&path, "read"))?;
+                f(super::StoredMessage {
+                    folder: folder.clone(),
+                    flags: flags_of(&name),
+                    recent,
+                    internal_date: date,
+                    body,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+static IMPORT_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl MailboxStore for Maildir {
+    fn folders(&self, mailbox: &Mailbox) -> Result<Vec<super::FolderInfo>, MailboxError> {
+        let mut out = Vec::new();
+        for (name, dir) in folder_dirs(&self.path_of(mailbox)) {
+            let mut info = super::FolderInfo {
+                name,
+                messages: 0,
+                bytes: 0,
+            };
+            for sub in ["new", "cur"] {
+                let Ok(entries) = fs::read_dir(dir.join(sub)) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    info.messages += 1;
+                    info.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    fn for_each(
+        &self,
+        mailbox: &Mailbox,
+        f: &mut dyn FnMut(super::StoredMessage) -> Result<(), MailboxError>,
+    ) -> Result<(), MailboxError> {
+        self.for_each_at(&self.path_of(mailbox), f)
+    }
+
+    fn import(
+        &self,
+        mailbox: &Mailbox,
+        messages: &[super::StoredMessage],
+    ) -> Result<(), MailboxError> {
+        self.import_at(&self.path_of(mailbox), messages)
+    }
+
     fn usage(&self, mailbox: &Mailbox) -> Result<super::Usage, MailboxError> {
+        self.usage_of(mailbox)
+    }
+
+    fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>> {
+        self.deliver_batch(items)
+    }
+}
+
+impl Maildir {
+    /// Writes messages into the Maildir at `root` (folders as Maildir++ `.Name`), flags and dates kept.
+    pub fn import_at(
+        &self,
+        root: &Path,
+        messages: &[super::StoredMessage],
+    ) -> Result<(), MailboxError> {
+        let mut dirs = Vec::new();
+        for m in messages {
+            let dir = if m.folder == "INBOX" {
+                root.to_path_buf()
+            } else {
+                self.folder_at(root, &m.folder)?
+            };
+            self.ensure(&dir)?;
+            let n = IMPORT_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let unique = format!(
+                "{}.I{}_{n}.tern,S={}",
+                m.internal_date,
+                crate::clock::unix_micros(),
+                m.body.len()
+            );
+            let (sub, name) = if m.recent {
+                ("new", unique)
+            } else {
+                ("cur", format!("{unique}:2,{}", m.flags))
+            };
+            let tmp = dir.join("tmp").join(&name);
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(err(&tmp, "create"))?;
+            file.write_all(&m.body).map_err(err(&tmp, "write"))?;
+            file.sync_data().map_err(err(&tmp, "fsync"))?;
+            drop(file);
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.internal_date);
+            let _ = File::options()
+                .write(true)
+                .open(&tmp)
+                .and_then(|f| f.set_modified(time));
+            let target = dir.join(sub).join(&name);
+            fs::rename(&tmp, &target).map_err(err(&target, "rename"))?;
+            dirs.push(dir.join(sub));
+        }
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs {
+            sync_dir(&d)?;
+        }
+        Ok(())
+    }
+}
+
+impl Maildir {
+    fn usage_of(&self, mailbox: &Mailbox) -> Result<super::Usage, MailboxError> {
         let root = self.path_of(mailbox);
         let mut usage = super::Usage::default();
         let mut dirs = vec![root.clone()];
@@ -236,7 +416,7 @@ impl MailboxStore for Maildir {
         Ok(usage)
     }
 
-    fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>> {
+    fn deliver_batch(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>> {
         let mut results: Vec<Result<Option<PathBuf>, MailboxError>> =
             items.iter().map(|i| self.write_one(i)).collect();
         let mut dirs: Vec<PathBuf> = results

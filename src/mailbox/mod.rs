@@ -5,6 +5,8 @@
 //! (a retry after a crash must not leave a second copy).
 
 pub mod maildir;
+pub mod mbox;
+pub mod sqlite;
 
 use crate::smtp::Mailbox;
 use std::sync::Arc;
@@ -49,10 +51,98 @@ impl Usage {
     }
 }
 
+/// One folder of a mailbox, for `tern mailbox list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderInfo {
+    /// `INBOX`, or the folder's name (`Junk`).
+    pub name: String,
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+/// A stored message with what a mail client sees of it, for export and import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// `INBOX` or a folder name.
+    pub folder: String,
+    /// Maildir flag letters (D draft, F flagged, P passed, R replied, S seen, T trashed), sorted.
+    pub flags: String,
+    /// Not yet seen by any client (Maildir's new/).
+    pub recent: bool,
+    /// Unix seconds.
+    pub internal_date: u64,
+    /// The message as stored (LF line endings).
+    pub body: Vec<u8>,
+}
+
 pub trait MailboxStore: Send + Sync {
     /// Delivers each item; the result at index i belongs to item i. Successes are durable.
     fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>>;
 
     /// Octets and messages in a mailbox, all folders together.
     fn usage(&self, mailbox: &Mailbox) -> Result<Usage, MailboxError>;
+
+    /// The mailbox's folders with their sizes.
+    fn folders(&self, mailbox: &Mailbox) -> Result<Vec<FolderInfo>, MailboxError>;
+
+    /// Every message of the mailbox, folder by folder, oldest first.
+    fn for_each(
+        &self,
+        mailbox: &Mailbox,
+        f: &mut dyn FnMut(StoredMessage) -> Result<(), MailboxError>,
+    ) -> Result<(), MailboxError>;
+
+    /// Appends messages as they are (folders, flags and dates kept); durable when it returns.
+    fn import(&self, mailbox: &Mailbox, messages: &[StoredMessage]) -> Result<(), MailboxError>;
+}
+
+/// The store `[store] kind` names.
+pub async fn open(
+    cfg: &crate::config::Config,
+) -> Result<std::sync::Arc<dyn MailboxStore>, MailboxError> {
+    Ok(match cfg.store {
+        crate::config::StoreKind::Maildir => {
+            std::sync::Arc::new(maildir::Maildir::new(cfg.data_dir.join("mail")))
+        }
+        crate::config::StoreKind::Sqlite => std::sync::Arc::new(
+            sqlite::SqliteStore::open(&cfg.data_dir, cfg.blob_threshold)
+                .await
+                .map_err(|e| {
+                    other_error(
+                        &cfg.data_dir.join("mailboxes.db").display().to_string(),
+                        "open",
+                        e,
+                    )
+                })?,
+        ),
+    })
+}
+
+/// Reads a Maildir (with its Maildir++ folders) from disk, for import.
+pub fn read_maildir(dir: &std::path::Path) -> Result<Vec<StoredMessage>, MailboxError> {
+    let probe = maildir::Maildir::new(dir.to_path_buf());
+    let mut out = Vec::new();
+    probe.for_each_at(dir, &mut |m| {
+        out.push(m);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// An I/O error in a mailbox operation, quoting the path.
+pub fn io_error(path: &std::path::Path, op: &'static str, source: std::io::Error) -> MailboxError {
+    MailboxError {
+        path: path.display().to_string(),
+        op,
+        source,
+    }
+}
+
+/// A storage error that is not about one file (SQLite).
+pub fn other_error(what: &str, op: &'static str, e: impl std::fmt::Display) -> MailboxError {
+    MailboxError {
+        path: what.to_string(),
+        op,
+        source: std::io::Error::other(e.to_string()),
+    }
 }

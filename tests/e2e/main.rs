@@ -10,6 +10,7 @@ mod delivery;
 mod durability;
 mod limits;
 mod lmtp;
+mod mailbox;
 mod outbound;
 mod protocol;
 mod sink;

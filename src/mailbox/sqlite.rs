@@ -1,0 +1,266 @@
+//! The SQLite mailbox store (`[store] kind = "sqlite"`): data_dir/mailboxes.db (WAL, synchronous=FULL), one
+//! folder table with IMAP's UIDVALIDITY and UIDNEXT, and messages with flags and internal dates. Bodies over
+//! `[store] blob_threshold` go to content-addressed files in data_dir/blobs/, written and fsynced before the
+//! row that names them is committed. A delivery counts once its transaction has committed.
+//!
+//! The store's methods are blocking like Maildir's: they run on the blocking pool and wait on sqlx there.
+
+use super::{Delivery, FolderInfo, MailboxError, MailboxStore, StoredMessage, Usage, other_error};
+use crate::smtp::Mailbox;
+use sqlx::{Row, SqlitePool};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/mailbox/migrations");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    blobs: PathBuf,
+    threshold: usize,
+    runtime: tokio::runtime::Handle,
+}
+
+fn db_err(e: sqlx::Error) -> MailboxError {
+    other_error("mailboxes.db", "query", e)
+}
+
+fn user_key(m: &Mailbox) -> String {
+    m.to_string().to_lowercase()
+}
+
+impl SqliteStore {
+    pub async fn open(data_dir: &Path, threshold: usize) -> Result<SqliteStore, sqlx::Error> {
+        let pool = crate::db::open(&data_dir.join("mailboxes.db"), &MIGRATOR, 4).await?;
+        Ok(SqliteStore {
+            pool,
+            blobs: data_dir.join("blobs"),
+            threshold,
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Writes a body as a content-addressed file (once), fsynced; returns its name.
+    fn write_blob(&self, body: &[u8]) -> Result<String, MailboxError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, body);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let dir = self.blobs.join(&hex[..2]);
+        let path = dir.join(&hex);
+        if path.exists() {
+            return Ok(hex);
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| super::io_error(&dir, "mkdir", e))?;
+        let tmp = dir.join(format!(".{hex}.tmp{}", std::process::id()));
+        let mut f = std::fs::File::create(&tmp).map_err(|e| super::io_error(&tmp, "create", e))?;
+        f.write_all(body)
+            .and_then(|_| f.sync_data())
+            .map_err(|e| super::io_error(&tmp, "write", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| super::io_error(&path, "rename", e))?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| super::io_error(&dir, "fsync", e))?;
+        Ok(hex)
+    }
+
+    fn read_body(
+        &self,
+        body: Option<Vec<u8>>,
+        blob: Option<String>,
+    ) -> Result<Vec<u8>, MailboxError> {
+        match (body, blob) {
+            (Some(b), _) => Ok(b),
+            (None, Some(hex)) if hex.len() > 2 => {
+                let path = self.blobs.join(&hex[..2]).join(&hex);
+                std::fs::read(&path).map_err(|e| super::io_error(&path, "read", e))
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Appends messages in one transaction: (user, folder, unique key, date, flags, recent, body).
+    async fn append(
+        &self,
+        items: Vec<(String, String, String, u64, String, bool, Vec<u8>)>,
+    ) -> Result<(), MailboxError> {
+        // Large bodies first, outside the transaction: a crash leaves at most an unreferenced blob.
+        let mut prepared = Vec::with_capacity(items.len());
+        for (user, folder, key, date, flags, recent, body) in items {
+            let (inline, blob) = if body.len() > self.threshold {
+                (None, Some(self.write_blob(&body)?))
+            } else {
+                (Some(body.clone()), None)
+            };
+            prepared.push((
+                user,
+                folder,
+                key,
+                date,
+                flags,
+                recent,
+                body.len(),
+                inline,
+                blob,
+            ));
+        }
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        for (user, folder, key, date, flags, recent, size, inline, blob) in prepared {
+            sqlx::query("INSERT OR IGNORE INTO folders (user, name, uidvalidity, uidnext) VALUES (?, ?, ?, 1)")
+                .bind(&user)
+                .bind(&folder)
+                .bind(crate::clock::unix_now() as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let row = sqlx::query("SELECT id, uidnext FROM folders WHERE user = ? AND name = ?")
+                .bind(&user)
+                .bind(&folder)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let (folder_id, uid): (i64, i64) = (row.get(0), row.get(1));
+            let inserted = sqlx::query(
+                "INSERT OR IGNORE INTO messages (folder_id, uid, unique_key, internal_date, size, flags, recent, body, blob) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(folder_id)
+            .bind(uid)
+            .bind(&key)
+            .bind(date as i64)
+            .bind(size as i64)
+            .bind(&flags)
+            .bind(recent)
+            .bind(inline)
+            .bind(blob)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            // Only a new message takes a UID; one delivered by an earlier attempt is left as it is.
+            if inserted.rows_affected() > 0 {
+                sqlx::query("UPDATE folders SET uidnext = uidnext + 1 WHERE id = ?")
+                    .bind(folder_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+        }
+        tx.commit().await.map_err(db_err)
+    }
+}
+
+impl MailboxStore for SqliteStore {
+    fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>> {
+        let rows = items
+            .iter()
+            .map(|d| {
+                let mut body = d.prefix.clone();
+                body.extend_from_slice(&d.body);
+                let folder = d.folder.clone().unwrap_or_else(|| "INBOX".into());
+                (
+                    user_key(&d.mailbox),
+                    folder,
+                    d.unique.clone(),
+                    crate::clock::unix_now(),
+                    String::new(),
+                    true,
+                    body,
+                )
+            })
+            .collect();
+        match self.block_on(self.append(rows)) {
+            Ok(()) => items.iter().map(|_| Ok(())).collect(),
+            Err(e) => items
+                .iter()
+                .map(|_| Err(other_error(&e.path, e.op, &e.source)))
+                .collect(),
+        }
+    }
+
+    fn usage(&self, mailbox: &Mailbox) -> Result<Usage, MailboxError> {
+        self.block_on(async {
+            let row = sqlx::query(
+                "SELECT COALESCE(SUM(m.size), 0), COUNT(m.id) FROM messages m JOIN folders f ON f.id = m.folder_id WHERE f.user = ?",
+            )
+            .bind(user_key(mailbox))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+            Ok(Usage { bytes: row.get::<i64, _>(0).max(0) as u64, messages: row.get::<i64, _>(1).max(0) as u64 })
+        })
+    }
+
+    fn folders(&self, mailbox: &Mailbox) -> Result<Vec<FolderInfo>, MailboxError> {
+        self.block_on(async {
+            let rows = sqlx::query(
+                "SELECT f.name, COUNT(m.id), COALESCE(SUM(m.size), 0) FROM folders f LEFT JOIN messages m ON m.folder_id = f.id \
+                 WHERE f.user = ? GROUP BY f.id ORDER BY f.name <> 'INBOX', f.name",
+            )
+            .bind(user_key(mailbox))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            Ok(rows
+                .iter()
+                .map(|r| FolderInfo { name: r.get(0), messages: r.get::<i64, _>(1) as u64, bytes: r.get::<i64, _>(2) as u64 })
+                .collect())
+        })
+    }
+
+    fn for_each(
+        &self,
+        mailbox: &Mailbox,
+        f: &mut dyn FnMut(StoredMessage) -> Result<(), MailboxError>,
+    ) -> Result<(), MailboxError> {
+        let rows = self.block_on(async {
+            sqlx::query(
+                "SELECT f.name, m.flags, m.recent, m.internal_date, m.body, m.blob FROM messages m JOIN folders f ON f.id = m.folder_id \
+                 WHERE f.user = ? ORDER BY f.name <> 'INBOX', f.name, m.uid",
+            )
+            .bind(user_key(mailbox))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)
+        })?;
+        for r in rows {
+            let body = self.read_body(r.get(4), r.get(5))?;
+            f(StoredMessage {
+                folder: r.get(0),
+                flags: r.get(1),
+                recent: r.get(2),
+                internal_date: r.get::<i64, _>(3).max(0) as u64,
+                body,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn import(&self, mailbox: &Mailbox, messages: &[StoredMessage]) -> Result<(), MailboxError> {
+        let user = user_key(mailbox);
+        let rows = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let digest = ring::digest::digest(&ring::digest::SHA256, &m.body);
+                let key: String = digest
+                    .as_ref()
+                    .iter()
+                    .take(12)
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let key = format!("import.{}.{i}.{key}", crate::clock::unix_micros());
+                (
+                    user.clone(),
+                    m.folder.clone(),
+                    key,
+                    m.internal_date,
+                    m.flags.clone(),
+                    m.recent,
+                    m.body.clone(),
+                )
+            })
+            .collect();
+        self.block_on(self.append(rows))
+    }
+}
