@@ -136,3 +136,104 @@ async fn sigterm_exits_cleanly_and_keeps_the_queue() {
     assert!(status.success(), "{status:?}\n{}", d.log_text());
     assert_eq!(d.delivered("alice@example.test").len(), 1);
 }
+
+#[tokio::test]
+async fn kill_9_with_the_sqlite_store_loses_nothing_either() {
+    let d = Daemon::start("[store]\nkind = \"sqlite\"\n");
+    let addr = d.addr;
+    let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for conn in 0..8u32 {
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+                return;
+            };
+            let mut c = Raw::from_stream(stream);
+            if c.reply().await.0 != 220 {
+                return;
+            }
+            c.cmd("EHLO client.test").await;
+            for n in 0..300u32 {
+                let token = format!("s{conn}-{n}");
+                if c.cmd("MAIL FROM:<load@remote.test>").await.0 != 250 {
+                    return;
+                }
+                if c.cmd("RCPT TO:<alice@example.test>").await.0 != 250 {
+                    return;
+                }
+                if c.cmd("DATA").await.0 != 354 {
+                    return;
+                }
+                c.send(format!("Subject: {token}\r\n\r\nEND {token}\r\n.\r\n").as_bytes())
+                    .await;
+                if c.reply().await.0 != 250 {
+                    return;
+                }
+                acked.lock().unwrap().push(token);
+            }
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 150 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stopped = d.kill9();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 150, "only {} acknowledged", acked.len());
+    let d = Daemon::restart(stopped);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    loop {
+        let out = tempfile::tempdir().unwrap();
+        let status = crate::harness::tern(
+            d.dir.path(),
+            &[
+                "mailbox",
+                "export",
+                "alice@example.test",
+                out.path().to_str().unwrap(),
+            ],
+        );
+        assert!(status.status.success());
+        seen.clear();
+        for sub in ["new", "cur"] {
+            for e in std::fs::read_dir(out.path().join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                let token = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Subject: "))
+                    .unwrap()
+                    .to_string();
+                assert!(
+                    text.ends_with(&format!("END {token}\n")),
+                    "half-written message"
+                );
+                *seen.entry(token).or_default() += 1;
+            }
+        }
+        if acked.iter().all(|t| seen.contains_key(t)) || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for token in &acked {
+        assert_eq!(
+            seen.get(token),
+            Some(&1),
+            "acknowledged message {token} delivered {:?} times",
+            seen.get(token)
+        );
+    }
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a message was delivered twice"
+    );
+}
