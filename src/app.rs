@@ -172,6 +172,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         context(ListenerKind::Local),
         shutdown.clone(),
     )));
+    if checks.greylist.is_some() {
+        tokio::spawn(expire_greylist(checks.clone()));
+    }
     tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "tern started");
 
     wait_for_signal().await?;
@@ -217,6 +220,20 @@ fn bind_unix_socket(path: &std::path::Path, mode: u32) -> anyhow::Result<tokio::
     let listener = tokio::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
+}
+
+/// Forgets old greylisting triplets once an hour.
+async fn expire_greylist(checks: Arc<Checks>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        if let Some(g) = &checks.greylist {
+            match g.expire(crate::clock::unix_now()).await {
+                Ok(n) if n > 0 => tracing::info!(expired = n, "greylist: old triplets forgotten"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "greylist: expiry failed"),
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
