@@ -19,7 +19,31 @@ use std::time::{Duration, Instant};
 /// How long sessions may take to finish after shutdown begins.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Raises the open-file limit to its hard maximum: every connection, Maildir write and database needs one.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, writable rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    lim.rlim_cur as u64
+}
+
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let fds = raise_fd_limit();
+    if (fds as usize) < cfg.limits.connections * 2 + 256 {
+        tracing::warn!(
+            open_files = fds,
+            connections = cfg.limits.connections,
+            "the open-file limit is low for limits.connections"
+        );
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("server.data_dir: cannot create {}", cfg.data_dir.display()))?;
     let tls = crate::tls::server_config(cfg.tls_files.as_ref(), &cfg.data_dir, &cfg.hostname)?;

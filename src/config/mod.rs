@@ -52,12 +52,15 @@ pub struct Limits {
     pub errors: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    pub message_timeout: Duration,
     pub connections: usize,
     pub connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone)]
 pub struct QueueSettings {
+    /// Octets to keep free on the data_dir file system.
+    pub min_free: u64,
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub max_lifetime: Duration,
@@ -355,6 +358,7 @@ impl Validator {
             errors: l.errors,
             command_timeout: Duration::from_secs(l.command_timeout_secs),
             data_timeout: Duration::from_secs(l.data_timeout_secs),
+            message_timeout: Duration::from_secs(l.message_timeout_secs.max(1)),
             connections: l.connections,
             connections_per_ip: l.connections_per_ip,
         };
@@ -369,6 +373,7 @@ impl Validator {
             ));
         }
         let queue = QueueSettings {
+            min_free: q.min_free,
             retry_base: Duration::from_secs(q.retry_base_secs),
             retry_max: Duration::from_secs(q.retry_max_secs),
             max_lifetime: Duration::from_secs(q.max_lifetime_secs),

@@ -180,7 +180,9 @@ pub struct RawLimits {
     pub command_timeout_secs: u64,
     /// Seconds to wait for each block of message data (RFC 5321 4.5.3.2.5). Default: 180.
     pub data_timeout_secs: u64,
-    /// Concurrent SMTP connections in total. Default: 1000.
+    /// Seconds one message's whole DATA or BDAT may take, however steadily it trickles in. Default: 1800.
+    pub message_timeout_secs: u64,
+    /// Concurrent SMTP connections in total. Default: 4000.
     pub connections: usize,
     /// Concurrent SMTP connections from one client IP address. Default: 50.
     pub connections_per_ip: usize,
@@ -196,7 +198,8 @@ impl Default for RawLimits {
             errors: 20,
             command_timeout_secs: 300,
             data_timeout_secs: 180,
-            connections: 1000,
+            message_timeout_secs: 1800,
+            connections: 4000,
             connections_per_ip: 50,
         }
     }
@@ -211,6 +214,8 @@ pub struct RawQueue {
     pub retry_max_secs: u64,
     /// A message still undelivered after this many seconds fails permanently. Default: 432000 (5 days).
     pub max_lifetime_secs: u64,
+    /// Octets that must stay free on the data_dir file system; below it MAIL gets 452 4.3.1. Default: 104857600.
+    pub min_free: u64,
 }
 
 impl Default for RawQueue {
@@ -219,6 +224,7 @@ impl Default for RawQueue {
             retry_base_secs: 300,
             retry_max_secs: 4 * 3600,
             max_lifetime_secs: 5 * 86400,
+            min_free: 100 << 20,
         }
     }
 }

@@ -176,12 +176,19 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut out = Vec::with_capacity(512);
     let mut buf = vec![0u8; 8192];
     let limits = conn.ctx.limits.clone();
+    // A command must be complete within command_timeout of the previous one, however slowly its bytes
+    // trickle in; a message's data within message_timeout, with no gap longer than data_timeout.
+    let mut last_command = tokio::time::Instant::now();
+    let mut data_started: Option<tokio::time::Instant> = None;
     loop {
         while let Some(action) = session.poll() {
+            last_command = tokio::time::Instant::now();
             match action {
                 Action::Reply(r) => r.write_to(&mut out),
                 Action::CheckSender(reverse_path, params) => {
                     let refusal = match &conn.user {
+                        // Never accept what cannot be stored: first the disk, then the user's limits.
+                        _ if !conn.ctx.queue.has_room() => Some(Reply::insufficient_storage()),
                         Some(user) => {
                             conn.ctx
                                 .submission
@@ -253,14 +260,17 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             out.clear();
         }
         let in_data = session.in_data();
-        let timeout = if in_data {
-            limits.data_timeout
+        let now = tokio::time::Instant::now();
+        let deadline = if in_data {
+            let started = *data_started.get_or_insert(now);
+            (now + limits.data_timeout).min(started + limits.message_timeout)
         } else {
-            limits.command_timeout
+            data_started = None;
+            last_command + limits.command_timeout
         };
         let mut shutdown = conn.shutdown.clone();
         tokio::select! {
-            read = tokio::time::timeout(timeout, stream.read(&mut buf)) => match read {
+            read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => match read {
                 Ok(Ok(0)) => return Ok(Next::Closed),
                 Ok(Ok(n)) => session.receive(&buf[..n]),
                 Ok(Err(e)) => return Err(e),

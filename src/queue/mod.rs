@@ -182,9 +182,27 @@ enum Wake {
     At(u64, QueueId),
 }
 
+/// Free space on the queue's file system, looked at no more than once a second.
+struct Room {
+    path: std::path::PathBuf,
+    checked_at: std::sync::atomic::AtomicU64,
+    enough: std::sync::atomic::AtomicBool,
+}
+
+/// Octets available to unprivileged users on the file system holding `path`.
+fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 /// A handle on the queue, cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
+    room: Arc<Room>,
     writes: mpsc::Sender<Write>,
     wake: mpsc::UnboundedSender<Wake>,
     ids: Arc<IdGenerator>,
@@ -293,7 +311,13 @@ impl Queue {
         });
         tokio::spawn(writer(pool.clone(), write_rx, shared.clone()));
         tokio::spawn(scheduler(pool.clone(), wake_rx, shared));
+        let room = Arc::new(Room {
+            path: data_dir.to_path_buf(),
+            checked_at: std::sync::atomic::AtomicU64::new(0),
+            enough: std::sync::atomic::AtomicBool::new(true),
+        });
         let queue = Queue {
+            room,
             writes: write_tx,
             wake: wake_tx,
             ids,
@@ -309,6 +333,21 @@ impl Queue {
                 remote: remote_rx,
             },
         ))
+    }
+
+    /// Whether the file system has more than `[queue] min_free` octets free (checked at most once a second).
+    pub fn has_room(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = crate::clock::unix_now();
+        if self.room.checked_at.swap(now, Ordering::Relaxed) != now {
+            let enough =
+                free_space(&self.room.path).is_none_or(|free| free >= self.settings.min_free);
+            if !enough && self.room.enough.load(Ordering::Relaxed) {
+                tracing::error!(path = %self.room.path.display(), min_free = self.settings.min_free, "disk almost full: refusing new mail with 452 4.3.1");
+            }
+            self.room.enough.store(enough, Ordering::Relaxed);
+        }
+        self.room.enough.load(Ordering::Relaxed)
     }
 
     pub fn next_id(&self) -> QueueId {

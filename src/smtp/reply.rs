@@ -443,6 +443,13 @@ impl Reply {
             "Temporary recipient lookup failure, try again later",
         )
     }
+    pub fn insufficient_storage() -> Reply {
+        Reply::new(
+            452,
+            EnhancedCode(4, 3, 1),
+            "Insufficient system storage, try again later",
+        )
+    }
     pub fn queue_write_failed() -> Reply {
         Reply::new(
             451,

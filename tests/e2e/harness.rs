@@ -195,6 +195,11 @@ impl Daemon {
         self.addr.port()
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// The address of the listener of this kind.
     pub fn listener(&self, kind: &str) -> SocketAddr {
         self.listeners

@@ -3,6 +3,7 @@
 mod dns;
 mod harness;
 
+mod abuse;
 mod addresses;
 mod checks;
 mod cli;

@@ -1,0 +1,133 @@
+//! Hostile clients cannot take the daemon down: slow drips are cut off, huge streams are refused without being
+//! buffered, a full disk is answered with 452, and thousands of idle connections stay cheap.
+
+use crate::harness::{Daemon, Raw};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_client_dripping_one_byte_at_a_time_is_cut_off() {
+    let d = Daemon::start("[limits]\ncommand_timeout_secs = 2\nmessage_timeout_secs = 2\n");
+    let mut c = Raw::connect(d.addr).await;
+    // Each byte arrives well within any per-read timeout, but the command never completes in time.
+    for _ in 0..40 {
+        if c.stream.write_all(b"N").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (code, text) = c.reply().await;
+    assert_eq!(code, 421, "{text}");
+    assert!(text.starts_with("421 4.4.2"), "{text}");
+
+    // The same for a message body.
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO drip.test").await;
+    c.cmd("MAIL FROM:<x@remote.test>").await;
+    c.cmd("RCPT TO:<alice@example.test>").await;
+    assert_eq!(c.cmd("DATA").await.0, 354);
+    for _ in 0..40 {
+        if c.stream.write_all(b"x").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(c.reply().await.0, 421);
+}
+
+#[tokio::test]
+async fn a_huge_data_stream_is_refused_at_the_size_limit_without_buffering_it() {
+    let d = Daemon::start("[limits]\nmessage_size = 1048576\n");
+    let pid = d.pid();
+    let before = rss_kb(pid);
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO big.test").await;
+    c.cmd("MAIL FROM:<x@remote.test>").await;
+    c.cmd("RCPT TO:<alice@example.test>").await;
+    assert_eq!(c.cmd("DATA").await.0, 354);
+    let chunk = ("y".repeat(998) + "\r\n").repeat(1000); // 1 MB
+    for _ in 0..200 {
+        c.send(chunk.as_bytes()).await; // 200 MB in all
+    }
+    c.send(b".\r\n").await;
+    let (code, text) = c.reply().await;
+    assert_eq!(code, 552, "{text}");
+    assert!(text.starts_with("552 5.3.4"));
+    let after = rss_kb(pid);
+    assert!(
+        after < before + 32 * 1024,
+        "resident memory grew from {before} kB to {after} kB for a refused 200 MB stream"
+    );
+    assert_eq!(c.cmd("NOOP").await.0, 250);
+}
+
+#[tokio::test]
+async fn a_full_disk_is_answered_with_452_4_3_1() {
+    let d = Daemon::start("[queue]\nmin_free = 18446744073709551615\n");
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO full.test").await;
+    let (code, text) = c.cmd("MAIL FROM:<x@remote.test>").await;
+    assert_eq!(code, 452, "{text}");
+    assert!(text.starts_with("452 4.3.1"), "{text}");
+}
+
+#[tokio::test]
+async fn two_thousand_idle_connections_stay_cheap_and_do_not_delay_a_real_client() {
+    tern::app::raise_fd_limit();
+    let d = Daemon::start("");
+    let pid = d.pid();
+    let before = rss_kb(pid);
+    let mut idle = Vec::new();
+    // 40 source addresses x 50 connections: within the default per-IP limit.
+    for i in 0..2000u32 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(format!("127.0.1.{}:0", 10 + i / 50).parse().unwrap())
+            .unwrap();
+        let stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(d.addr))
+            .await
+            .unwrap()
+            .unwrap();
+        idle.push(stream);
+    }
+    // Every one of them was greeted (the greeting is read from the last; the first is checked too).
+    for i in [0, 1999] {
+        let mut buf = [0u8; 64];
+        let read = tokio::io::AsyncReadExt::read(&mut idle[i], &mut buf);
+        let n = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(buf[..n].starts_with(b"220 "), "connection {i}");
+    }
+    let with_idle = rss_kb(pid);
+    eprintln!("resident memory: {before} kB before, {with_idle} kB with 2000 idle sessions");
+    assert!(
+        with_idle < before + 200 * 1024,
+        "2000 idle sessions took {} kB",
+        with_idle - before
+    );
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO real.test").await;
+    let (code, _) = c
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            "Subject: still served\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!(code, 250);
+    assert_eq!(d.wait_delivered("alice@example.test", 1).len(), 1);
+    drop(idle);
+}
