@@ -1,23 +1,24 @@
-//! Builds every service from a [`Config`], binds the listeners, runs until SIGTERM/SIGINT, then shuts down in
-//! order: stop accepting, let sessions finish (up to a deadline), let deliveries in flight report.
+//! Builds every service from a [`Config`], binds the listeners, drops root privileges, and runs until
+//! SIGTERM/SIGINT; SIGHUP reloads. Shutdown goes in order: stop accepting, let sessions finish (up to
+//! `[server] shutdown_timeout_secs`), let deliveries in flight report.
 
-use crate::checks::Checks;
+use crate::checks::{Checks, greylist::Greylist};
 use crate::config::{Config, ListenerKind};
 use crate::directory::Directory;
 use crate::dns::Dns;
 use crate::inbound::submission::SubmissionPolicy;
 use crate::inbound::throttle::AuthThrottle;
 use crate::inbound::{self, Inbound, limits::ConnLimiter, policy::RecipientPolicy};
-use crate::ops::control;
+use crate::mailbox::MailboxStore;
+use crate::ops::{control, systemd};
 use crate::outbound::{Outbound, dkim::Dkim, tls::TlsClients};
 use crate::queue::{DsnSettings, Queue};
 use crate::smtp::server::{SessionConfig, SessionLimits};
 use anyhow::Context;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long sessions may take to finish after shutdown begins.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+use tokio::sync::watch;
 
 /// Raises the open-file limit to its hard maximum: every connection, Maildir write and database needs one.
 pub fn raise_fd_limit() -> u64 {
@@ -35,6 +36,89 @@ pub fn raise_fd_limit() -> u64 {
     lim.rlim_cur as u64
 }
 
+/// What sessions share across reloads: state that must not reset (rate and failure counters, connection
+/// slots) and the stores.
+struct Shared {
+    directory: Directory,
+    store: Arc<dyn MailboxStore>,
+    queue: Queue,
+    dns: Dns,
+    limiter: Arc<ConnLimiter>,
+    submission: Arc<SubmissionPolicy>,
+    throttle: Arc<AuthThrottle>,
+    greylist: Option<Arc<Greylist>>,
+}
+
+/// The per-listener contexts for `cfg`, with the TLS configuration `tls`.
+fn contexts(
+    cfg: &Config,
+    shared: &Shared,
+    tls: Arc<rustls::ServerConfig>,
+) -> HashMap<ListenerKind, Arc<Inbound>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let policy = Arc::new(RecipientPolicy {
+        local_domains: cfg.local_domains.clone(),
+        postmaster: cfg.postmaster.clone(),
+        directory: shared.directory.clone(),
+        subaddress_separator: cfg.subaddress_separator.clone(),
+        store: shared.store.clone(),
+    });
+    let checks = Arc::new(Checks::new(
+        shared.dns.clone(),
+        cfg.checks.clone(),
+        cfg.hostname.clone(),
+        shared.greylist.clone(),
+    ));
+    let kinds = [
+        ListenerKind::Relay,
+        ListenerKind::Submission,
+        ListenerKind::Submissions,
+        ListenerKind::Lmtp,
+        ListenerKind::Local,
+    ];
+    kinds
+        .into_iter()
+        .map(|kind| {
+            let (starttls, auth, require_auth) = match kind {
+                ListenerKind::Relay => (true, cfg.submission.relay_auth, false),
+                ListenerKind::Submission => (true, true, true),
+                ListenerKind::Submissions => (false, true, true),
+                // LMTP from another MTA on a trusted socket, and local programs through the sendmail socket.
+                ListenerKind::Lmtp | ListenerKind::Local => (false, false, false),
+            };
+            let l = &cfg.limits;
+            let ctx = Arc::new(Inbound {
+                kind,
+                hostname: cfg.hostname.clone(),
+                session: Arc::new(SessionConfig {
+                    hostname: cfg.hostname.clone(),
+                    limits: SessionLimits {
+                        message_size: l.message_size,
+                        recipients: l.recipients,
+                        command_line: l.command_line,
+                        text_line: l.text_line,
+                        errors: l.errors,
+                    },
+                    starttls,
+                    auth,
+                    require_auth,
+                    lmtp: kind == ListenerKind::Lmtp,
+                }),
+                limits: cfg.limits.clone(),
+                tls: Some(acceptor.clone()),
+                policy: policy.clone(),
+                submission: shared.submission.clone(),
+                throttle: shared.throttle.clone(),
+                directory: shared.directory.clone(),
+                checks: (kind == ListenerKind::Relay).then(|| checks.clone()),
+                queue: shared.queue.clone(),
+                limiter: shared.limiter.clone(),
+            });
+            (kind, ctx)
+        })
+        .collect()
+}
+
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let fds = raise_fd_limit();
     if (fds as usize) < cfg.limits.connections * 2 + 256 {
@@ -44,9 +128,39 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             "the open-file limit is low for limits.connections"
         );
     }
+    // As root, everything that needs root happens first: the TLS key is read and the ports are bound.
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("server.data_dir: cannot create {}", cfg.data_dir.display()))?;
     let tls = crate::tls::server_config(cfg.tls_files.as_ref(), &cfg.data_dir, &cfg.hostname)?;
+    let mut sockets = Vec::new();
+    let mut bound = Vec::new();
+    for (i, listener) in cfg.listeners.iter().enumerate() {
+        for (j, addr) in listener.bind.iter().enumerate() {
+            let socket = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "{}: listener[{i}].bind[{j}]: cannot listen on {addr}",
+                    cfg.path.display()
+                )
+            })?;
+            bound.push(socket.local_addr()?);
+            sockets.push((listener.kind, socket));
+        }
+    }
+    let admin_socket = match cfg.admin {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("admin.bind: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    crate::ops::privileges::drop_to(
+        cfg.user.as_deref(),
+        cfg.group.as_deref(),
+        cfg.allow_root,
+        &[&cfg.data_dir],
+    )?;
+
     let directory = Directory::open(&cfg.data_dir).await?;
     let dns = Dns::new(cfg.nameservers.as_deref())?;
     let dsn = DsnSettings {
@@ -63,101 +177,52 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         queue.clone(),
         directory.clone(),
     );
-
-    let (trigger, shutdown) = crate::shutdown::channel();
-    let limiter = ConnLimiter::new(cfg.limits.connections, cfg.limits.connections_per_ip);
-    let policy = Arc::new(RecipientPolicy {
-        local_domains: cfg.local_domains.clone(),
-        postmaster: cfg.postmaster.clone(),
-        directory: directory.clone(),
-        subaddress_separator: cfg.subaddress_separator.clone(),
-        store: store.clone(),
-    });
     let greylist = match cfg.checks.greylist {
-        Some(g) => Some(crate::checks::greylist::Greylist::open(&cfg.data_dir, g).await?),
+        Some(g) => Some(Arc::new(Greylist::open(&cfg.data_dir, g).await?)),
         None => None,
     };
-    let checks = Arc::new(Checks::new(
-        dns.clone(),
-        cfg.checks.clone(),
-        cfg.hostname.clone(),
+    let shared = Shared {
+        directory: directory.clone(),
+        store,
+        queue: queue.clone(),
+        dns: dns.clone(),
+        limiter: ConnLimiter::new(cfg.limits.connections, cfg.limits.connections_per_ip),
+        submission: Arc::new(SubmissionPolicy::new(
+            cfg.submission.clone(),
+            directory.clone(),
+        )),
+        throttle: Arc::new(AuthThrottle::new(cfg.auth.clone())),
         greylist,
-    ));
-    let submission = Arc::new(SubmissionPolicy::new(
-        cfg.submission.clone(),
-        directory.clone(),
-    ));
-    let throttle = Arc::new(AuthThrottle::new(cfg.auth.clone()));
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let context = |kind: ListenerKind| {
-        let (starttls, auth, require_auth) = match kind {
-            ListenerKind::Relay => (true, cfg.submission.relay_auth, false),
-            ListenerKind::Submission => (true, true, true),
-            ListenerKind::Submissions => (false, true, true),
-            // LMTP from another MTA on a trusted socket, and local programs through the sendmail socket.
-            ListenerKind::Lmtp | ListenerKind::Local => (false, false, false),
-        };
-        let l = &cfg.limits;
-        Arc::new(Inbound {
-            kind,
-            hostname: cfg.hostname.clone(),
-            session: Arc::new(SessionConfig {
-                hostname: cfg.hostname.clone(),
-                limits: SessionLimits {
-                    message_size: l.message_size,
-                    recipients: l.recipients,
-                    command_line: l.command_line,
-                    text_line: l.text_line,
-                    errors: l.errors,
-                },
-                starttls,
-                auth,
-                require_auth,
-                lmtp: kind == ListenerKind::Lmtp,
-            }),
-            limits: cfg.limits.clone(),
-            tls: Some(acceptor.clone()),
-            policy: policy.clone(),
-            submission: submission.clone(),
-            throttle: throttle.clone(),
-            directory: directory.clone(),
-            checks: (kind == ListenerKind::Relay).then(|| checks.clone()),
-            queue: queue.clone(),
-            limiter: limiter.clone(),
-        })
     };
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let mut senders: HashMap<ListenerKind, watch::Sender<Arc<Inbound>>> = HashMap::new();
+    let mut receivers: HashMap<ListenerKind, watch::Receiver<Arc<Inbound>>> = HashMap::new();
+    for (kind, ctx) in contexts(&cfg, &shared, tls) {
+        let (tx, rx) = watch::channel(ctx);
+        senders.insert(kind, tx);
+        receivers.insert(kind, rx);
+    }
     let mut tasks = Vec::new();
-    let mut bound = Vec::new();
+    for (kind, socket) in sockets {
+        tracing::info!(kind = kind.as_str(), addr = %socket.local_addr()?, "listening");
+        tasks.push(tokio::spawn(inbound::serve(
+            socket,
+            receivers[&kind].clone(),
+            shutdown.clone(),
+        )));
+    }
     for (i, listener) in cfg.listeners.iter().enumerate() {
-        let ctx = context(listener.kind);
-        for (j, addr) in listener.bind.iter().enumerate() {
-            let socket = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                format!(
-                    "{}: listener[{i}].bind[{j}]: cannot listen on {addr}",
-                    cfg.path.display()
-                )
-            })?;
-            let local = socket.local_addr()?;
-            bound.push(local);
-            tracing::info!(kind = listener.kind.as_str(), addr = %local, "listening");
-            tasks.push(tokio::spawn(inbound::serve(
-                socket,
-                ctx.clone(),
-                shutdown.clone(),
-            )));
-        }
         for path in &listener.unix {
             let socket = bind_unix_socket(path, 0o660)
                 .with_context(|| format!("listener[{i}]: cannot listen on {}", path.display()))?;
             tracing::info!(kind = listener.kind.as_str(), path = %path.display(), "listening");
             tasks.push(tokio::spawn(inbound::serve_local(
                 socket,
-                ctx.clone(),
+                receivers[&listener.kind].clone(),
                 shutdown.clone(),
             )));
         }
     }
-    let own_addresses: Vec<std::net::SocketAddr> = bound.clone();
     let tls_clients = TlsClients::new(cfg.delivery.ca_file.as_deref())
         .map_err(|e| anyhow::anyhow!("delivery.ca_file: {e}"))?;
     let outbound = Outbound::new(
@@ -172,7 +237,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.dkim_headers.clone(),
         ),
         cfg.local_domains.clone(),
-        own_addresses,
+        bound,
     );
     crate::outbound::start(outbound, jobs.remote);
     let control_path = control::socket_path(&cfg.data_dir);
@@ -193,15 +258,38 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(socket = %cfg.sendmail_socket.display(), "listening for tern sendmail");
     tasks.push(tokio::spawn(inbound::serve_local(
         sendmail,
-        context(ListenerKind::Local),
+        receivers[&ListenerKind::Local].clone(),
         shutdown.clone(),
     )));
-    if checks.greylist.is_some() {
-        tokio::spawn(expire_greylist(checks.clone()));
+    if let Some(socket) = admin_socket {
+        tracing::info!(kind = "admin", addr = %socket.local_addr()?, "listening");
+        tasks.push(tokio::spawn(crate::ops::admin::serve(
+            socket,
+            queue.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(g) = shared.greylist.clone() {
+        tokio::spawn(expire_greylist(g));
     }
     tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "tern started");
+    systemd::ready();
 
-    wait_for_signal().await?;
+    let mut current = cfg;
+    loop {
+        match next_signal().await? {
+            Signal::Reload => {
+                systemd::reloading();
+                if let Some(new) = reload(&current, &shared, &senders) {
+                    current = new;
+                }
+                systemd::ready();
+            }
+            Signal::Stop => break,
+        }
+    }
+    systemd::stopping();
+    let limiter = shared.limiter.clone();
     tracing::info!(
         sessions = limiter.active(),
         "shutting down: no new connections"
@@ -210,7 +298,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     for t in tasks {
         let _ = t.await;
     }
-    let deadline = Instant::now() + DRAIN_DEADLINE;
+    let deadline = Instant::now() + current.shutdown_timeout;
     while limiter.active() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -225,6 +313,84 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         "tern stopped"
     );
     Ok(())
+}
+
+/// SIGHUP: the configuration file, TLS certificate and key again, for new sessions; an invalid configuration
+/// is refused and the running one stays. Users, aliases and DKIM keys are read live and need no reload.
+fn reload(
+    current: &Config,
+    shared: &Shared,
+    senders: &HashMap<ListenerKind, watch::Sender<Arc<Inbound>>>,
+) -> Option<Config> {
+    let new = match Config::load(&current.path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: the configuration does not validate; the running one stays");
+            return None;
+        }
+    };
+    let restart_only = [
+        ("server.data_dir", current.data_dir != new.data_dir),
+        (
+            "server.user/group",
+            current.user != new.user || current.group != new.group,
+        ),
+        (
+            "listener",
+            format!("{:?}", current.listeners) != format!("{:?}", new.listeners),
+        ),
+        ("store", current.store != new.store),
+        (
+            "sendmail.socket",
+            current.sendmail_socket != new.sendmail_socket,
+        ),
+        ("admin.bind", current.admin != new.admin),
+        ("dns", current.nameservers != new.nameservers),
+        (
+            "limits.connections",
+            current.limits.connections != new.limits.connections,
+        ),
+        (
+            "limits.connections_per_ip",
+            current.limits.connections_per_ip != new.limits.connections_per_ip,
+        ),
+        (
+            "submission",
+            format!("{:?}", current.submission) != format!("{:?}", new.submission),
+        ),
+        (
+            "auth",
+            format!("{:?}", current.auth) != format!("{:?}", new.auth),
+        ),
+        (
+            "queue/delivery",
+            format!("{:?}{:?}", current.queue, current.delivery)
+                != format!("{:?}{:?}", new.queue, new.delivery),
+        ),
+    ];
+    for (key, changed) in restart_only {
+        if changed {
+            tracing::warn!(
+                key,
+                "changed in the configuration, but takes effect only after a restart"
+            );
+        }
+    }
+    let tls = match crate::tls::server_config(new.tls_files.as_ref(), &new.data_dir, &new.hostname)
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: the TLS certificate or key cannot be loaded; the running ones stay");
+            return None;
+        }
+    };
+    for (kind, ctx) in contexts(&new, shared, tls) {
+        if let Some(tx) = senders.get(&kind) {
+            let _ = tx.send(ctx);
+        }
+    }
+    tracing::info!(config = %new.path.display(), "reloaded: configuration and TLS certificate apply to new sessions");
+    Some(new)
 }
 
 /// Binds a Unix socket, replacing a stale one from an earlier run, with the given permissions.
@@ -247,26 +413,30 @@ fn bind_unix_socket(path: &std::path::Path, mode: u32) -> anyhow::Result<tokio::
 }
 
 /// Forgets old greylisting triplets once an hour.
-async fn expire_greylist(checks: Arc<Checks>) {
+async fn expire_greylist(greylist: Arc<Greylist>) {
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;
-        if let Some(g) = &checks.greylist {
-            match g.expire(crate::clock::unix_now()).await {
-                Ok(n) if n > 0 => tracing::info!(expired = n, "greylist: old triplets forgotten"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "greylist: expiry failed"),
-            }
+        match greylist.expire(crate::clock::unix_now()).await {
+            Ok(n) if n > 0 => tracing::info!(expired = n, "greylist: old triplets forgotten"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "greylist: expiry failed"),
         }
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+enum Signal {
+    Reload,
+    Stop,
+}
+
+async fn next_signal() -> anyhow::Result<Signal> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    Ok(())
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
+        _ = int.recv() => { tracing::info!("SIGINT received"); Signal::Stop }
+        _ = hup.recv() => { tracing::info!("SIGHUP received: reloading"); Signal::Reload }
+    })
 }

@@ -49,7 +49,7 @@ pub struct Checks {
     dns: Dns,
     settings: CheckSettings,
     hostname: String,
-    pub greylist: Option<greylist::Greylist>,
+    pub greylist: Option<std::sync::Arc<greylist::Greylist>>,
 }
 
 /// Puts one `dkim=` clause per signature (RFC 8601 2.7.1: header.d, header.i, header.s, header.b) right after
@@ -129,7 +129,7 @@ impl Checks {
         dns: Dns,
         settings: CheckSettings,
         hostname: String,
-        greylist: Option<greylist::Greylist>,
+        greylist: Option<std::sync::Arc<greylist::Greylist>>,
     ) -> Checks {
         Checks {
             auth: MessageAuthenticator(dns.resolver().clone()),

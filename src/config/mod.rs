@@ -136,6 +136,13 @@ pub struct Config {
     pub hostname: String,
     pub data_dir: PathBuf,
     pub log_level: String,
+    pub log_json: bool,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub allow_root: bool,
+    pub shutdown_timeout: Duration,
+    /// The admin HTTP listener, if on.
+    pub admin: Option<SocketAddr>,
     pub listeners: Vec<Listener>,
     /// Certificate and key files; `None` means a self-signed pair in data_dir/tls/.
     pub tls_files: Option<(PathBuf, PathBuf)>,
@@ -574,6 +581,24 @@ impl Validator {
         }
         let subaddress_separator = (!sep.is_empty()).then(|| sep.clone());
 
+        let log_json = match raw.log.format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(self.err(
+                    "log.format",
+                    format!("{other:?} is not \"text\" or \"json\""),
+                ));
+            }
+        };
+        let admin =
+            match raw.admin.bind.as_str() {
+                "" => None,
+                b => Some(b.parse::<SocketAddr>().map_err(|_| {
+                    self.err("admin.bind", format!("{b:?} is not a socket address"))
+                })?),
+            };
+
         raw.server.data_dir = data_dir.display().to_string();
         raw.sendmail.socket = Some(sendmail_socket.display().to_string());
         if let Some((c, k)) = &tls_files {
@@ -585,6 +610,12 @@ impl Validator {
             hostname: raw.server.hostname.to_ascii_lowercase(),
             data_dir,
             log_level: raw.log.level.clone(),
+            log_json,
+            user: raw.server.user.clone(),
+            group: raw.server.group.clone(),
+            allow_root: raw.server.allow_root,
+            shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_secs),
+            admin,
             listeners,
             tls_files,
             local_domains,

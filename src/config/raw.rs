@@ -38,6 +38,23 @@ pub struct RawConfig {
     pub checks: RawChecks,
     #[serde(default)]
     pub greylist: RawGreylist,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Address of the admin HTTP listener (GET /metrics, GET /healthz); "" turns it off. Default: "127.0.0.1:8025".
+    pub bind: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            bind: "127.0.0.1:8025".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -48,6 +65,22 @@ pub struct RawServer {
     /// Queue, databases, mailboxes and the generated TLS key live here. Default: "data".
     #[serde(default = "default_data_dir")]
     pub data_dir: String,
+    /// Started as root: the account to become once the listeners are bound. Default: none.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The group to become; default: the user's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Keep running as root when no user is set. Default: false (refuse to start).
+    #[serde(default)]
+    pub allow_root: bool,
+    /// Seconds sessions in the middle of a message may take to finish after SIGTERM. Default: 30.
+    #[serde(default = "default_shutdown")]
+    pub shutdown_timeout_secs: u64,
+}
+
+fn default_shutdown() -> u64 {
+    30
 }
 
 fn default_data_dir() -> String {
@@ -60,6 +93,13 @@ pub struct RawLog {
     /// tracing filter (error, warn, info, debug, trace or a directive list); RUST_LOG overrides it. Default: "info".
     #[serde(default = "default_log_level")]
     pub level: String,
+    /// "text" (one line per event) or "json" (one JSON object per line). Default: "text".
+    #[serde(default = "default_log_format")]
+    pub format: String,
+}
+
+fn default_log_format() -> String {
+    "text".into()
 }
 
 fn default_log_level() -> String {
@@ -70,11 +110,12 @@ impl Default for RawLog {
     fn default() -> Self {
         RawLog {
             level: default_log_level(),
+            format: default_log_format(),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenerKind {
     /// Mail from other MTAs for the local domains (MX role, port 25).

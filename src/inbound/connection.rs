@@ -60,6 +60,7 @@ pub(super) async fn handle(
     shutdown: Shutdown,
 ) {
     tracing::info!("connect");
+    crate::ops::metrics::inc("tern_connections_total", &[("listener", ctx.kind.as_str())]);
     let implicit_tls = ctx.kind == ListenerKind::Submissions;
     let mut conn = Conn {
         ctx,
@@ -184,7 +185,18 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         while let Some(action) = session.poll() {
             last_command = tokio::time::Instant::now();
             match action {
-                Action::Reply(r) => r.write_to(&mut out),
+                Action::Reply(r) => {
+                    if r.code >= 400 {
+                        let code = r
+                            .enhanced
+                            .map_or_else(|| r.code.to_string(), |e| e.to_string());
+                        crate::ops::metrics::inc(
+                            "tern_replies_refused_total",
+                            &[("listener", conn.ctx.kind.as_str()), ("code", &code)],
+                        );
+                    }
+                    r.write_to(&mut out)
+                }
                 Action::CheckSender(reverse_path, params) => {
                     let refusal = match &conn.user {
                         // Never accept what cannot be stored: first the disk, then the user's limits.
@@ -236,7 +248,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     session.message_stored_each(replies);
                 }
                 Action::Message(envelope, body) => {
+                    let started = std::time::Instant::now();
                     let reply = conn.store(*envelope, body, session.is_tls()).await;
+                    crate::ops::metrics::observe_reply_latency(started.elapsed().as_secs_f64());
                     session.message_stored(reply);
                 }
                 Action::StartTls => {
@@ -582,6 +596,10 @@ impl Conn {
         match queue.enqueue(message).await {
             Ok(()) => {
                 self.messages += 1;
+                crate::ops::metrics::inc(
+                    "tern_messages_accepted_total",
+                    &[("listener", self.ctx.kind.as_str())],
+                );
                 if let Some(user) = &self.user {
                     self.ctx.submission.record_sent(user);
                 }

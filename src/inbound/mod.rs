@@ -39,9 +39,14 @@ pub struct Inbound {
     pub limiter: Arc<ConnLimiter>,
 }
 
-/// Accepts connections until shutdown.
-pub async fn serve(listener: TcpListener, ctx: Arc<Inbound>, mut shutdown: Shutdown) {
-    let kind = ctx.kind.as_str();
+/// Accepts connections until shutdown. Each connection takes the context current when it arrives, so a
+/// reload (SIGHUP) applies to new sessions while established ones go on unchanged.
+pub async fn serve(
+    listener: TcpListener,
+    contexts: tokio::sync::watch::Receiver<Arc<Inbound>>,
+    mut shutdown: Shutdown,
+) {
+    let kind = contexts.borrow().kind.as_str();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -57,6 +62,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Inbound>, mut shutdown: Shutd
             }
         };
         let _ = stream.set_nodelay(true);
+        let ctx = contexts.borrow().clone();
         let span = tracing::info_span!("smtp", listener = kind, client_ip = %peer.ip(), client_port = peer.port());
         match ctx.limiter.try_acquire(peer.ip()) {
             Ok(slot) => {
@@ -88,9 +94,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Inbound>, mut shutdown: Shutd
 }
 
 /// Accepts local programs on the sendmail socket until shutdown.
+/// Accepts local programs on a Unix socket (sendmail, LMTP) until shutdown.
 pub async fn serve_local(
     listener: tokio::net::UnixListener,
-    ctx: Arc<Inbound>,
+    contexts: tokio::sync::watch::Receiver<Arc<Inbound>>,
     mut shutdown: Shutdown,
 ) {
     loop {
@@ -100,11 +107,11 @@ pub async fn serve_local(
         };
         match accepted {
             Ok((stream, _)) => {
+                let ctx = contexts.borrow().clone();
                 let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
                 let span = tracing::info_span!("local", listener = ctx.kind.as_str(), uid);
                 tokio::spawn(
-                    connection::handle_local(ctx.clone(), stream, uid, shutdown.clone())
-                        .instrument(span),
+                    connection::handle_local(ctx, stream, uid, shutdown.clone()).instrument(span),
                 );
             }
             Err(e) => {

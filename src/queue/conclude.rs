@@ -88,6 +88,15 @@ impl Queue {
                     OutcomeKind::Failed { reply }
                 }
             };
+            let result = match &kind {
+                OutcomeKind::Delivered { .. } => "sent",
+                OutcomeKind::Deferred { .. } => "deferred",
+                OutcomeKind::Failed { .. } => "bounced",
+            };
+            crate::ops::metrics::inc(
+                "tern_delivery_attempts_total",
+                &[("transport", job.transport.as_str()), ("result", result)],
+            );
             outcomes.push(Outcome {
                 id: m.id,
                 idx: rcpt.idx,

@@ -386,6 +386,20 @@ impl Queue {
         }
     }
 
+    /// Recipients in the queue by (transport, state), for the metrics.
+    pub async fn counts(&self) -> Result<Vec<((String, String), u64)>, QueueError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT transport, state, COUNT(*) FROM recipients GROUP BY transport, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| QueueError::Write(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .map(|(t, s, n)| ((t, s), n.max(0) as u64))
+            .collect())
+    }
+
     /// `tern queue flush [ID]`: every queued recipient (of one message, or all) is due now.
     pub async fn flush(&self, id: Option<QueueId>) -> Result<usize, QueueError> {
         let now = crate::clock::unix_now();

@@ -68,8 +68,8 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"data\"\n[log]\nlevel = \"warn,tern::app=info\"\n\
-             [[listener]]\nkind = \"relay\"\nbind = [\"127.0.0.1:0\"]\n\
+            "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"data\"\nallow_root = true\n[log]\nlevel = \"warn,tern::app=info\"\n\
+             [admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nkind = \"relay\"\nbind = [\"127.0.0.1:0\"]\n\
              [domains]\nlocal = [\"example.test\"]\npostmaster = \"postmaster@example.test\"\n\
              [submission]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
              [delivery]\nremote_port = {}\n{}",

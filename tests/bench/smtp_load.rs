@@ -25,8 +25,8 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"data\"\n[log]\nlevel = \"warn,tern::app=info\"\n\
-             [[listener]]\nkind = \"relay\"\nbind = [\"127.0.0.1:0\"]\n\
+            "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"data\"\nallow_root = true\n[log]\nlevel = \"warn,tern::app=info\"\n\
+             [admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nkind = \"relay\"\nbind = [\"127.0.0.1:0\"]\n\
              [domains]\nlocal = [\"example.test\"]\npostmaster = \"alice@example.test\"\n\
              [dns]\nnameservers = [\"127.0.0.1:9\"]\n{extra}\n"
         ),

@@ -30,14 +30,21 @@ pub fn config_text(extra: &str) -> String {
 [server]
 hostname = "mx.example.test"
 data_dir = "data"
+allow_root = true
 [log]
 level = "info"
 [[listener]]
 kind = "relay"
 bind = ["127.0.0.1:0"]
 {domains}
+{admin}
 {extra}
 "#,
+        admin = if extra.contains("[admin]") {
+            ""
+        } else {
+            "[admin]\nbind = \"127.0.0.1:0\""
+        },
         domains = if extra.contains("[domains]") {
             ""
         } else {
@@ -193,6 +200,23 @@ impl Daemon {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Sends a signal (1 = SIGHUP, 15 = SIGTERM) to the daemon.
+    pub fn signal(&self, sig: i32) {
+        unsafe_kill(self.pid(), sig);
+    }
+
+    /// Waits (bounded) until the log contains `text`.
+    pub fn wait_log(&self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.log_text().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// The daemon's process id.

@@ -12,6 +12,7 @@ mod durability;
 mod limits;
 mod lmtp;
 mod mailbox;
+mod ops;
 mod outbound;
 mod protocol;
 mod sink;

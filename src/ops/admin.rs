@@ -1,0 +1,80 @@
+//! The admin HTTP listener (`[admin] bind`, loopback by default): `GET /metrics` (Prometheus text format) and
+//! `GET /healthz`. A deliberately tiny HTTP/1.1 server: one request per connection, bounded reads.
+
+use crate::queue::Queue;
+use crate::shutdown::Shutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub async fn serve(listener: TcpListener, queue: Queue, mut shutdown: Shutdown) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.fired() => return,
+        };
+        if let Ok((stream, _)) = accepted {
+            tokio::spawn(handle(stream, queue.clone()));
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, queue: Queue) {
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    let head = loop {
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read(&mut buf[len..]),
+        )
+        .await;
+        match read {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => return,
+            Ok(Ok(n)) => len += n,
+        }
+        if let Some(end) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
+            break String::from_utf8_lossy(&buf[..end]).to_string();
+        }
+        if len == buf.len() {
+            return;
+        }
+    };
+    let mut words = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (status, kind, body) = match (method, path) {
+        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+        ("GET", "/metrics") => {
+            let mut gauges: Vec<(&str, Vec<(&str, String)>, u64)> = Vec::new();
+            if let Ok(counts) = queue.counts().await {
+                for ((transport, state), n) in counts {
+                    gauges.push((
+                        "tern_queue_recipients",
+                        vec![("transport", transport), ("state", state)],
+                        n,
+                    ));
+                }
+            }
+            gauges.push((
+                "tern_deliveries_in_flight",
+                vec![("kind", "all".to_string())],
+                queue.inflight() as u64,
+            ));
+            (
+                "200 OK",
+                "text/plain; version=0.0.4",
+                crate::ops::metrics::render(&gauges),
+            )
+        }
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
