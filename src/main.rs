@@ -92,7 +92,11 @@ enum AliasAction {
 #[derive(Subcommand)]
 enum QueueAction {
     /// Messages in the queue with each recipient's state.
-    List,
+    List {
+        /// One JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// One message: envelope, recipients and headers.
     Show { id: String },
     /// Retry now: one message, or every message (on the running daemon).
@@ -126,7 +130,11 @@ enum UserAction {
         password_stdin: bool,
     },
     /// List users.
-    List,
+    List {
+        /// One JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a user (the mailbox on disk is kept).
     Del { address: String },
     /// Limit a user's mailbox; 0 removes a limit. Over quota: 452 4.2.2 at RCPT, deliveries deferred.
@@ -313,8 +321,19 @@ async fn mailbox(action: MailboxAction, cfg: Config) -> anyhow::Result<()> {
                         })
                         .collect()
                 };
-                store.import(&mbox, &messages)?;
-                println!("imported {} messages into {}", messages.len(), mbox);
+                // In batches, with progress on a terminal: a mailbox of years can take a while.
+                let total = messages.len();
+                let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                for (i, batch) in messages.chunks(200).enumerate() {
+                    store.import(&mbox, batch)?;
+                    if tty {
+                        eprint!("\rimported {}/{total}", (i * 200 + batch.len()).min(total));
+                    }
+                }
+                if tty {
+                    eprintln!();
+                }
+                println!("imported {total} messages into {mbox}");
             }
         }
         Ok(())
@@ -355,7 +374,7 @@ async fn queue(action: QueueAction, cfg: Config) -> anyhow::Result<()> {
         anyhow::Ok(())
     };
     match action {
-        QueueAction::List => queue_list(&cfg.data_dir).await,
+        QueueAction::List { json } => queue_list(&cfg.data_dir, json).await,
         QueueAction::Show { id } => queue_show(&cfg.data_dir, &id).await,
         QueueAction::Flush { id } => control(format!("FLUSH {}", id.unwrap_or_default())).await,
         QueueAction::Delete { id } => control(format!("DELETE {id}")).await,
@@ -390,8 +409,24 @@ async fn queue_show(data_dir: &std::path::Path, id: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn queue_list(data_dir: &std::path::Path) -> anyhow::Result<()> {
+async fn queue_list(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let messages = tern::queue::list(data_dir).await?;
+    if json {
+        let value: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.id, "received_at": m.received_at, "sender": m.reverse_path, "size": m.size,
+                    "recipients": m.recipients.iter().map(|r| serde_json::json!({
+                        "address": r.forward_path, "transport": r.transport, "state": r.state,
+                        "attempts": r.attempts, "next_attempt": r.next_attempt, "last_reply": r.last_reply,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
     if messages.is_empty() {
         println!("queue is empty");
     }
@@ -473,7 +508,16 @@ async fn user(action: UserAction, cfg: Config) -> anyhow::Result<()> {
             dir.add_user(&mailbox, password).await?;
             println!("added {mailbox}");
         }
-        UserAction::List => {
+        UserAction::List { json: true } => {
+            let users: Vec<serde_json::Value> = dir
+                .list_users()
+                .await?
+                .iter()
+                .map(|u| serde_json::json!({"address": u.address, "login": u.has_password, "created_at": u.created_at}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&users)?);
+        }
+        UserAction::List { json: false } => {
             for u in dir.list_users().await? {
                 let login = if u.has_password {
                     "password"

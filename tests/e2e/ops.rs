@@ -236,3 +236,50 @@ fn root_is_dropped_for_the_configured_user_and_refused_without_one() {
         d.log_text()
     );
 }
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze not installed: skipping");
+        return;
+    };
+    assert!(out.status.success());
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/tern.service"))
+        .unwrap();
+    for want in [
+        "Type=notify",
+        "User=tern",
+        "StateDirectory=tern",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(unit.contains(want), "{want}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tern.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/tern", TERN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn queue_and_user_lists_have_json_for_scripts() {
+    let d = Daemon::start("");
+    let out = crate::harness::tern(d.dir.path(), &["user", "list", "--json"]);
+    let users: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 2);
+    assert_eq!(users[0]["address"], "alice@example.test");
+    let out = crate::harness::tern(d.dir.path(), &["queue", "list", "--json"]);
+    let queue: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(queue.as_array().unwrap().is_empty());
+}
