@@ -107,3 +107,43 @@ fn unknown_keys_are_refused_with_the_key_named() {
     let e = parse("[server]\nhostname = 5\n").unwrap_err();
     assert!(e.contains("hostname") || e.contains("string"), "{e}");
 }
+
+/// docs/configuration.md describes every key of the configuration, in its section: the documentation
+/// cannot drift from the structs.
+#[test]
+fn every_configuration_key_is_documented() {
+    let docs = include_str!("../../docs/configuration.md");
+    let cfg = Config::parse(EMBEDDED_DEFAULT, Path::new("/src/tern/config/tern.toml")).unwrap();
+    let value: toml::Value = toml::from_str(&cfg.to_toml()).unwrap();
+    let section = |name: &str| -> &str {
+        let header = format!("## [{name}]");
+        let start = docs
+            .find(&header)
+            .unwrap_or_else(|| panic!("no section {header} in docs/configuration.md"));
+        let rest = &docs[start + header.len()..];
+        &rest[..rest.find("\n## ").unwrap_or(rest.len())]
+    };
+    for (table, content) in value.as_table().unwrap() {
+        let name = if table == "listener" {
+            "[listener]"
+        } else {
+            table.as_str()
+        };
+        let text = section(name);
+        let keys: Vec<&String> = match content {
+            toml::Value::Table(t) => t.keys().collect(),
+            toml::Value::Array(a) => a
+                .iter()
+                .filter_map(|v| v.as_table())
+                .flat_map(|t| t.keys())
+                .collect(),
+            _ => continue,
+        };
+        for key in keys {
+            assert!(
+                text.contains(&format!("`{key}`")),
+                "docs/configuration.md [{table}] does not describe `{key}`"
+            );
+        }
+    }
+}

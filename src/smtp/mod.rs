@@ -5,6 +5,8 @@ pub mod address;
 pub mod client;
 pub mod command;
 pub mod data;
+#[cfg(test)]
+mod proptests;
 pub mod reply;
 pub mod server;
 
