@@ -347,6 +347,10 @@ fn reload(
         ("admin.bind", current.admin != new.admin),
         ("dns", current.nameservers != new.nameservers),
         (
+            "log",
+            current.log_level != new.log_level || current.log_json != new.log_json,
+        ),
+        (
             "limits.connections",
             current.limits.connections != new.limits.connections,
         ),
