@@ -6,61 +6,72 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Sends messages over `connections` sessions until the daemon dies (at most 500 each), recording each one
+/// acknowledged with 250. Messages alternate between the `to` addresses; each ends with `END <token>`.
+fn load(
+    addr: std::net::SocketAddr,
+    connections: u32,
+    to: &'static [&'static str],
+    filler: usize,
+    acked: Arc<Mutex<Vec<String>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..connections)
+        .map(|conn| {
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+                    return;
+                };
+                let mut c = Raw::from_stream(stream);
+                if c.reply().await.0 != 220 {
+                    return;
+                }
+                c.cmd("EHLO client.test").await;
+                for n in 0..500u32 {
+                    let token = format!("m{conn}-{n}");
+                    let rcpt = to[n as usize % to.len()];
+                    if c.cmd("MAIL FROM:<load@remote.test>").await.0 != 250
+                        || c.cmd(&format!("RCPT TO:<{rcpt}>")).await.0 != 250
+                        || c.cmd("DATA").await.0 != 354
+                    {
+                        return;
+                    }
+                    let body = format!(
+                        "Subject: {token}\r\n\r\n{}\r\nEND {token}\r\n.\r\n",
+                        "x".repeat(filler)
+                    );
+                    c.send(body.as_bytes()).await;
+                    if c.reply().await.0 != 250 {
+                        return;
+                    }
+                    acked.lock().unwrap().push(token);
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `n` messages are acknowledged.
+async fn until_acked(acked: &Arc<Mutex<Vec<String>>>, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn kill_9_mid_batch_loses_no_acknowledged_message() {
     let d = Daemon::start("");
-    let addr = d.addr;
     let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for conn in 0..20u32 {
-        let acked = acked.clone();
-        tasks.push(tokio::spawn(async move {
-            let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
-                return;
-            };
-            let mut c = Raw::from_stream(stream);
-            if c.reply().await.0 != 220 {
-                return;
-            }
-            c.cmd("EHLO client.test").await;
-            // Bounded: at most 500 messages per connection; the kill ends it long before.
-            for n in 0..500u32 {
-                let token = format!("m{conn}-{n}");
-                let to = if n % 2 == 0 {
-                    "alice@example.test"
-                } else {
-                    "bob@example.test"
-                };
-                if c.cmd("MAIL FROM:<load@remote.test>").await.0 != 250 {
-                    return;
-                }
-                if c.cmd(&format!("RCPT TO:<{to}>")).await.0 != 250 {
-                    return;
-                }
-                if c.cmd("DATA").await.0 != 354 {
-                    return;
-                }
-                c.send(
-                    format!(
-                        "Subject: {token}\r\n\r\n{}\r\nEND {token}\r\n.\r\n",
-                        "x".repeat(2000)
-                    )
-                    .as_bytes(),
-                )
-                .await;
-                let (code, _) = c.reply().await;
-                if code != 250 {
-                    return;
-                }
-                acked.lock().unwrap().push(token);
-            }
-        }));
-    }
+    let tasks = load(
+        d.addr,
+        20,
+        &["alice@example.test", "bob@example.test"],
+        2000,
+        acked.clone(),
+    );
     // Let a good number be acknowledged, then kill without warning.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < 300 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_acked(&acked, 300).await;
     let stopped = d.kill9();
     for t in tasks {
         let _ = t.await;
@@ -140,44 +151,9 @@ async fn sigterm_exits_cleanly_and_keeps_the_queue() {
 #[tokio::test]
 async fn kill_9_with_the_sqlite_store_loses_nothing_either() {
     let d = Daemon::start("[store]\nkind = \"sqlite\"\n");
-    let addr = d.addr;
     let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for conn in 0..8u32 {
-        let acked = acked.clone();
-        tasks.push(tokio::spawn(async move {
-            let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
-                return;
-            };
-            let mut c = Raw::from_stream(stream);
-            if c.reply().await.0 != 220 {
-                return;
-            }
-            c.cmd("EHLO client.test").await;
-            for n in 0..300u32 {
-                let token = format!("s{conn}-{n}");
-                if c.cmd("MAIL FROM:<load@remote.test>").await.0 != 250 {
-                    return;
-                }
-                if c.cmd("RCPT TO:<alice@example.test>").await.0 != 250 {
-                    return;
-                }
-                if c.cmd("DATA").await.0 != 354 {
-                    return;
-                }
-                c.send(format!("Subject: {token}\r\n\r\nEND {token}\r\n.\r\n").as_bytes())
-                    .await;
-                if c.reply().await.0 != 250 {
-                    return;
-                }
-                acked.lock().unwrap().push(token);
-            }
-        }));
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < 150 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let tasks = load(d.addr, 8, &["alice@example.test"], 0, acked.clone());
+    until_acked(&acked, 150).await;
     let stopped = d.kill9();
     for t in tasks {
         let _ = t.await;
