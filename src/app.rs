@@ -33,7 +33,7 @@ pub fn raise_fd_limit() -> u64 {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// What sessions share across reloads: state that must not reset (rate and failure counters, connection

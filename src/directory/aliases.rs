@@ -43,26 +43,25 @@ impl AliasSpec {
         }
         if let Some(domain) = source.strip_prefix('@') {
             let domain = Domain::parse(&domain.to_lowercase(), true).map_err(|_| bad(source))?;
-            if let [only] = targets {
-                if let Some(target) = only.strip_prefix('@') {
-                    let target =
-                        Domain::parse(&target.to_lowercase(), true).map_err(|_| bad(only))?;
-                    if !local_domains.contains(&target) {
-                        return Err(DirectoryError::NotLocal {
-                            address: only.clone(),
-                            domain: target.to_string(),
-                        });
-                    }
-                    if local_domains.contains(&domain) {
-                        return Err(DirectoryError::BadAlias(format!(
-                            "{domain} is already a local domain"
-                        )));
-                    }
-                    return Ok(AliasSpec::Domain {
-                        alias: domain,
-                        target,
+            if let [only] = targets
+                && let Some(target) = only.strip_prefix('@')
+            {
+                let target = Domain::parse(&target.to_lowercase(), true).map_err(|_| bad(only))?;
+                if !local_domains.contains(&target) {
+                    return Err(DirectoryError::NotLocal {
+                        address: only.clone(),
+                        domain: target.to_string(),
                     });
                 }
+                if local_domains.contains(&domain) {
+                    return Err(DirectoryError::BadAlias(format!(
+                        "{domain} is already a local domain"
+                    )));
+                }
+                return Ok(AliasSpec::Domain {
+                    alias: domain,
+                    target,
+                });
             }
             if !local_domains.contains(&domain) {
                 return Err(DirectoryError::NotLocal {

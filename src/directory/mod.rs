@@ -292,7 +292,7 @@ impl Directory {
                 .rows_affected();
         }
         if bytes.is_none() && messages.is_none() {
-            return Ok(self.lookup_key(&key).await?);
+            return self.lookup_key(&key).await;
         }
         Ok(changed > 0)
     }

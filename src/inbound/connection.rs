@@ -119,11 +119,11 @@ async fn greet<S: AsyncWrite + Unpin>(session: &Session, stream: &mut S) -> std:
 async fn plain_then_starttls(mut stream: TcpStream, conn: &mut Conn) -> std::io::Result<()> {
     let mut session = Session::new(conn.ctx.session.clone());
     greet(&session, &mut stream).await?;
-    if let Next::StartTls = drive(&mut session, &mut stream, conn).await? {
-        if let Some(mut tls) = conn.handshake(stream).await {
-            session.tls_established();
-            drive(&mut session, &mut tls, conn).await?;
-        }
+    if let Next::StartTls = drive(&mut session, &mut stream, conn).await?
+        && let Some(mut tls) = conn.handshake(stream).await
+    {
+        session.tls_established();
+        drive(&mut session, &mut tls, conn).await?;
     }
     Ok(())
 }
@@ -475,10 +475,10 @@ impl Conn {
             };
             let store = self.ctx.policy.store.clone();
             let probe = m.clone();
-            if let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || store.usage(&probe)).await {
-                if usage.exceeds(quota, size) {
-                    return Some(Reply::over_quota(&m.to_string()));
-                }
+            if let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || store.usage(&probe)).await
+                && usage.exceeds(quota, size)
+            {
+                return Some(Reply::over_quota(&m.to_string()));
             }
         }
         None

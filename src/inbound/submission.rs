@@ -77,14 +77,14 @@ impl SubmissionPolicy {
         reverse_path: &ReversePath,
         size: Option<usize>,
     ) -> Option<Reply> {
-        if let (SenderPolicy::Own, ReversePath::Mailbox(m)) = (user.sender_policy, reverse_path) {
-            if !owns(&user.address, &m.to_string()) {
-                return Some(Reply::sender_not_owned(
-                    "MAIL FROM",
-                    &m.to_string(),
-                    &user.address,
-                ));
-            }
+        if let (SenderPolicy::Own, ReversePath::Mailbox(m)) = (user.sender_policy, reverse_path)
+            && !owns(&user.address, &m.to_string())
+        {
+            return Some(Reply::sender_not_owned(
+                "MAIL FROM",
+                &m.to_string(),
+                &user.address,
+            ));
         }
         if size.is_some_and(|s| s > user.max_message_size) {
             return Some(Reply::user_message_too_big(user.max_message_size));

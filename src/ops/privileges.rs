@@ -93,15 +93,15 @@ pub fn drop_to(
 /// Gives a folder (and what is in it) to uid:gid, so the daemon can still write there after the switch.
 fn chown_tree(path: &Path, uid: u32, gid: u32) {
     let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
-    if path.is_dir() {
-        if let Ok(entries) = std::fs::read_dir(path) {
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.is_dir() && !p.is_symlink() {
-                    chown_tree(&p, uid, gid);
-                } else {
-                    let _ = std::os::unix::fs::lchown(&p, Some(uid), Some(gid));
-                }
+    if path.is_dir()
+        && let Ok(entries) = std::fs::read_dir(path)
+    {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                chown_tree(&p, uid, gid);
+            } else {
+                let _ = std::os::unix::fs::lchown(&p, Some(uid), Some(gid));
             }
         }
     }

@@ -302,18 +302,18 @@ async fn run(
         None => relay.to_string(),
     };
     let data = content(ctx, m, rcpts);
-    if let Some(max) = conn.caps.size {
-        if data.len() > max {
-            let reply = format!(
-                "5.3.4 message of {} octets exceeds the {max}-octet limit of {}",
-                data.len(),
-                conn.host
-            );
-            return Ok((
-                all(rcpts, || permanent(reply.clone(), Some(relay.clone()))),
-                Some(conn),
-            ));
-        }
+    if let Some(max) = conn.caps.size
+        && data.len() > max
+    {
+        let reply = format!(
+            "5.3.4 message of {} octets exceeds the {max}-octet limit of {}",
+            data.len(),
+            conn.host
+        );
+        return Ok((
+            all(rcpts, || permanent(reply.clone(), Some(relay.clone()))),
+            Some(conn),
+        ));
     }
     if m.smtputf8 && !conn.caps.smtputf8 {
         let reply = format!(

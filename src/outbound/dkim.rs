@@ -56,10 +56,10 @@ pub struct Dkim {
 fn load_key(pem: &str) -> Result<Key, String> {
     let der = PrivateKeyDer::from_pem_slice(pem.as_bytes())
         .map_err(|e| format!("not a PEM private key: {e}"))?;
-    if let PrivateKeyDer::Pkcs8(p8) = &der {
-        if let Ok(k) = Ed25519Key::from_pkcs8_maybe_unchecked_der(p8.secret_pkcs8_der()) {
-            return Ok(Key::Ed25519(k));
-        }
+    if let PrivateKeyDer::Pkcs8(p8) = &der
+        && let Ok(k) = Ed25519Key::from_pkcs8_maybe_unchecked_der(p8.secret_pkcs8_der())
+    {
+        return Ok(Key::Ed25519(k));
     }
     RsaKey::<Sha256>::from_key_der(der)
         .map(Key::Rsa)
@@ -99,12 +99,11 @@ impl Dkim {
     fn key_for(&self, domain: &str) -> Option<std::sync::Arc<Loaded>> {
         let dir = self.dir.join(domain);
         let mtime = std::fs::metadata(&dir).and_then(|m| m.modified()).ok();
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((seen, key)) = cache.get(domain) {
-                if *seen == mtime {
-                    return key.clone();
-                }
-            }
+        if let Ok(cache) = self.cache.lock()
+            && let Some((seen, key)) = cache.get(domain)
+            && *seen == mtime
+        {
+            return key.clone();
         }
         let loaded = self.read_key(domain, &dir).map(std::sync::Arc::new);
         if let Ok(mut cache) = self.cache.lock() {

@@ -105,10 +105,10 @@ impl Queue {
         }
         // The DSN is stored before the outcome: a crash in between repeats the DSN, it never loses it.
         for (kind, list) in [(DsnKind::Failure, &failed), (DsnKind::Delay, &delayed)] {
-            if !list.is_empty() {
-                if let Err(e) = self.notify(m, kind, list).await {
-                    tracing::error!(queue_id = %m.id, error = %e, "cannot queue a DSN");
-                }
+            if !list.is_empty()
+                && let Err(e) = self.notify(m, kind, list).await
+            {
+                tracing::error!(queue_id = %m.id, error = %e, "cannot queue a DSN");
             }
         }
         Report {

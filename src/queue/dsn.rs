@@ -145,13 +145,13 @@ pub fn build(
     for r in recipients {
         m.push_str("\r\n");
         m.push_str(&format!("Final-Recipient: rfc822; {}\r\n", r.forward_path));
-        if let Some(orcpt) = &r.orcpt {
-            if let Some((kind, addr)) = orcpt.split_once(';') {
-                m.push_str(&format!(
-                    "Original-Recipient: {kind}; {}\r\n",
-                    xtext_decode(addr)
-                ));
-            }
+        if let Some(orcpt) = &r.orcpt
+            && let Some((kind, addr)) = orcpt.split_once(';')
+        {
+            m.push_str(&format!(
+                "Original-Recipient: {kind}; {}\r\n",
+                xtext_decode(addr)
+            ));
         }
         m.push_str(&format!(
             "Action: {}\r\n",

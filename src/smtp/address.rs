@@ -229,10 +229,10 @@ fn unbracket(path: &str) -> Result<&str, AddressError> {
         .strip_prefix('<')
         .and_then(|p| p.strip_suffix('>'))
         .ok_or_else(|| AddressError::NotBracketed(path.to_string()))?;
-    if inner.starts_with('@') {
-        if let Some(colon) = inner.find(':') {
-            return Ok(&inner[colon + 1..]);
-        }
+    if inner.starts_with('@')
+        && let Some(colon) = inner.find(':')
+    {
+        return Ok(&inner[colon + 1..]);
     }
     Ok(inner)
 }

@@ -164,11 +164,10 @@ impl Daemon {
                     let v = line.split(name).nth(1)?.split_whitespace().next()?;
                     Some(v.trim_matches('"').to_string())
                 };
-                if line.contains("listening") {
-                    if let (Some(kind), Some(addr)) = (field("kind="), field("addr=")) {
-                        listeners
-                            .push((kind, addr.parse::<SocketAddr>().expect("listening address")));
-                    }
+                if line.contains("listening")
+                    && let (Some(kind), Some(addr)) = (field("kind="), field("addr="))
+                {
+                    listeners.push((kind, addr.parse::<SocketAddr>().expect("listening address")));
                 }
                 if line.contains("tern started") {
                     let _ = tx.send(std::mem::take(&mut listeners));

@@ -72,17 +72,14 @@ impl Session {
         self.phase = Phase::Idle;
         let mut lines = vec![self.cfg.hostname.clone()];
         if extended {
-            lines.extend(
-                [
-                    "PIPELINING".to_string(),
-                    format!("SIZE {}", self.cfg.limits.message_size),
-                    "8BITMIME".into(),
-                    "SMTPUTF8".into(),
-                    "ENHANCEDSTATUSCODES".into(),
-                    "CHUNKING".into(),
-                ]
-                .into_iter(),
-            );
+            lines.extend([
+                "PIPELINING".to_string(),
+                format!("SIZE {}", self.cfg.limits.message_size),
+                "8BITMIME".into(),
+                "SMTPUTF8".into(),
+                "ENHANCEDSTATUSCODES".into(),
+                "CHUNKING".into(),
+            ]);
             if self.cfg.starttls && !self.tls {
                 lines.push("STARTTLS".into());
             }
@@ -168,10 +165,11 @@ impl Session {
         let Phase::Envelope(tx) = &self.phase else {
             return self.reply(Reply::bad_sequence("need MAIL before RCPT"));
         };
-        if let ForwardPath::Mailbox(m) = &forward_path {
-            if !tx.params.smtputf8 && !m.is_ascii() {
-                return self.reply(Reply::needs_smtputf8());
-            }
+        if let ForwardPath::Mailbox(m) = &forward_path
+            && !tx.params.smtputf8
+            && !m.is_ascii()
+        {
+            return self.reply(Reply::needs_smtputf8());
         }
         if tx.recipients.len() >= self.cfg.limits.recipients {
             return self.reply(Reply::too_many_recipients(self.cfg.limits.recipients));
@@ -223,10 +221,10 @@ impl Session {
             }
         }
         // A zero-octet chunk completes at once.
-        if let Phase::Chunking(_, c) = &self.phase {
-            if c.remaining == 0 {
-                self.finish_chunk();
-            }
+        if let Phase::Chunking(_, c) = &self.phase
+            && c.remaining == 0
+        {
+            self.finish_chunk();
         }
     }
 
