@@ -13,6 +13,18 @@ use std::path::{Path, PathBuf};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/mailbox/migrations");
 
+/// One message to append.
+struct NewMessage {
+    user: String,
+    folder: String,
+    /// Stable per delivery: a retry after a crash finds the earlier copy.
+    key: String,
+    date: u64,
+    flags: String,
+    recent: bool,
+    body: Vec<u8>,
+}
+
 pub struct SqliteStore {
     pool: SqlitePool,
     blobs: PathBuf,
@@ -80,33 +92,35 @@ impl SqliteStore {
         }
     }
 
-    /// Appends messages in one transaction: (user, folder, unique key, date, flags, recent, body).
-    async fn append(
-        &self,
-        items: Vec<(String, String, String, u64, String, bool, Vec<u8>)>,
-    ) -> Result<(), MailboxError> {
+    /// Appends messages in one transaction.
+    async fn append(&self, items: Vec<NewMessage>) -> Result<(), MailboxError> {
         // Large bodies first, outside the transaction: a crash leaves at most an unreferenced blob.
         let mut prepared = Vec::with_capacity(items.len());
-        for (user, folder, key, date, flags, recent, body) in items {
-            let (inline, blob) = if body.len() > self.threshold {
-                (None, Some(self.write_blob(&body)?))
+        for m in items {
+            let size = m.body.len();
+            let (inline, blob) = if size > self.threshold {
+                (None, Some(self.write_blob(&m.body)?))
             } else {
-                (Some(body.clone()), None)
+                (Some(m.body.clone()), None)
             };
-            prepared.push((
+            prepared.push((m, size, inline, blob));
+        }
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        for (
+            NewMessage {
                 user,
                 folder,
                 key,
                 date,
                 flags,
                 recent,
-                body.len(),
-                inline,
-                blob,
-            ));
-        }
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        for (user, folder, key, date, flags, recent, size, inline, blob) in prepared {
+                ..
+            },
+            size,
+            inline,
+            blob,
+        ) in prepared
+        {
             sqlx::query("INSERT OR IGNORE INTO folders (user, name, uidvalidity, uidnext) VALUES (?, ?, ?, 1)")
                 .bind(&user)
                 .bind(&folder)
@@ -158,15 +172,15 @@ impl MailboxStore for SqliteStore {
                 let mut body = d.prefix.clone();
                 body.extend_from_slice(&d.body);
                 let folder = d.folder.clone().unwrap_or_else(|| "INBOX".into());
-                (
-                    user_key(&d.mailbox),
+                NewMessage {
+                    user: user_key(&d.mailbox),
                     folder,
-                    d.unique.clone(),
-                    crate::clock::unix_now(),
-                    String::new(),
-                    true,
+                    key: d.unique.clone(),
+                    date: crate::clock::unix_now(),
+                    flags: String::new(),
+                    recent: true,
                     body,
-                )
+                }
             })
             .collect();
         match self.block_on(self.append(rows)) {
@@ -250,15 +264,15 @@ impl MailboxStore for SqliteStore {
                     .map(|b| format!("{b:02x}"))
                     .collect();
                 let key = format!("import.{}.{i}.{key}", crate::clock::unix_micros());
-                (
-                    user.clone(),
-                    m.folder.clone(),
+                NewMessage {
+                    user: user.clone(),
+                    folder: m.folder.clone(),
                     key,
-                    m.internal_date,
-                    m.flags.clone(),
-                    m.recent,
-                    m.body.clone(),
-                )
+                    date: m.internal_date,
+                    flags: m.flags.clone(),
+                    recent: m.recent,
+                    body: m.body.clone(),
+                }
             })
             .collect();
         self.block_on(self.append(rows))
