@@ -41,6 +41,9 @@ pub struct UserSettings {
     pub max_message_size: Option<usize>,
 }
 
+/// A user's quota: (bytes, messages), `None` for no limit at all.
+pub type Quota = Option<(Option<u64>, Option<u64>)>;
+
 /// One row of `tern user list`.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -147,6 +150,25 @@ impl Directory {
     }
 
     /// The canonical mailbox of a local user, if the address names one (case-insensitively).
+    /// The canonical mailbox of a local user and its quota (bytes, messages), in one query.
+    pub async fn lookup_with_quota(
+        &self,
+        address: &Mailbox,
+    ) -> Result<Option<(Mailbox, Quota)>, DirectoryError> {
+        let key = address.to_string().to_lowercase();
+        let row: Option<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT address, quota_bytes, quota_messages FROM users WHERE address = ?",
+        )
+        .bind(&key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(a, b, m)| {
+            let q = (b.map(|v| v.max(0) as u64), m.map(|v| v.max(0) as u64));
+            let quota = (q.0.is_some() || q.1.is_some()).then_some(q);
+            Mailbox::parse(&a, true).ok().map(|m| (m, quota))
+        }))
+    }
+
     pub async fn lookup(&self, address: &Mailbox) -> Result<Option<Mailbox>, DirectoryError> {
         let key = address.to_string().to_lowercase();
         let found: Option<String> =

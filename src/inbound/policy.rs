@@ -59,8 +59,8 @@ impl RecipientPolicy {
             Mailbox::new(user, mailbox.domain().clone()).ok()
         });
         for candidate in std::iter::once(&mailbox).chain(base.as_ref()) {
-            if let Some(user) = self.directory.lookup(candidate).await? {
-                return self.within_quota(user).await;
+            if let Some((user, quota)) = self.directory.lookup_with_quota(candidate).await? {
+                return Ok(self.within_quota(user, quota).await);
             }
             if let Some(targets) = self.directory.alias(candidate).await? {
                 return Ok(RcptVerdict::Accept(targets));
@@ -73,18 +73,18 @@ impl RecipientPolicy {
     }
 
     /// 452 4.2.2 when the user's mailbox is already full (a later delivery that overflows it is deferred).
-    async fn within_quota(&self, user: Mailbox) -> Result<RcptVerdict, DirectoryError> {
-        let Some(quota) = self.directory.quota(&user.to_string()).await? else {
-            return Ok(RcptVerdict::Accept(vec![user]));
+    async fn within_quota(&self, user: Mailbox, quota: crate::directory::Quota) -> RcptVerdict {
+        let Some(quota) = quota else {
+            return RcptVerdict::Accept(vec![user]);
         };
         let store = self.store.clone();
         let probe = user.clone();
         let usage = tokio::task::spawn_blocking(move || store.usage(&probe)).await;
         match usage {
             Ok(Ok(u)) if u.exceeds(quota, 0) => {
-                Ok(RcptVerdict::Refuse(Reply::over_quota(&user.to_string())))
+                RcptVerdict::Refuse(Reply::over_quota(&user.to_string()))
             }
-            _ => Ok(RcptVerdict::Accept(vec![user])),
+            _ => RcptVerdict::Accept(vec![user]),
         }
     }
 }

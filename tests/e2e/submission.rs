@@ -461,3 +461,45 @@ fn a_symlink_named_sendmail_behaves_like_tern_sendmail() {
         "-i keeps a lone dot: {text}"
     );
 }
+
+#[test]
+fn python_smtplib_submits_with_starttls_and_login() {
+    let Ok(python) = which("python3") else {
+        eprintln!("python3 not found: skipping the smtplib client");
+        return;
+    };
+    let d = daemon("");
+    let port = d.listener("submission").port();
+    let script = format!(
+        "import smtplib, ssl\n\
+         s = smtplib.SMTP('127.0.0.1', {port}, timeout=15)\n\
+         s.starttls(context=ssl._create_unverified_context())\n\
+         s.login('alice@example.test', 'alice-pw')\n\
+         s.sendmail('alice@example.test', ['bob@example.test'], 'From: alice@example.test\\r\\nSubject: from smtplib\\r\\n\\r\\nhi\\r\\n')\n\
+         s.quit()\n"
+    );
+    let out = std::process::Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = read(&d.wait_delivered("bob@example.test", 1)[0]);
+    assert!(
+        text.contains("Subject: from smtplib") && text.contains("with ESMTPSA"),
+        "{text}"
+    );
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|f| f.is_file())
+        })
+        .ok_or(())
+}
