@@ -135,6 +135,20 @@ pub async fn run(
     }
 }
 
+/// Writes a daemon configuration for a benchmark (loopback, port 0, admin on port 0, local domain
+/// example.test) with `extra` appended; returns its path.
+pub fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let config = dir.join("tern.toml");
+    let text = format!(
+        "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"data\"\nallow_root = true\n\
+         [log]\nlevel = \"warn,tern::app=info\"\n[admin]\nbind = \"127.0.0.1:0\"\n\
+         [[listener]]\nkind = \"relay\"\nbind = [\"127.0.0.1:0\"]\n\
+         [domains]\nlocal = [\"example.test\"]\npostmaster = \"postmaster@example.test\"\n{extra}\n"
+    );
+    std::fs::write(&config, text).expect("config");
+    config
+}
+
 /// Starts `tern serve` on `config` and returns it with its listening addresses (kind, addr).
 pub fn start_tern(config: &std::path::Path) -> (std::process::Child, Vec<(String, SocketAddr)>) {
     use std::io::BufRead;

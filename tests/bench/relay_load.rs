@@ -64,20 +64,14 @@ fn main() {
     let sink = &sinks[0];
     let dns = dns::TestDns::start(vec![dns::Rr::A("sink.test", "127.0.0.2")]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("tern.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"data\"\nallow_root = true\n[log]\nlevel = \"warn,tern::app=info\"\n\
-             [admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nkind = \"relay\"\nbind = [\"127.0.0.1:0\"]\n\
-             [domains]\nlocal = [\"example.test\"]\npostmaster = \"postmaster@example.test\"\n\
-             [submission]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
-             [delivery]\nremote_port = {}\n{}",
+    let config = load::write_config(
+        dir.path(),
+        &format!(
+            "[submission]\ntrusted_networks = [\"127.0.0.0/8\"]\n[delivery]\nremote_port = {}\n{}",
             sink.addr.port(),
             dns.config()
         ),
-    )
-    .expect("config");
+    );
     println!(
         "relay_load: {messages} messages x {size} B over {connections} connections to a sink on {}",
         sink.addr

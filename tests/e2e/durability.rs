@@ -51,6 +51,22 @@ fn load(
         .collect()
 }
 
+/// Every acknowledged message was delivered once, and no message twice.
+fn assert_exactly_once(acked: &[String], seen: &HashMap<String, usize>) {
+    for token in acked {
+        assert_eq!(
+            seen.get(token),
+            Some(&1),
+            "acknowledged message {token} delivered {:?} times",
+            seen.get(token)
+        );
+    }
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a message was delivered twice"
+    );
+}
+
 /// Waits (bounded) until `n` messages are acknowledged.
 async fn until_acked(acked: &Arc<Mutex<Vec<String>>>, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -116,18 +132,7 @@ async fn kill_9_mid_batch_loses_no_acknowledged_message() {
             *seen.entry(token).or_default() += 1;
         }
     }
-    for token in &acked {
-        assert_eq!(
-            seen.get(token),
-            Some(&1),
-            "acknowledged message {token} delivered {:?} times",
-            seen.get(token)
-        );
-    }
-    assert!(
-        seen.values().all(|&n| n == 1),
-        "a message was delivered twice"
-    );
+    assert_exactly_once(&acked, &seen);
 }
 
 #[tokio::test]
@@ -200,16 +205,5 @@ async fn kill_9_with_the_sqlite_store_loses_nothing_either() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    for token in &acked {
-        assert_eq!(
-            seen.get(token),
-            Some(&1),
-            "acknowledged message {token} delivered {:?} times",
-            seen.get(token)
-        );
-    }
-    assert!(
-        seen.values().all(|&n| n == 1),
-        "a message was delivered twice"
-    );
+    assert_exactly_once(&acked, &seen);
 }
