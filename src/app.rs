@@ -47,6 +47,9 @@ struct Shared {
     submission: Arc<SubmissionPolicy>,
     throttle: Arc<AuthThrottle>,
     greylist: Option<Arc<Greylist>>,
+    intake: Arc<crate::intake::Intake>,
+    trusted_uids: Arc<Vec<u32>>,
+    local_limits: Arc<ConnLimiter>,
 }
 
 /// The per-listener contexts for `cfg`, with the TLS configuration `tls`.
@@ -56,13 +59,7 @@ fn contexts(
     tls: Arc<rustls::ServerConfig>,
 ) -> HashMap<ListenerKind, Arc<Inbound>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let policy = Arc::new(RecipientPolicy {
-        local_domains: cfg.local_domains.clone(),
-        postmaster: cfg.postmaster.clone(),
-        directory: shared.directory.clone(),
-        subaddress_separator: cfg.subaddress_separator.clone(),
-        store: shared.store.clone(),
-    });
+    let policy = recipient_policy(cfg, &shared.directory, &shared.store);
     let checks = Arc::new(Checks::new(
         shared.dns.clone(),
         cfg.checks.clone(),
@@ -98,6 +95,8 @@ fn contexts(
                         command_line: l.command_line,
                         text_line: l.text_line,
                         errors: l.errors,
+                        header_section: l.header_section,
+                        junk_commands: l.junk_commands,
                     },
                     starttls,
                     auth,
@@ -112,14 +111,62 @@ fn contexts(
                 directory: shared.directory.clone(),
                 checks: (kind == ListenerKind::Relay).then(|| checks.clone()),
                 queue: shared.queue.clone(),
+                intake: shared.intake.clone(),
                 limiter: shared.limiter.clone(),
+                trusted_uids: shared.trusted_uids.clone(),
+                origin: cfg.local_domains[0].clone(),
+                local_limits: shared.local_limits.clone(),
             });
             (kind, ctx)
         })
         .collect()
 }
 
+fn recipient_policy(
+    cfg: &Config,
+    directory: &Directory,
+    store: &Arc<dyn MailboxStore>,
+) -> Arc<RecipientPolicy> {
+    Arc::new(RecipientPolicy {
+        local_domains: cfg.local_domains.clone(),
+        postmaster: cfg.postmaster.clone(),
+        directory: directory.clone(),
+        subaddress_separator: cfg.subaddress_separator.clone(),
+        store: store.clone(),
+    })
+}
+
+/// Creates data_dir (0750) or takes away what others may do in an existing one: it holds password hashes
+/// and queued mail.
+fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .with_context(|| format!("server.data_dir: cannot create {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o007 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o007))
+            .with_context(|| format!("server.data_dir: cannot restrict {}", dir.display()))?;
+        tracing::info!(data_dir = %dir.display(), old_mode = format!("{mode:o}"), "data_dir is no longer readable by other users");
+    }
+    // Databases made by an earlier version with a looser umask.
+    for name in ["tern.db", "queue.db", "mailboxes.db", "greylist.db"] {
+        for suffix in ["", "-wal", "-shm"] {
+            let p = dir.join(format!("{name}{suffix}"));
+            if let Ok(m) = std::fs::metadata(&p)
+                && m.permissions().mode() & 0o007 != 0
+            {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    crate::ops::privileges::restrict_umask();
     let fds = raise_fd_limit();
     if (fds as usize) < cfg.limits.connections * 2 + 256 {
         tracing::warn!(
@@ -129,8 +176,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         );
     }
     // As root, everything that needs root happens first: the TLS key is read and the ports are bound.
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("server.data_dir: cannot create {}", cfg.data_dir.display()))?;
+    prepare_data_dir(&cfg.data_dir)?;
     let tls = crate::tls::server_config(cfg.tls_files.as_ref(), &cfg.data_dir, &cfg.hostname)?;
     let mut sockets = Vec::new();
     let mut bound = Vec::new();
@@ -161,7 +207,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         &[&cfg.data_dir],
     )?;
 
-    let directory = Directory::open(&cfg.data_dir).await?;
+    let directory = Directory::open(&cfg.data_dir)
+        .await?
+        .with_parallel_checks(cfg.auth.parallel_checks);
     let dns = Dns::new(cfg.nameservers.as_deref())?;
     let dsn = DsnSettings {
         hostname: cfg.hostname.clone(),
@@ -170,13 +218,27 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let (queue, jobs) = Queue::open(&cfg.data_dir, cfg.queue.clone(), dsn).await?;
     let store = crate::mailbox::open(&cfg).await?;
+    let intake = Arc::new(crate::intake::Intake {
+        queue: queue.clone(),
+        policy: recipient_policy(&cfg, &directory, &store),
+        hostname: cfg.hostname.clone(),
+        local_domains: cfg.local_domains.clone(),
+    });
     crate::local::start(
         cfg.local_workers,
         jobs.local,
         store.clone(),
-        queue.clone(),
+        intake.clone(),
         directory.clone(),
     );
+    // Who may send as anyone through the sendmail socket: root, the service user, trusted users.
+    let mut trusted_uids = vec![0, crate::ops::privileges::service_uid(cfg.user.as_deref())];
+    for name in &cfg.sendmail_trusted_users {
+        match crate::ops::privileges::lookup_user(name) {
+            Some((uid, _)) => trusted_uids.push(uid),
+            None => tracing::warn!(user = %name, "sendmail.trusted_users: no such user; ignored"),
+        }
+    }
     let greylist = match cfg.checks.greylist {
         Some(g) => Some(Arc::new(Greylist::open(&cfg.data_dir, g).await?)),
         None => None,
@@ -190,9 +252,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         submission: Arc::new(SubmissionPolicy::new(
             cfg.submission.clone(),
             directory.clone(),
+            cfg.subaddress_separator.clone(),
         )),
         throttle: Arc::new(AuthThrottle::new(cfg.auth.clone())),
         greylist,
+        intake: intake.clone(),
+        trusted_uids: Arc::new(trusted_uids),
+        local_limits: ConnLimiter::new(cfg.sendmail_connections.0, cfg.sendmail_connections.1),
     };
     let (trigger, shutdown) = crate::shutdown::channel();
     let mut senders: HashMap<ListenerKind, watch::Sender<Arc<Inbound>>> = HashMap::new();
@@ -239,13 +305,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.local_domains.clone(),
         bound,
     );
-    crate::outbound::start(outbound, jobs.remote);
+    crate::outbound::start(outbound, intake.clone(), jobs.remote);
     let control_path = control::socket_path(&cfg.data_dir);
     let control_socket = control::bind(&control_path)
         .with_context(|| format!("cannot listen on {}", control_path.display()))?;
     tasks.push(tokio::spawn(control::serve(
         control_socket,
-        queue.clone(),
+        intake.clone(),
         shutdown.clone(),
     )));
     // Any local user may write to the sendmail socket, as any local user may run sendmail.

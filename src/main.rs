@@ -474,7 +474,14 @@ fn sendmail(config: &std::path::Path, args: &[String]) -> ExitCode {
         let sender = opts
             .sender
             .clone()
-            .unwrap_or_else(|| format!("{}@{}", sm::login_name(), cfg.hostname));
+            // The daemon maps the caller's uid to this same address (the origin domain).
+            .unwrap_or_else(|| {
+                format!(
+                    "{}@{}",
+                    sm::login_name().to_lowercase(),
+                    cfg.local_domains[0]
+                )
+            });
         let message = sm::ensure_from(message, &sender, opts.full_name.as_deref());
         sm::submit(&cfg.sendmail_socket, &sender, &recipients, &message)
     };

@@ -309,21 +309,12 @@ pub fn submit(
 
 /// The login name of the calling user, for the default sender.
 pub fn login_name() -> String {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    user_name(unsafe { libc::getuid() })
+    user_name(nix::unistd::getuid().as_raw())
 }
 
-/// The login name of a Unix user id, from /etc/passwd (or `uidN`).
+/// The login name of a Unix user id, through NSS (or `uidN`).
 pub fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("uid{uid}"))
+    crate::ops::privileges::user_name(uid).unwrap_or_else(|| format!("uid{uid}"))
 }
 
 #[cfg(test)]

@@ -42,7 +42,17 @@ pub fn server_config(
         Some((c, k)) => (c.clone(), k.clone()),
         None => {
             let (c, k) = self_signed_paths(data_dir);
-            if !c.exists() || !k.exists() {
+            // The folder may have been writable by the service user on an earlier run while this one runs as
+            // root: a link planted there must not make root write (or read) a file elsewhere.
+            for p in [c.parent().unwrap_or(data_dir), c.as_path(), k.as_path()] {
+                if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(file_err(
+                        p,
+                        "is a symbolic link; the self-signed pair is kept in real files (set [tls] cert and key to use other files)",
+                    ));
+                }
+            }
+            if std::fs::symlink_metadata(&c).is_err() || std::fs::symlink_metadata(&k).is_err() {
                 make_self_signed(&c, &k, hostname)?;
                 tracing::info!(cert = %c.display(), "made a self-signed TLS certificate for {hostname}");
             }
@@ -74,27 +84,48 @@ fn make_self_signed(cert: &Path, key: &Path, hostname: &str) -> Result<(), TlsEr
             }
         })?;
     if let Some(dir) = cert.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| file_err(dir, e))?;
     }
-    write_private(key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(cert, generated.cert.pem()).map_err(|e| file_err(cert, e))?;
+    write_new(key, generated.signing_key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(cert, generated.cert.pem().as_bytes(), 0o644)?;
     Ok(())
 }
 
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+/// Writes a file under a fresh name (O_CREAT|O_EXCL|O_NOFOLLOW, so an existing file or link there is never
+/// opened), with `mode` whatever the umask, fsynced, then renamed over `path`: a link at `path` is replaced
+/// itself, its target is never written.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    // A leftover from a crash (or a planted link): remove_file unlinks the name, never a target.
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| file_err(path, e))?;
-    f.write_all(bytes)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| file_err(&tmp, e))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|_| f.write_all(bytes))
         .and_then(|_| f.sync_all())
-        .map_err(|e| file_err(path, e))
+        .map_err(|e| file_err(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))?;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -113,6 +144,20 @@ mod tests {
         );
         super::server_config(None, dir.path(), "mx.example.test").unwrap();
         assert_eq!(std::fs::read(&cert).unwrap(), first);
+    }
+
+    #[test]
+    fn a_planted_link_is_refused_and_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let (cert, key) = super::self_signed_paths(&dir.path().join("data"));
+        std::fs::create_dir_all(cert.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&victim, &key).unwrap();
+        let e =
+            super::server_config(None, &dir.path().join("data"), "mx.example.test").unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! ask for are named in `smtp::reply`, and what is stored is up to `inbound`.
 
 pub mod greylist;
-mod headers;
+pub mod headers;
 
 use crate::config::{CheckAction, CheckSettings};
 use crate::dns::Dns;
@@ -50,6 +50,41 @@ pub struct Checks {
     settings: CheckSettings,
     hostname: String,
     pub greylist: Option<std::sync::Arc<greylist::Greylist>>,
+    /// Message checks running at once, each on a thread of the blocking pool (hashing and RSA there,
+    /// never on the async workers that serve every other connection).
+    running: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// The copy of a message the DKIM and ARC verifiers see: at most `max` DKIM-Signature fields (the first
+/// ones), and no ARC fields when there are more than `max` ARC sets. The stored message is not changed;
+/// this only bounds the work one message can cause (each signature is a DNS lookup and a body hash).
+fn verification_view(body: &[u8], max: usize) -> std::borrow::Cow<'_, [u8]> {
+    let is = |name: &[u8], n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    let dkim = crate::message::count(body, "DKIM-Signature");
+    let arc = crate::message::count(body, "ARC-Seal");
+    if dkim <= max && arc <= max {
+        return std::borrow::Cow::Borrowed(body);
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut kept = 0;
+    for (name, field) in crate::message::fields(body) {
+        if is(name, "DKIM-Signature") {
+            kept += 1;
+            if kept > max {
+                continue;
+            }
+        }
+        if arc > max
+            && (is(name, "ARC-Seal")
+                || is(name, "ARC-Message-Signature")
+                || is(name, "ARC-Authentication-Results"))
+        {
+            continue;
+        }
+        out.extend_from_slice(field);
+    }
+    out.extend_from_slice(&body[crate::message::header_len(body)..]);
+    std::borrow::Cow::Owned(out)
 }
 
 /// Puts one `dkim=` clause per signature (RFC 8601 2.7.1: header.d, header.i, header.s, header.b) right after
@@ -131,12 +166,14 @@ impl Checks {
         hostname: String,
         greylist: Option<std::sync::Arc<greylist::Greylist>>,
     ) -> Checks {
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         Checks {
             auth: MessageAuthenticator(dns.resolver().clone()),
             dns,
             settings,
             hostname,
             greylist,
+            running: std::sync::Arc::new(tokio::sync::Semaphore::new(parallel)),
         }
     }
 
@@ -156,9 +193,9 @@ impl Checks {
         }
         let allowed = self.settings.allow.iter().any(|n| n.contains(ip));
         if !allowed {
-            for zone in &self.settings.dnsbl {
-                if self.listed(ip, zone).await {
-                    return Err(Reply::blocklisted(&ip.to_string(), zone));
+            for list in &self.settings.dnsbl {
+                if self.listed(ip, list).await {
+                    return Err(Reply::blocklisted(&ip.to_string(), &list.zone));
                 }
             }
         }
@@ -170,8 +207,11 @@ impl Checks {
         })
     }
 
-    /// Whether `ip` is listed in the DNSBL `zone` (an A record in 127.0.0.0/8 under the reversed address).
-    async fn listed(&self, ip: IpAddr, zone: &str) -> bool {
+    /// Whether `ip` is listed in the DNSBL: an A record under the reversed address that the list's
+    /// `listed` answers include (by default 127.0.0.2-127.0.0.255). Other answers, such as Spamhaus's
+    /// 127.255.255.252-255 for "query refused", are errors of the list, not verdicts: logged, not listed.
+    async fn listed(&self, ip: IpAddr, list: &crate::config::Dnsbl) -> bool {
+        let zone = &list.zone;
         let reversed = match ip {
             IpAddr::V4(v4) => v4
                 .octets()
@@ -190,13 +230,25 @@ impl Checks {
             }
         };
         let name = format!("{reversed}.{zone}.");
-        match self.dns.resolver().ipv4_lookup(name.as_str()).await {
-            Ok(lookup) => lookup.answers().iter().any(|r| match &r.data {
-                hickory_resolver::proto::rr::RData::A(a) => a.0.octets()[0] == 127,
-                _ => false,
-            }),
-            Err(_) => false,
+        let Ok(lookup) = self.dns.resolver().ipv4_lookup(name.as_str()).await else {
+            return false;
+        };
+        let answers: Vec<std::net::Ipv4Addr> = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                hickory_resolver::proto::rr::RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        if answers.iter().any(|a| list.lists(*a)) {
+            return true;
         }
+        if let Some(a) = answers.first() {
+            tracing::warn!(zone = %zone, client_ip = %ip, answer = %a,
+                "blocklist answered with a code that is not a listing (an error of the list, e.g. a refused query); not counted");
+        }
+        false
     }
 
     async fn confirmed_ptr(&self, ip: IpAddr) -> Option<String> {
@@ -225,14 +277,52 @@ impl Checks {
         None
     }
 
-    /// End of DATA: SPF (HELO and MAIL FROM), DKIM, ARC and DMARC, the header, and what to do.
+    /// End of DATA: SPF (HELO and MAIL FROM), DKIM, ARC and DMARC, the header, and what to do. The work
+    /// (parsing, body hashes, signature checks) runs on the blocking pool, a few messages at a time; the
+    /// DNS lookups it makes are still driven by the runtime. The message is handed back unchanged.
     pub async fn message(
-        &self,
+        self: std::sync::Arc<Self>,
         client: &Client,
         helo: &str,
         mail_from: &str,
-        body: &[u8],
-    ) -> Verdict {
+        body: Vec<u8>,
+    ) -> (Verdict, Vec<u8>) {
+        let Ok(_permit) = self.running.clone().acquire_owned().await else {
+            return (self.unchecked("checks shutting down"), body);
+        };
+        let handle = tokio::runtime::Handle::current();
+        let (client, helo, mail_from) = (client.clone(), helo.to_string(), mail_from.to_string());
+        let me = self.clone();
+        let body = std::sync::Arc::new(body);
+        let shared = body.clone();
+        let verdict = tokio::task::spawn_blocking(move || {
+            handle.block_on(me.evaluate(&client, &helo, &mail_from, &shared))
+        })
+        .await;
+        let body = std::sync::Arc::try_unwrap(body).unwrap_or_else(|b| (*b).clone());
+        match verdict {
+            Ok(v) => (v, body),
+            Err(e) => {
+                tracing::error!(error = %e, "message checks failed; delivering without a verdict");
+                (self.unchecked("checks failed"), body)
+            }
+        }
+    }
+
+    /// A verdict for a message that could not be checked: delivered, with no claims.
+    fn unchecked(&self, why: &str) -> Verdict {
+        Verdict {
+            action: CheckAction::Deliver,
+            reply: None,
+            header: format!(
+                "Authentication-Results: {}; none ({why})\r\n",
+                self.hostname
+            ),
+            summary: format!("none ({why})"),
+        }
+    }
+
+    async fn evaluate(&self, client: &Client, helo: &str, mail_from: &str, body: &[u8]) -> Verdict {
         let ip = client.ip;
         let sender = if mail_from.is_empty() {
             format!("postmaster@{helo}")
@@ -257,7 +347,8 @@ impl Checks {
             .rsplit_once('@')
             .map(|(_, d)| d.to_string())
             .unwrap_or_default();
-        let Some(msg) = AuthenticatedMessage::parse(body) else {
+        let view = verification_view(body, self.settings.max_signatures);
+        let Some(msg) = AuthenticatedMessage::parse(&view) else {
             let header = ar
                 .with_spf_ehlo_result(&spf_helo, ip, helo)
                 .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
@@ -404,9 +495,49 @@ impl Checks {
         }
         None
     }
+}
 
-    /// Removes Authentication-Results headers that claim to be ours (RFC 8601 5) and prepends the new one.
-    pub fn rewrite(&self, body: Vec<u8>, header: &str) -> Vec<u8> {
-        headers::replace_auth_results(body, &self.hostname, header)
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verification_sees_at_most_max_signatures() {
+        let mut m = Vec::new();
+        for i in 0..50 {
+            m.extend_from_slice(
+                format!("DKIM-Signature: v=1; d=d{i}.test; s=s; b=x\r\n").as_bytes(),
+            );
+        }
+        m.extend_from_slice(b"From: a@b.test\r\n\r\nbody\r\n");
+        let view = super::verification_view(&m, 10);
+        assert_eq!(crate::message::count(&view, "DKIM-Signature"), 10);
+        assert!(view.ends_with(b"From: a@b.test\r\n\r\nbody\r\n"));
+        assert!(
+            String::from_utf8_lossy(&view).contains("d=d9.test")
+                && !String::from_utf8_lossy(&view).contains("d=d10.test")
+        );
+        let small = b"DKIM-Signature: v=1\r\n\r\nx".to_vec();
+        assert!(matches!(
+            super::verification_view(&small, 10),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn only_listing_answers_count() {
+        let default = crate::config::Dnsbl {
+            zone: "zen.test".into(),
+            listed: None,
+        };
+        assert!(default.lists("127.0.0.2".parse().unwrap()));
+        assert!(default.lists("127.0.0.11".parse().unwrap()));
+        assert!(!default.lists("127.255.255.254".parse().unwrap()));
+        assert!(!default.lists("127.0.0.1".parse().unwrap()));
+        let only = crate::config::Dnsbl {
+            zone: "z.test".into(),
+            listed: Some(vec![crate::config::Cidr::parse("127.0.0.4/30").unwrap()]),
+        };
+        assert!(
+            only.lists("127.0.0.6".parse().unwrap()) && !only.lists("127.0.0.2".parse().unwrap())
+        );
     }
 }

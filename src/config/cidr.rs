@@ -20,6 +20,10 @@ impl Cidr {
         (prefix <= max).then_some(Cidr { addr, prefix })
     }
 
+    pub fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         // An IPv4 client seen through an IPv6 socket is compared as IPv4.
         let ip = match ip {

@@ -50,6 +50,9 @@ pub struct Limits {
     pub command_line: usize,
     pub text_line: usize,
     pub errors: usize,
+    pub junk_commands: usize,
+    pub session_idle: Duration,
+    pub header_section: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub message_timeout: Duration,
@@ -64,6 +67,8 @@ pub struct QueueSettings {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub max_lifetime: Duration,
+    /// How long finished messages are kept in the history table.
+    pub history: Duration,
 }
 
 /// What authenticated users may do, and who may relay without authenticating.
@@ -85,6 +90,7 @@ pub struct AuthSettings {
     pub window: Duration,
     pub block: Duration,
     pub failure_delay: Duration,
+    pub parallel_checks: usize,
 }
 
 /// The outbound MTA's settings.
@@ -99,6 +105,7 @@ pub struct DeliverySettings {
     pub delay_warning: Duration,
     pub tls_policy: std::collections::BTreeMap<String, TlsPolicy>,
     pub ca_file: Option<PathBuf>,
+    pub allow_private_addresses: bool,
 }
 
 /// Inbound checks (SPF, DKIM, DMARC, ARC, blocklists, greylisting).
@@ -109,10 +116,33 @@ pub struct CheckSettings {
     pub dmarc_quarantine: CheckAction,
     pub dmarc_reject: CheckAction,
     pub temperror: CheckAction,
-    pub dnsbl: Vec<String>,
+    pub dnsbl: Vec<Dnsbl>,
+    pub max_signatures: usize,
     pub allow: Vec<Cidr>,
     pub skip: Vec<Cidr>,
     pub greylist: Option<GreylistSettings>,
+}
+
+/// A DNS blocklist zone and which A answers mean the client is listed.
+#[derive(Debug, Clone)]
+pub struct Dnsbl {
+    pub zone: String,
+    /// `None`: 127.0.0.2 to 127.0.0.255 (what blocklists answer for a listing; 127.255.255.x are errors).
+    pub listed: Option<Vec<Cidr>>,
+}
+
+impl Dnsbl {
+    pub fn lists(&self, answer: std::net::Ipv4Addr) -> bool {
+        match &self.listed {
+            Some(nets) => nets
+                .iter()
+                .any(|n| n.contains(std::net::IpAddr::V4(answer))),
+            None => {
+                let o = answer.octets();
+                o[0] == 127 && o[1] == 0 && o[2] == 0 && o[3] >= 2
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +187,10 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Where `tern sendmail` reaches the daemon.
     pub sendmail_socket: PathBuf,
+    /// Unix users who may send as anyone through it (besides root and the service user).
+    pub sendmail_trusted_users: Vec<String>,
+    /// Sessions on the sendmail socket: in total, per Unix user.
+    pub sendmail_connections: (usize, usize),
     pub delivery: DeliverySettings,
     /// Name servers instead of /etc/resolv.conf.
     pub nameservers: Option<Vec<SocketAddr>>,
@@ -340,6 +374,14 @@ impl Validator {
         positive("message_size", l.message_size as u64)?;
         positive("recipients", l.recipients as u64)?;
         positive("errors", l.errors as u64)?;
+        positive("junk_commands", l.junk_commands as u64)?;
+        positive("session_idle_secs", l.session_idle_secs)?;
+        if l.header_section < 998 {
+            return Err(self.err(
+                "limits.header_section",
+                format!("{} is below one RFC 5322 line (998)", l.header_section),
+            ));
+        }
         positive("text_line", l.text_line as u64)?;
         positive("command_timeout_secs", l.command_timeout_secs)?;
         positive("data_timeout_secs", l.data_timeout_secs)?;
@@ -363,6 +405,9 @@ impl Validator {
             command_line: l.command_line,
             text_line: l.text_line,
             errors: l.errors,
+            junk_commands: l.junk_commands,
+            session_idle: Duration::from_secs(l.session_idle_secs),
+            header_section: l.header_section,
             command_timeout: Duration::from_secs(l.command_timeout_secs),
             data_timeout: Duration::from_secs(l.data_timeout_secs),
             message_timeout: Duration::from_secs(l.message_timeout_secs.max(1)),
@@ -384,6 +429,7 @@ impl Validator {
             retry_base: Duration::from_secs(q.retry_base_secs),
             retry_max: Duration::from_secs(q.retry_max_secs),
             max_lifetime: Duration::from_secs(q.max_lifetime_secs),
+            history: Duration::from_secs(q.history_secs),
         };
         if raw.delivery.local_workers == 0 || raw.delivery.local_workers > 256 {
             return Err(self.err("delivery.local_workers", "must be between 1 and 256"));
@@ -425,7 +471,11 @@ impl Validator {
             window: Duration::from_secs(a.window_secs),
             block: Duration::from_secs(a.block_secs),
             failure_delay: Duration::from_millis(a.failure_delay_ms),
+            parallel_checks: a.parallel_checks,
         };
+        if a.parallel_checks == 0 {
+            return Err(self.err("auth.parallel_checks", "must be greater than 0"));
+        }
         let sendmail_socket = match &raw.sendmail.socket {
             Some(p) => self.resolve(p),
             None => data_dir.join("sendmail.sock"),
@@ -461,6 +511,7 @@ impl Validator {
             delay_warning: Duration::from_secs(d.delay_warning_secs),
             tls_policy,
             ca_file: d.ca_file.as_deref().map(|p| self.resolve(p)),
+            allow_private_addresses: d.allow_private_addresses,
         };
         let nameservers = match &raw.dns.nameservers {
             None => None,
@@ -535,13 +586,37 @@ impl Validator {
                 )
             })?);
         }
-        for (i, z) in c.dnsbl.iter().enumerate() {
+        let mut dnsbl = Vec::new();
+        for (i, entry) in c.dnsbl.iter().enumerate() {
+            let (z, listed) = match entry {
+                raw::RawDnsbl::Zone(z) => (z, None),
+                raw::RawDnsbl::Table { zone, listed } => (zone, Some(listed)),
+            };
             Domain::parse(z, false).map_err(|_| {
                 self.err(
                     format!("checks.dnsbl[{i}]"),
                     format!("{z:?} is not a DNS zone name"),
                 )
             })?;
+            let listed = match listed {
+                None => None,
+                Some(list) => {
+                    let mut nets = Vec::new();
+                    for (j, n) in list.iter().enumerate() {
+                        nets.push(Cidr::parse(n).filter(|c| c.is_ipv4()).ok_or_else(|| {
+                            self.err(
+                                format!("checks.dnsbl[{i}].listed[{j}]"),
+                                format!("{n:?} is not an IPv4 address or network"),
+                            )
+                        })?);
+                    }
+                    Some(nets)
+                }
+            };
+            dnsbl.push(Dnsbl {
+                zone: z.trim_end_matches('.').to_lowercase(),
+                listed,
+            });
         }
         let junk_or = |key: &str, a: CheckAction, allowed: &[CheckAction]| {
             if allowed.contains(&a) {
@@ -560,11 +635,8 @@ impl Validator {
             dmarc_quarantine: junk_or("dmarc_quarantine", c.dmarc_quarantine, &[Deliver, Junk])?,
             dmarc_reject: junk_or("dmarc_reject", c.dmarc_reject, &[Deliver, Junk, Reject])?,
             temperror: junk_or("temperror", c.temperror, &[Deliver, Defer])?,
-            dnsbl: c
-                .dnsbl
-                .iter()
-                .map(|z| z.trim_end_matches('.').to_lowercase())
-                .collect(),
+            dnsbl,
+            max_signatures: c.max_signatures.max(1),
             allow,
             skip,
             greylist: raw.greylist.enabled.then(|| GreylistSettings {
@@ -628,6 +700,11 @@ impl Validator {
             submission,
             auth,
             sendmail_socket,
+            sendmail_trusted_users: raw.sendmail.trusted_users.clone(),
+            sendmail_connections: (
+                raw.sendmail.max_connections.max(1),
+                raw.sendmail.max_connections_per_user.max(1),
+            ),
             delivery,
             nameservers,
             dkim_keys,

@@ -217,6 +217,14 @@ pub struct RawLimits {
     pub text_line: usize,
     /// 5xx replies in one session before it is closed with 421. Default: 20.
     pub errors: usize,
+    /// Commands that move no mail (NOOP, RSET, VRFY, HELP, HELO/EHLO, unknown or refused ones) allowed
+    /// between two accepted messages before the session is closed with 421 4.7.0. Default: 100.
+    pub junk_commands: usize,
+    /// Seconds a session may go on without completing a message (from its start or its last message)
+    /// before it is closed with 421 4.4.2. Default: 600.
+    pub session_idle_secs: u64,
+    /// Longest header section of a message in octets; longer ones get 552 5.3.4. Default: 1048576 (1 MiB).
+    pub header_section: usize,
     /// Seconds to wait for the next command (RFC 5321 4.5.3.2.7 asks for at least 300). Default: 300.
     pub command_timeout_secs: u64,
     /// Seconds to wait for each block of message data (RFC 5321 4.5.3.2.5). Default: 180.
@@ -237,6 +245,9 @@ impl Default for RawLimits {
             command_line: 2048,
             text_line: 65536,
             errors: 20,
+            junk_commands: 100,
+            session_idle_secs: 600,
+            header_section: 1 << 20,
             command_timeout_secs: 300,
             data_timeout_secs: 180,
             message_timeout_secs: 1800,
@@ -257,6 +268,8 @@ pub struct RawQueue {
     pub max_lifetime_secs: u64,
     /// Octets that must stay free on the data_dir file system; below it MAIL gets 452 4.3.1. Default: 104857600.
     pub min_free: u64,
+    /// Seconds a finished message's recipients (delivered or failed) are kept in the history. Default: 604800.
+    pub history_secs: u64,
 }
 
 impl Default for RawQueue {
@@ -266,6 +279,7 @@ impl Default for RawQueue {
             retry_max_secs: 4 * 3600,
             max_lifetime_secs: 5 * 86400,
             min_free: 100 << 20,
+            history_secs: 7 * 86400,
         }
     }
 }
@@ -304,6 +318,9 @@ pub struct RawDelivery {
     pub tls_policy: std::collections::BTreeMap<String, TlsPolicy>,
     /// Extra PEM CA certificates trusted by the "verify" policy (besides the web PKI roots).
     pub ca_file: Option<String>,
+    /// Deliver to MX hosts of other domains that resolve to loopback, private, link-local or other
+    /// non-public addresses. Default: false (such an MX is refused and the delivery deferred).
+    pub allow_private_addresses: bool,
 }
 
 impl Default for RawDelivery {
@@ -319,6 +336,7 @@ impl Default for RawDelivery {
             delay_warning_secs: 4 * 3600,
             tls_policy: Default::default(),
             ca_file: None,
+            allow_private_addresses: false,
         }
     }
 }
@@ -402,6 +420,9 @@ pub struct RawAuth {
     pub block_secs: u64,
     /// Delay before answering a failed login, multiplied by the failures so far, in milliseconds. Default: 1000.
     pub failure_delay_ms: u64,
+    /// Password checks (argon2id, ~19 MiB and tens of milliseconds each) running at once; more wait.
+    /// Default: 4.
+    pub parallel_checks: usize,
 }
 
 impl Default for RawAuth {
@@ -411,15 +432,34 @@ impl Default for RawAuth {
             window_secs: 900,
             block_secs: 900,
             failure_delay_ms: 1000,
+            parallel_checks: 4,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSendmail {
     /// Unix socket where `tern sendmail` hands messages to the daemon. Default: data_dir/sendmail.sock.
     pub socket: Option<String>,
+    /// Unix users who may give any sender (`sendmail -f`), besides root and the service user. Everyone
+    /// else sends as their login name at the first local domain. Default: none.
+    pub trusted_users: Vec<String>,
+    /// Sessions on the sendmail socket at once. Default: 50.
+    pub max_connections: usize,
+    /// Sessions on the sendmail socket at once from one Unix user. Default: 10.
+    pub max_connections_per_user: usize,
+}
+
+impl Default for RawSendmail {
+    fn default() -> Self {
+        RawSendmail {
+            socket: None,
+            trusted_users: Vec::new(),
+            max_connections: 50,
+            max_connections_per_user: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -448,8 +488,13 @@ pub struct RawChecks {
     pub dmarc_reject: CheckAction,
     /// A temporary DNS error during the checks: deliver (with temperror results) or defer. Default: deliver.
     pub temperror: CheckAction,
-    /// DNS blocklist zones checked for the client IP at connection time, e.g. ["zen.spamhaus.org"]. Default: none.
-    pub dnsbl: Vec<String>,
+    /// DNS blocklist zones checked for the client IP at connection time, e.g. ["zen.spamhaus.org"], or
+    /// { zone = "...", listed = ["127.0.0.2", "127.0.0.4/30"] } to say which answers mean listed (by
+    /// default 127.0.0.2-127.0.0.255; Spamhaus's 127.255.255.x error answers never count). Default: none.
+    pub dnsbl: Vec<RawDnsbl>,
+    /// DKIM signatures verified per message; further ones are not checked (each costs a DNS lookup and
+    /// a hash). Messages with more than this many ARC sets get no ARC verdict. Default: 10.
+    pub max_signatures: usize,
     /// Client networks (CIDR) that skip the blocklists and greylisting. Default: none.
     pub allow: Vec<String>,
     /// Client networks (CIDR) whose mail is not checked at all: local content filters and tools.
@@ -466,10 +511,19 @@ impl Default for RawChecks {
             dmarc_reject: CheckAction::Reject,
             temperror: CheckAction::Deliver,
             dnsbl: Vec::new(),
+            max_signatures: 10,
             allow: Vec::new(),
             skip_networks: vec!["127.0.0.0/8".into(), "::1".into()],
         }
     }
+}
+
+/// A DNS blocklist: its zone, and optionally the answers that mean "listed".
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawDnsbl {
+    Zone(String),
+    Table { zone: String, listed: Vec<String> },
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

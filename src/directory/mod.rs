@@ -55,6 +55,24 @@ pub struct User {
 #[derive(Clone)]
 pub struct Directory {
     pool: SqlitePool,
+    /// Password checks running at once (argon2id takes ~19 MiB and a core's worth of time each).
+    checks: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Password checks at once, unless configured (`[auth] parallel_checks`).
+pub const DEFAULT_PARALLEL_CHECKS: usize = 4;
+
+/// An argon2id hash of a random password, made once: checked for unknown users and users without a
+/// password, so that a wrong password costs the same time whether or not the account exists.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let secret: [u8; 16] = rand::random();
+        Argon2::default()
+            .hash_password(&secret)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// The database file under data_dir.
@@ -71,7 +89,16 @@ impl Directory {
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok(Directory { pool })
+        Ok(Directory {
+            pool,
+            checks: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_PARALLEL_CHECKS)),
+        })
+    }
+
+    /// Bounds the password checks that run at once; others wait their turn.
+    pub fn with_parallel_checks(mut self, n: usize) -> Directory {
+        self.checks = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
     }
 
     /// Parses and checks an address for a new user: a plain dot-atom local part that is safe as a folder name.
@@ -328,7 +355,9 @@ impl Directory {
         Ok(found.is_some())
     }
 
-    /// Checks a password against the stored hash; false for unknown users and users without a password.
+    /// Checks a password against the stored hash; false for unknown users and users without a password,
+    /// after the same work as for a real account (a dummy hash is checked), so timing tells nothing. At most
+    /// `parallel_checks` run at once, on the blocking pool.
     pub async fn verify_password(
         &self,
         address: &str,
@@ -339,16 +368,23 @@ impl Directory {
                 .bind(address.to_lowercase())
                 .fetch_optional(&self.pool)
                 .await?;
-        let Some(Some(hash)) = hash else {
-            return Ok(false);
+        let (hash, real) = match hash {
+            Some(Some(h)) => (h, true),
+            _ => (dummy_hash().to_string(), false),
         };
-        tokio::task::spawn_blocking(move || {
+        let _permit = self
+            .checks
+            .acquire()
+            .await
+            .map_err(|e| DirectoryError::Hash(e.to_string()))?;
+        let ok = tokio::task::spawn_blocking(move || {
             Argon2::default()
                 .verify_password(password.as_bytes(), hash.as_str())
                 .is_ok()
         })
         .await
-        .map_err(|e| DirectoryError::Hash(e.to_string()))
+        .map_err(|e| DirectoryError::Hash(e.to_string()))?;
+        Ok(ok && real)
     }
 }
 

@@ -39,11 +39,26 @@ pub enum Route {
     Implicit(String),
     /// `MX 0 .`: the domain accepts no mail (RFC 7505).
     Null,
+    /// We are among the domain's best MX hosts: no host is left to relay to (RFC 5321 5.1).
+    OnlySelf,
 }
 
 #[derive(Clone)]
 pub struct Dns {
     resolver: TokioResolver,
+}
+
+/// The MX records better than our own (RFC 5321 5.1), or all of them when we are not listed.
+fn without_self(mx: Vec<(u16, String)>, own_name: &str) -> Vec<(u16, String)> {
+    let own = mx
+        .iter()
+        .filter(|(_, host)| host.eq_ignore_ascii_case(own_name))
+        .map(|(pref, _)| *pref)
+        .min();
+    match own {
+        Some(p) => mx.into_iter().filter(|(pref, _)| *pref < p).collect(),
+        None => mx,
+    }
 }
 
 fn fqdn(name: &str) -> String {
@@ -97,8 +112,9 @@ impl Dns {
         &self.resolver
     }
 
-    /// Where mail for `domain` goes.
-    pub async fn route(&self, domain: &str) -> Result<Route, DnsError> {
+    /// Where mail for `domain` goes. `own_name` is this server's host name: RFC 5321 5.1 says that if it
+    /// is in the MX list, every MX at its preference or worse is dropped (the others are better relays).
+    pub async fn route(&self, domain: &str, own_name: &str) -> Result<Route, DnsError> {
         let name = fqdn(domain);
         match self.resolver.mx_lookup(name.as_str()).await {
             Ok(lookup) => {
@@ -119,6 +135,10 @@ impl Dns {
                 // RFC 7505 3: a single MX with an empty exchange (the root) means no mail.
                 if mx.iter().any(|(_, host)| host.is_empty()) {
                     return Ok(Route::Null);
+                }
+                let mx = without_self(mx, own_name);
+                if mx.is_empty() {
+                    return Ok(Route::OnlySelf);
                 }
                 Ok(Route::Mx(order(mx, rand::random)))
             }
@@ -202,6 +222,23 @@ fn order(mut mx: Vec<(u16, String)>, mut random: impl FnMut() -> u32) -> Vec<Str
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn our_own_mx_and_everything_after_it_are_dropped() {
+        let mx = vec![
+            (10, "mx1.other.test".to_string()),
+            (20, "mx.example.test".to_string()),
+            (20, "mx2.other.test".to_string()),
+            (30, "mx3.other.test".to_string()),
+        ];
+        let kept = super::without_self(mx.clone(), "MX.example.test");
+        assert_eq!(kept, vec![(10, "mx1.other.test".to_string())]);
+        assert!(
+            super::without_self(vec![(5, "mx.example.test".into())], "mx.example.test").is_empty()
+        );
+        assert_eq!(super::without_self(mx.clone(), "elsewhere.test"), mx);
+    }
+
     use super::*;
 
     #[test]

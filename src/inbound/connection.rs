@@ -4,11 +4,14 @@
 
 use super::Inbound;
 use super::limits::Slot;
-use super::submission::{UserPolicy, is_local};
+use super::policy::Fit;
+use super::submission::{Reservation, UserPolicy};
 use super::throttle::AfterFailure;
-use super::trace::{self, TlsInfo};
+use super::trace::TlsInfo;
 use crate::config::ListenerKind;
-use crate::queue::{QueuedMessage, QueuedRecipient};
+use crate::intake::{Incoming, Rcpt, Trace};
+use crate::log::Escaped;
+use crate::queue::Origin;
 use crate::shutdown::Shutdown;
 use crate::smtp::Reply;
 use crate::smtp::server::{Action, Envelope, RcptVerdict, Session};
@@ -24,10 +27,20 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 #[derive(Debug, Clone)]
 pub enum Peer {
     Tcp(SocketAddr),
-    /// A local program through the sendmail socket, known by its Unix user.
-    Local {
-        uid: u32,
-    },
+    /// A local program through the sendmail socket, known by its Unix user (SO_PEERCRED).
+    Local(LocalSender),
+}
+
+/// The Unix user behind a sendmail-socket connection and what it may claim as sender.
+#[derive(Debug, Clone)]
+pub struct LocalSender {
+    pub uid: u32,
+    /// The login name, when the user database knows the uid.
+    pub name: Option<String>,
+    /// The user's own address at the origin domain (`name@<first local domain>`), as Postfix maps it.
+    pub address: Option<String>,
+    /// root, the service user or one of `[sendmail] trusted_users`: may send as anyone (`-f`).
+    pub trusted: bool,
 }
 
 enum Next {
@@ -48,8 +61,14 @@ struct Conn {
     recipients: usize,
     /// The current transaction's reverse-path (for greylisting).
     reverse_path: String,
+    /// The current transaction's SIZE= (0 when not given), for quotas at RCPT.
+    declared_size: u64,
+    /// The current transaction's place in the user's hourly limit, taken at MAIL.
+    reservation: Option<Reservation>,
     /// What the connection checks found out about the client (relay listener).
     client: Option<crate::checks::Client>,
+    /// Since when the session has not completed a message.
+    idle_since: tokio::time::Instant,
 }
 
 pub(super) async fn handle(
@@ -72,7 +91,10 @@ pub(super) async fn handle(
         user: None,
         recipients: 0,
         reverse_path: String::new(),
+        declared_size: 0,
+        reservation: None,
         client: None,
+        idle_since: tokio::time::Instant::now(),
     };
     if let (ListenerKind::Relay, Some(checks)) = (conn.ctx.kind, conn.ctx.checks.clone()) {
         match checks.connect(peer.ip()).await {
@@ -132,14 +154,13 @@ async fn plain_then_starttls(mut stream: TcpStream, conn: &mut Conn) -> std::io:
 pub(super) async fn handle_local<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: Arc<Inbound>,
     mut stream: S,
-    uid: u32,
+    sender: LocalSender,
     shutdown: Shutdown,
 ) {
-    let user = crate::sendmail::user_name(uid);
-    tracing::info!(uid, user = %user, "connect");
+    tracing::info!(uid = sender.uid, user = %sender.name.as_deref().unwrap_or("-"), trusted = sender.trusted, "connect");
     let mut conn = Conn {
         ctx,
-        peer: Peer::Local { uid },
+        peer: Peer::Local(sender),
         tls: None,
         slot: None,
         shutdown,
@@ -147,7 +168,10 @@ pub(super) async fn handle_local<S: AsyncRead + AsyncWrite + Unpin>(
         user: None,
         recipients: 0,
         reverse_path: String::new(),
+        declared_size: 0,
+        reservation: None,
         client: None,
+        idle_since: tokio::time::Instant::now(),
     };
     let mut session = Session::new(conn.ctx.session.clone());
     let result = match greet(&session, &mut stream).await {
@@ -181,6 +205,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     // trickle in; a message's data within message_timeout, with no gap longer than data_timeout.
     let mut last_command = tokio::time::Instant::now();
     let mut data_started: Option<tokio::time::Instant> = None;
+    // A session must complete a message every session_idle, or it is holding a slot for nothing.
+    let mut idle_since = conn.idle_since;
     loop {
         while let Some(action) = session.poll() {
             last_command = tokio::time::Instant::now();
@@ -198,15 +224,29 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     r.write_to(&mut out)
                 }
                 Action::CheckSender(reverse_path, params) => {
-                    let refusal = match &conn.user {
+                    // A transaction that ended without a message gives its reservation back.
+                    conn.reservation = None;
+                    let refusal = match (&conn.user, &conn.peer) {
                         // Never accept what cannot be stored: first the disk, then the user's limits.
                         _ if !conn.ctx.queue.has_room() => Some(Reply::insufficient_storage()),
-                        Some(user) => {
-                            conn.ctx
+                        (Some(user), _) => {
+                            match conn
+                                .ctx
                                 .submission
                                 .check_mail(user, &reverse_path, params.size)
+                            {
+                                Ok(r) => {
+                                    conn.reservation = Some(r);
+                                    None
+                                }
+                                Err(reply) => Some(reply),
+                            }
                         }
-                        None => None,
+                        (None, Peer::Local(local)) if conn.ctx.kind == ListenerKind::Local => {
+                            conn.ctx.local_sender_refusal(local, &reverse_path)
+                        }
+                        (None, Peer::Local(_)) => None,
+                        (None, Peer::Tcp(_)) => None,
                     };
                     match &refusal {
                         Some(r) => {
@@ -215,6 +255,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         None => {
                             conn.recipients = 0;
                             conn.reverse_path = reverse_path.to_string();
+                            conn.declared_size = params.size.unwrap_or(0) as u64;
                         }
                     }
                     session.sender_verdict(refusal);
@@ -224,7 +265,12 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         Some(max) if conn.recipients >= max => {
                             RcptVerdict::Refuse(Reply::user_too_many_recipients(max))
                         }
-                        _ => match conn.ctx.policy.check(&fp, conn.may_relay()).await {
+                        _ => match conn
+                            .ctx
+                            .policy
+                            .check(&fp, conn.may_relay(), conn.declared_size)
+                            .await
+                        {
                             RcptVerdict::Accept(mailboxes) => {
                                 conn.greylist(&fp.to_string(), mailboxes).await
                             }
@@ -251,6 +297,10 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     let started = std::time::Instant::now();
                     let reply = conn.store(*envelope, body, session.is_tls()).await;
                     crate::ops::metrics::observe_reply_latency(started.elapsed().as_secs_f64());
+                    if reply.code < 400 {
+                        idle_since = tokio::time::Instant::now();
+                        conn.idle_since = idle_since;
+                    }
                     session.message_stored(reply);
                 }
                 Action::StartTls => {
@@ -280,8 +330,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             (now + limits.data_timeout).min(started + limits.message_timeout)
         } else {
             data_started = None;
-            last_command + limits.command_timeout
+            (last_command + limits.command_timeout).min(idle_since + limits.session_idle)
         };
+        let idle_cut = !in_data && deadline == idle_since + limits.session_idle;
         let mut shutdown = conn.shutdown.clone();
         tokio::select! {
             read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => match read {
@@ -289,9 +340,14 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(Ok(n)) => session.receive(&buf[..n]),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
-                    tracing::info!(in_data, "timeout");
                     let mut r = Vec::new();
-                    Reply::timeout(&conn.ctx.hostname).write_to(&mut r);
+                    if idle_cut {
+                        tracing::info!(idle_secs = limits.session_idle.as_secs(), "session closed: no mail within session_idle_secs");
+                        Reply::session_too_long(&conn.ctx.hostname).write_to(&mut r);
+                    } else {
+                        tracing::info!(in_data, "timeout");
+                        Reply::timeout(&conn.ctx.hostname).write_to(&mut r);
+                    }
                     let _ = stream.write_all(&r).await;
                     return Ok(Next::Closed);
                 }
@@ -376,7 +432,7 @@ impl Conn {
             return false;
         }
         match &self.peer {
-            Peer::Local { .. } => true,
+            Peer::Local(_) => true,
             Peer::Tcp(addr) => {
                 self.user.is_some()
                     || self
@@ -393,59 +449,77 @@ impl Conn {
     fn client_ip(&self) -> Option<std::net::IpAddr> {
         match &self.peer {
             Peer::Tcp(a) => Some(a.ip()),
-            Peer::Local { .. } => None,
+            Peer::Local(_) => None,
         }
     }
 
-    /// Checks credentials with throttling; never logs the password.
+    /// Whether the client is in `[submission] trusted_networks` (relays without AUTH).
+    fn trusted_network(&self) -> bool {
+        self.client_ip().is_some_and(|ip| {
+            self.ctx
+                .submission
+                .settings
+                .trusted_networks
+                .iter()
+                .any(|n| n.contains(ip))
+        })
+    }
+
+    /// Checks credentials with throttling; never logs the password. The attempt is counted before the
+    /// password is checked (parallel attempts cannot all run), and checks run a few at a time.
     async fn authenticate(&mut self, c: crate::sasl::Credentials) -> Result<String, Reply> {
         let Some(ip) = self.client_ip() else {
             return Err(Reply::auth_failed());
         };
         let throttle = &self.ctx.throttle;
         let user = c.username.to_lowercase();
+        let shown = Escaped(&user);
         if throttle.blocked(ip, &user) {
-            tracing::warn!(user = %user, "authentication refused: blocked after repeated failures");
+            tracing::warn!(user = %shown, "authentication refused: blocked after repeated failures");
             return Err(Reply::auth_throttled());
         }
+        let after_failure = match throttle.begin(ip, &user) {
+            AfterFailure::Block => {
+                tracing::warn!(user = %shown, "authentication refused: client or account now blocked");
+                return Err(Reply::auth_throttled());
+            }
+            delay => delay,
+        };
         match self.ctx.directory.verify_password(&user, c.password).await {
             Ok(true) => match self.ctx.submission.user(&user).await {
                 Ok(policy) => {
-                    throttle.succeeded(&user);
-                    tracing::info!(user = %user, "authenticated");
+                    throttle.succeeded(ip, &user);
+                    tracing::info!(user = %shown, "authenticated");
                     self.user = Some(policy);
                     Ok(user)
                 }
                 Err(e) => {
-                    tracing::error!(user = %user, error = %e, "cannot load user settings");
+                    tracing::error!(user = %shown, error = %e, "cannot load user settings");
                     Err(Reply::auth_temporary_failure())
                 }
             },
-            Ok(false) => match throttle.failed(ip, &user) {
-                AfterFailure::Delay(d) => {
-                    tracing::warn!(user = %user, delay_ms = d.as_millis() as u64, "authentication failed");
-                    tokio::time::sleep(d).await;
-                    Err(Reply::auth_failed())
-                }
-                AfterFailure::Block => {
-                    tracing::warn!(user = %user, "authentication failed; client and account blocked");
-                    Err(Reply::auth_throttled())
-                }
-            },
+            Ok(false) => {
+                let AfterFailure::Delay(d) = after_failure else {
+                    return Err(Reply::auth_throttled());
+                };
+                tracing::warn!(user = %shown, delay_ms = d.as_millis() as u64, "authentication failed");
+                tokio::time::sleep(d).await;
+                Err(Reply::auth_failed())
+            }
             Err(e) => {
-                tracing::error!(user = %user, error = %e, "password check failed");
+                tracing::error!(user = %shown, error = %e, "password check failed");
                 Err(Reply::auth_temporary_failure())
             }
         }
     }
 
-    /// LMTP: one reply per recipient. A recipient whose mailbox this message would overflow gets 452 4.2.2;
-    /// the others share one durable queue entry and its 250.
+    /// LMTP: one reply per recipient. A recipient whose mailbox this message would overflow gets 452 4.2.2
+    /// (552 5.2.2 if it never fits); the others share one durable queue entry and its 250.
     async fn store_lmtp(&mut self, env: Envelope, body: Vec<u8>, tls_on: bool) -> Vec<Reply> {
         let mut replies: Vec<Option<Reply>> = vec![None; env.recipients.len()];
         let mut keep = Vec::new();
         for (i, r) in env.recipients.iter().enumerate() {
-            match self.over_quota(&r.mailboxes, body.len() as u64).await {
+            match self.quota_refusal(&r.mailboxes, body.len() as u64).await {
                 Some(reply) => {
                     tracing::info!(to = %r.forward_path, reply = %reply.summary(), "recipient refused after data");
                     replies[i] = Some(reply);
@@ -467,18 +541,16 @@ impl Conn {
             .collect()
     }
 
-    /// 452 4.2.2 if a message of `size` octets would overflow the quota of one of these mailboxes.
-    async fn over_quota(&self, mailboxes: &[crate::smtp::Mailbox], size: u64) -> Option<Reply> {
-        for m in mailboxes {
-            let Ok(Some(quota)) = self.ctx.directory.quota(&m.to_string()).await else {
-                continue;
-            };
-            let store = self.ctx.policy.store.clone();
-            let probe = m.clone();
-            if let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || store.usage(&probe)).await
-                && usage.exceeds(quota, size)
-            {
-                return Some(Reply::over_quota(&m.to_string()));
+    /// The refusal for a message of `size` octets that one of these local mailboxes cannot take.
+    async fn quota_refusal(&self, mailboxes: &[crate::smtp::Mailbox], size: u64) -> Option<Reply> {
+        for m in mailboxes
+            .iter()
+            .filter(|m| self.ctx.policy.local_domains.contains(m.domain()))
+        {
+            match self.ctx.policy.fit_mailbox(m, size).await {
+                Fit::Fits => {}
+                Fit::Full => return Some(Reply::over_quota(&m.to_string())),
+                Fit::TooBig => return Some(Reply::exceeds_quota(&m.to_string())),
             }
         }
         None
@@ -486,30 +558,57 @@ impl Conn {
 
     /// Commits the message to the queue; the reply is 250 only once it is on stable storage.
     async fn store(&mut self, env: Envelope, body: Vec<u8>, tls_on: bool) -> Reply {
+        // Kept only if the message is stored; any refusal below gives the place in the hourly limit back.
+        let reservation = self.reservation.take();
         let mut checks_summary = String::new();
-        let mut folder = "";
-        let body = match &self.user {
-            Some(user) => match self
-                .ctx
-                .submission
-                .check_content(user, &self.ctx.hostname, body)
-            {
-                Ok(b) => b,
-                Err(reply) => {
-                    tracing::info!(from = %env.reverse_path, reply = %reply.summary(), "message refused");
-                    return reply;
+        let mut auth_results = None;
+        let mut folder = None;
+        let lmtp = self.ctx.kind == ListenerKind::Lmtp;
+        // Who vouches for the sender: an authenticated user (checked to own it), a trusted network or local
+        // program, or nobody (mail from outside, which is never signed as ours).
+        let (origin, mut may_sign) = match (&self.user, &self.peer) {
+            _ if lmtp => (Origin::Lmtp, false),
+            (Some(_), _) => (Origin::Submission, true),
+            (None, Peer::Local(local)) => (Origin::Local, local.trusted),
+            (None, Peer::Tcp(_)) if self.trusted_network() => (Origin::Submission, true),
+            (None, Peer::Tcp(_)) => (Origin::Outside, false),
+        };
+        let body = match (&self.user, &self.peer) {
+            (Some(user), _) => {
+                match self
+                    .ctx
+                    .submission
+                    .check_content(user, &self.ctx.hostname, body)
+                {
+                    Ok(b) => b,
+                    Err(reply) => {
+                        tracing::info!(from = %env.reverse_path, reply = %reply.summary(), "message refused");
+                        return reply;
+                    }
                 }
-            },
+            }
+            // A local program gets the same fix-ups; an untrusted one is signed for only when its From:
+            // is its own address.
+            (None, Peer::Local(local)) if !lmtp => {
+                if !local.trusted {
+                    may_sign = local
+                        .address
+                        .as_deref()
+                        .is_some_and(|own| self.ctx.from_owned_by(&body, own));
+                }
+                self.ctx.submission.fix_up(&self.ctx.hostname, body)
+            }
             // Mail from outside: SPF, DKIM, ARC, DMARC; refused, quarantined or delivered with the verdict.
-            None if self.client.as_ref().is_some_and(|c| !c.skipped)
-                && self.ctx.checks.as_ref().is_some_and(|c| c.enabled()) =>
+            (None, Peer::Tcp(_))
+                if self.client.as_ref().is_some_and(|c| !c.skipped)
+                    && self.ctx.checks.as_ref().is_some_and(|c| c.enabled()) =>
             {
                 let (Some(checks), Some(client)) = (self.ctx.checks.clone(), self.client.clone())
                 else {
                     return Reply::queue_write_failed();
                 };
-                let verdict = checks
-                    .message(&client, &env.helo, &env.reverse_path.to_string(), &body)
+                let (verdict, body) = checks
+                    .message(&client, &env.helo, &env.reverse_path.to_string(), body)
                     .await;
                 if let Some(reply) = &verdict.reply {
                     tracing::info!(from = %env.reverse_path, checks = %verdict.summary, reply = %reply.summary(), "message refused");
@@ -517,98 +616,92 @@ impl Conn {
                 }
                 checks_summary = verdict.summary.clone();
                 if verdict.action == crate::config::CheckAction::Junk {
-                    folder = "Junk";
+                    folder = Some("Junk".to_string());
                 }
-                checks.rewrite(body, &verdict.header)
+                auth_results = Some(verdict.header);
+                body
             }
-            // A local program is trusted with any sender, but its message gets the same fix-ups.
-            None if matches!(self.peer, Peer::Local { .. }) => {
-                self.ctx.submission.fix_up(&self.ctx.hostname, body)
-            }
-            None => body,
+            (None, _) => body,
         };
-        let queue = &self.ctx.queue;
-        let id = queue.next_id();
+        // The message must fit every local mailbox it goes to: refused now, never bounced later (SMTP has
+        // one reply for all recipients; LMTP already answered per recipient).
+        if !lmtp {
+            let size = body.len() as u64;
+            for r in &env.recipients {
+                if let Some(reply) = self.quota_refusal(&r.mailboxes, size).await {
+                    tracing::info!(from = %env.reverse_path, to = %r.forward_path, reply = %reply.summary(), "message refused");
+                    return reply;
+                }
+            }
+        }
         let trace = match &self.peer {
             Peer::Tcp(addr) => {
-                let tls = if tls_on { self.tls.as_ref() } else { None };
+                let tls = if tls_on { self.tls.clone() } else { None };
                 let hide = self.user.is_some() && self.ctx.submission.settings.hide_client_ip;
-                let rdns = self.client.as_ref().and_then(|c| c.rdns.as_deref());
-                trace::received(
-                    &env.helo,
-                    (!hide).then_some(*addr),
-                    rdns,
+                Trace::Smtp {
+                    helo: env.helo.clone(),
+                    peer: (!hide).then_some(*addr),
+                    rdns: self.client.as_ref().and_then(|c| c.rdns.clone()),
                     tls,
-                    &self.ctx.hostname,
-                    env.protocol,
-                    id,
-                )
+                    protocol: env.protocol,
+                }
             }
-            Peer::Local { uid, .. } => trace::received_local(*uid, &self.ctx.hostname, id),
+            Peer::Local(local) => Trace::Local { uid: local.uid },
         };
         let size = body.len();
-        let local_domains = &self.ctx.policy.local_domains;
-        // One queue recipient per target: an alias that fans out gives several, all under its forward-path.
-        let recipients: Vec<QueuedRecipient> = env
+        let recipients: Vec<Rcpt> = env
             .recipients
             .iter()
-            .flat_map(|r| r.mailboxes.iter().map(move |m| (r, m)))
-            .enumerate()
-            .map(|(i, (r, m))| {
-                let local = is_local(m, local_domains);
-                QueuedRecipient {
-                    idx: i as u32,
+            .flat_map(|r| {
+                r.mailboxes.iter().map(move |m| Rcpt {
                     forward_path: r.forward_path.to_string(),
-                    mailbox: m.to_string(),
-                    transport: if local { "local" } else { "remote" }.to_string(),
+                    mailbox: m.clone(),
                     notify: r.params.notify.map(|n| n.to_param()),
                     orcpt: r.params.orcpt.clone(),
-                    attempts: 0,
-                    delay_notified: false,
-                    folder: if local {
-                        folder.to_string()
-                    } else {
-                        String::new()
-                    },
-                }
+                })
             })
             .collect();
-        let to: Vec<&str> = recipients.iter().map(|r| r.forward_path.as_str()).collect();
+        let to: Vec<String> = recipients.iter().map(|r| r.forward_path.clone()).collect();
         let to = to.join(",");
-        let remote = recipients
-            .iter()
-            .filter(|r| r.transport == "remote")
-            .count();
-        let message = QueuedMessage {
-            id,
-            received_at: id.unix_secs(),
+        let incoming = Incoming {
             reverse_path: env.reverse_path.to_string(),
             body_type: env.params.body.as_str().to_string(),
             smtputf8: env.params.smtputf8,
             ret: env.params.ret.map(|r| r.as_str().to_string()),
             envid: env.params.envid.clone(),
-            trace,
-            body,
-            checks: checks_summary.clone(),
             recipients,
+            body,
+            trace,
+            origin,
+            auth_results,
+            checks: checks_summary.clone(),
+            folder: folder.clone(),
+            may_sign,
         };
         let auth = env.auth.as_deref().unwrap_or("");
-        match queue.enqueue(message).await {
-            Ok(()) => {
+        match self.ctx.intake.accept(incoming).await {
+            Ok(stored) => {
                 self.messages += 1;
                 crate::ops::metrics::inc(
                     "tern_messages_accepted_total",
                     &[("listener", self.ctx.kind.as_str())],
                 );
-                if let Some(user) = &self.user {
-                    self.ctx.submission.record_sent(user);
+                if let Some(r) = reservation {
+                    r.keep();
                 }
+                let id = stored.id;
+                let remote = stored
+                    .recipients
+                    .iter()
+                    .filter(|r| r.transport == crate::queue::Transport::Remote)
+                    .count();
                 tracing::info!(queue_id = %id, from = %env.reverse_path, to = %to, size, protocol = env.protocol,
-                    sasl_user = auth, remote, checks = %checks_summary, folder, "message accepted");
+                    sasl_user = %Escaped(auth), remote, checks = %checks_summary, folder = folder.as_deref().unwrap_or(""),
+                    dkim_domain = stored.dkim_domain.as_deref().unwrap_or(""), origin = origin.as_str(), "message accepted");
                 Reply::queued(&id.to_string())
             }
             Err(e) => {
-                tracing::error!(queue_id = %id, from = %env.reverse_path, to = %to, error = %e, "message not queued");
+                tracing::error!(from = %env.reverse_path, to = %to, error = %e, "message not queued");
                 Reply::queue_write_failed()
             }
         }

@@ -1,4 +1,6 @@
-//! Connection limits: in total and per client IP address. A slot is held for the life of a session.
+//! Connection limits: in total and per client (an IPv4 address or an IPv6 /64, see
+//! [`super::throttle::client_key`]: a host with a /64 must not get a fresh limit per address). A slot is held
+//! for the life of a session.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -50,6 +52,7 @@ impl ConnLimiter {
     }
 
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Over> {
+        let ip = super::throttle::client_key(ip);
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if c.total >= self.max_total {
             return Err(Over::Total);
@@ -106,5 +109,17 @@ mod tests {
         drop(s1);
         let _s4 = l.try_acquire(a).unwrap();
         assert_eq!(l.active(), 3);
+    }
+
+    #[test]
+    fn an_ipv6_64_shares_one_per_ip_limit() {
+        let l = ConnLimiter::new(10, 2);
+        let _a = l.try_acquire("2001:db8::1".parse().unwrap()).unwrap();
+        let _b = l.try_acquire("2001:db8::2".parse().unwrap()).unwrap();
+        assert_eq!(
+            l.try_acquire("2001:db8::3".parse().unwrap()).unwrap_err(),
+            Over::PerIp
+        );
+        assert!(l.try_acquire("2001:db8:0:1::1".parse().unwrap()).is_ok());
     }
 }

@@ -4,6 +4,7 @@
 //! task, inside a tracing span that carries the client address, so its errors stay in its log lines.
 
 mod connection;
+pub use connection::LocalSender;
 pub mod limits;
 pub mod policy;
 pub mod submission;
@@ -36,7 +37,67 @@ pub struct Inbound {
     /// SPF/DKIM/DMARC, blocklists and greylisting for mail from other MTAs (relay listener).
     pub checks: Option<Arc<crate::checks::Checks>>,
     pub queue: Queue,
+    pub intake: Arc<crate::intake::Intake>,
     pub limiter: Arc<ConnLimiter>,
+    /// Uids that may send as anyone through the sendmail socket (root, the service user, trusted users).
+    pub trusted_uids: Arc<Vec<u32>>,
+    /// The domain a local user's login name is qualified with (the first local domain).
+    pub origin: crate::smtp::Domain,
+    /// Sessions on the sendmail socket: in total and per Unix user.
+    pub local_limits: Arc<ConnLimiter>,
+}
+
+impl Inbound {
+    /// Who a sendmail-socket peer is: its login name, its own address, whether it may use any sender.
+    pub fn local_sender(&self, uid: u32) -> LocalSender {
+        let name = crate::ops::privileges::user_name(uid);
+        let address = name
+            .as_deref()
+            .map(|n| format!("{}@{}", n.to_lowercase(), self.origin))
+            .filter(|a| crate::smtp::Mailbox::parse(a, false).is_ok());
+        LocalSender {
+            uid,
+            name,
+            address,
+            trusted: self.trusted_uids.contains(&uid),
+        }
+    }
+
+    /// MAIL FROM on the sendmail socket: a trusted user may give any sender (`-f`), the null one included;
+    /// anyone else only their own address (or a subaddress of it), as Postfix maps a uid to a sender.
+    pub fn local_sender_refusal(
+        &self,
+        local: &LocalSender,
+        reverse_path: &crate::smtp::ReversePath,
+    ) -> Option<Reply> {
+        if local.trusted {
+            return None;
+        }
+        let who = local
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("uid {}", local.uid));
+        let claimed = reverse_path.to_string();
+        match &local.address {
+            Some(own) if !claimed.is_empty() && self.submission.owns(own, &claimed) => None,
+            _ => Some(Reply::local_sender_refused(&claimed, &who)),
+        }
+    }
+
+    /// Whether the message's one From: address belongs to `own`.
+    pub fn from_owned_by(&self, body: &[u8], own: &str) -> bool {
+        if crate::message::count(body, "From") != 1 {
+            return false;
+        }
+        mail_parser::MessageParser::new()
+            .parse_headers(crate::message::header_block(body))
+            .and_then(|h| {
+                let list = h.from()?;
+                let only = (list.iter().count() == 1).then(|| list.first())??;
+                only.address().map(|a| self.submission.owns(own, a))
+            })
+            .unwrap_or(false)
+    }
 }
 
 /// Accepts connections until shutdown. Each connection takes the context current when it arrives, so a
@@ -106,12 +167,43 @@ pub async fn serve_local(
             _ = shutdown.fired() => return,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((mut stream, _)) => {
                 let ctx = contexts.borrow().clone();
                 let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
                 let span = tracing::info_span!("local", listener = ctx.kind.as_str(), uid);
+                // One slot per connection, counted per Unix user (as an address in 0.0.0.0/8 that no
+                // TCP peer has), so that one local user cannot take every session.
+                let key = std::net::IpAddr::V4(std::net::Ipv4Addr::from(uid & 0x00ff_ffff));
+                let slot = match ctx.local_limits.try_acquire(key) {
+                    Ok(slot) => slot,
+                    Err(over) => {
+                        let mut out = Vec::new();
+                        Reply::too_many_connections(over.scope()).write_to(&mut out);
+                        tokio::spawn(
+                            async move {
+                                tracing::warn!(
+                                    limit = over.scope(),
+                                    "local connection refused: too many connections"
+                                );
+                                let _ = tokio::time::timeout(
+                                    std::time::Duration::from_secs(5),
+                                    stream.write_all(&out),
+                                )
+                                .await;
+                            }
+                            .instrument(span),
+                        );
+                        continue;
+                    }
+                };
+                let sender = ctx.local_sender(uid);
+                let shutdown = shutdown.clone();
                 tokio::spawn(
-                    connection::handle_local(ctx, stream, uid, shutdown.clone()).instrument(span),
+                    async move {
+                        connection::handle_local(ctx, stream, sender, shutdown).await;
+                        drop(slot);
+                    }
+                    .instrument(span),
                 );
             }
             Err(e) => {

@@ -15,10 +15,27 @@ pub struct RecipientPolicy {
     pub store: std::sync::Arc<dyn crate::mailbox::MailboxStore>,
 }
 
+/// Whether a message fits a mailbox's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    Fits,
+    /// Not now (the mailbox is too full): 452 4.2.2.
+    Full,
+    /// Never: the message alone is bigger than the quota: 552 5.2.2.
+    TooBig,
+}
+
 impl RecipientPolicy {
-    /// `may_relay`: the client authenticated, is a local program, or is in a trusted network.
-    pub async fn check(&self, forward_path: &ForwardPath, may_relay: bool) -> RcptVerdict {
-        match self.resolve(forward_path, may_relay).await {
+    /// `may_relay`: the client authenticated, is a local program, or is in a trusted network. `size`: the
+    /// octets the client announced (SIZE=), 0 when it did not: a mailbox that cannot take them is refused now
+    /// rather than accepted and bounced later.
+    pub async fn check(
+        &self,
+        forward_path: &ForwardPath,
+        may_relay: bool,
+        size: u64,
+    ) -> RcptVerdict {
+        match self.resolve(forward_path, may_relay, Some(size)).await {
             Ok(verdict) => verdict,
             Err(e) => {
                 tracing::error!(error = %e, to = %forward_path, "recipient lookup failed");
@@ -27,10 +44,20 @@ impl RecipientPolicy {
         }
     }
 
+    /// For a message tern itself generates (a DSN): resolved like a RCPT from a client that may relay, with
+    /// no quota check (delivery defers it if the mailbox is full).
+    pub async fn resolve_for_generated(
+        &self,
+        forward_path: &ForwardPath,
+    ) -> Result<RcptVerdict, DirectoryError> {
+        self.resolve(forward_path, true, None).await
+    }
+
     async fn resolve(
         &self,
         forward_path: &ForwardPath,
         may_relay: bool,
+        quota_size: Option<u64>,
     ) -> Result<RcptVerdict, DirectoryError> {
         let given = match forward_path {
             ForwardPath::Postmaster => {
@@ -60,7 +87,14 @@ impl RecipientPolicy {
         });
         for candidate in std::iter::once(&mailbox).chain(base.as_ref()) {
             if let Some((user, quota)) = self.directory.lookup_with_quota(candidate).await? {
-                return Ok(self.within_quota(user, quota).await);
+                let Some(size) = quota_size else {
+                    return Ok(RcptVerdict::Accept(vec![user]));
+                };
+                return Ok(match self.fit(&user, quota, size).await {
+                    Fit::Fits => RcptVerdict::Accept(vec![user]),
+                    Fit::Full => RcptVerdict::Refuse(Reply::over_quota(&user.to_string())),
+                    Fit::TooBig => RcptVerdict::Refuse(Reply::exceeds_quota(&user.to_string())),
+                });
             }
             if let Some(targets) = self.directory.alias(candidate).await? {
                 return Ok(RcptVerdict::Accept(targets));
@@ -72,19 +106,28 @@ impl RecipientPolicy {
         Ok(RcptVerdict::Refuse(Reply::unknown_user(&given.to_string())))
     }
 
-    /// 452 4.2.2 when the user's mailbox is already full (a later delivery that overflows it is deferred).
-    async fn within_quota(&self, user: Mailbox, quota: crate::directory::Quota) -> RcptVerdict {
+    /// The one quota rule, for RCPT, the end of DATA and LMTP: whether `size` more octets (and one more
+    /// message) fit `user`'s quota. A store error lets the message through: delivery checks again.
+    pub async fn fit(&self, user: &Mailbox, quota: crate::directory::Quota, size: u64) -> Fit {
         let Some(quota) = quota else {
-            return RcptVerdict::Accept(vec![user]);
+            return Fit::Fits;
         };
+        if quota.0.is_some_and(|b| size > b) {
+            return Fit::TooBig;
+        }
         let store = self.store.clone();
         let probe = user.clone();
-        let usage = tokio::task::spawn_blocking(move || store.usage(&probe)).await;
-        match usage {
-            Ok(Ok(u)) if u.exceeds(quota, 0) => {
-                RcptVerdict::Refuse(Reply::over_quota(&user.to_string()))
-            }
-            _ => RcptVerdict::Accept(vec![user]),
+        match tokio::task::spawn_blocking(move || store.usage(&probe)).await {
+            Ok(Ok(u)) if u.exceeds(quota, size) => Fit::Full,
+            _ => Fit::Fits,
+        }
+    }
+
+    /// [`Self::fit`] for a mailbox whose quota is not at hand (local users only; others always fit).
+    pub async fn fit_mailbox(&self, mailbox: &Mailbox, size: u64) -> Fit {
+        match self.directory.lookup_with_quota(mailbox).await {
+            Ok(Some((user, quota))) => self.fit(&user, quota, size).await,
+            _ => Fit::Fits,
         }
     }
 }

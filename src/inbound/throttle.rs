@@ -1,5 +1,9 @@
 //! Failed-login throttling per client IP and per account: each failure is answered after a growing delay;
 //! `failures_before_block` failures within the window block the IP or account (421 4.7.0) for a while.
+//!
+//! An attempt counts as a failure from the moment it starts ([`AuthThrottle::begin`]) and is taken back
+//! only when the password was right, so that attempts made in parallel cannot all slip under the limit.
+//! Clients are keyed by IPv4 address or IPv6 /64 ([`client_key`]): one host owns a whole /64.
 
 use crate::config::AuthSettings;
 use std::collections::HashMap;
@@ -10,6 +14,23 @@ use tokio::time::Instant;
 
 /// Entries kept at most; past this, expired ones are dropped first and then the oldest.
 const MAX_ENTRIES: usize = 100_000;
+
+/// Expired entries are swept at most this often (not on every failure).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The address a client is counted by: an IPv4 address (IPv4-mapped IPv6 included) or an IPv6 /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
@@ -35,19 +56,30 @@ pub enum AfterFailure {
 
 pub struct AuthThrottle {
     settings: AuthSettings,
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Mutex<Entries>,
+}
+
+struct Entries {
+    map: HashMap<Key, Entry>,
+    swept: Instant,
 }
 
 impl AuthThrottle {
     pub fn new(settings: AuthSettings) -> AuthThrottle {
         AuthThrottle {
             settings,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                swept: Instant::now(),
+            }),
         }
     }
 
     fn keys(ip: IpAddr, account: &str) -> [Key; 2] {
-        [Key::Ip(ip), Key::Account(account.to_lowercase())]
+        [
+            Key::Ip(client_key(ip)),
+            Key::Account(account.to_lowercase()),
+        ]
     }
 
     /// Whether the IP or the account is blocked now.
@@ -56,21 +88,38 @@ impl AuthThrottle {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         Self::keys(ip, account).iter().any(|k| {
             entries
+                .map
                 .get(k)
                 .and_then(|e| e.blocked_until)
                 .is_some_and(|until| until > now)
         })
     }
 
+    /// Counts an attempt as a failure before its password is checked; [`Self::succeeded`] takes it back.
+    /// `Block`: the attempt is refused without checking anything.
+    pub fn begin(&self, ip: IpAddr, account: &str) -> AfterFailure {
+        self.failed(ip, account)
+    }
+
     pub fn failed(&self, ip: IpAddr, account: &str) -> AfterFailure {
         let now = Instant::now();
         let s = &self.settings;
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, e| {
+        let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = &mut *guard;
+        if now.duration_since(entries.swept) >= SWEEP_EVERY || entries.map.len() >= MAX_ENTRIES {
+            entries.swept = now;
+            entries.map.retain(|_, e| {
                 now.duration_since(e.since) < s.window || e.blocked_until.is_some_and(|u| u > now)
             });
+            // Still full of live entries (a flood of fresh addresses): the oldest go first.
+            if entries.map.len() >= MAX_ENTRIES {
+                let mut since: Vec<Instant> = entries.map.values().map(|e| e.since).collect();
+                since.sort();
+                let cut = since[since.len() - MAX_ENTRIES / 2];
+                entries.map.retain(|_, e| e.since >= cut);
+            }
         }
+        let entries = &mut entries.map;
         let mut worst = 0;
         let mut block = false;
         for key in Self::keys(ip, account) {
@@ -100,10 +149,23 @@ impl AuthThrottle {
         }
     }
 
-    /// A good login clears the account's failures (not the IP's: one right password must not hide a scan).
-    pub fn succeeded(&self, account: &str) {
+    /// A good login clears the account's failures and takes back the IP's count for this attempt (not its
+    /// earlier failures: one right password must not hide a scan).
+    pub fn succeeded(&self, ip: IpAddr, account: &str) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.remove(&Key::Account(account.to_lowercase()));
+        entries.map.remove(&Key::Account(account.to_lowercase()));
+        if let Some(e) = entries.map.get_mut(&Key::Ip(client_key(ip))) {
+            e.failures = e.failures.saturating_sub(1);
+        }
+    }
+
+    /// Entries held now (for tests of the bound).
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.map.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -117,6 +179,7 @@ mod tests {
             window: Duration::from_secs(900),
             block: Duration::from_secs(600),
             failure_delay: Duration::from_secs(1),
+            parallel_checks: 4,
         })
     }
 
@@ -150,7 +213,7 @@ mod tests {
         for i in 1..=2u8 {
             t.failed(IpAddr::from([198, 51, 100, i]), "alice@example.test");
         }
-        t.succeeded("Alice@example.test");
+        t.succeeded("198.51.100.2".parse().unwrap(), "Alice@example.test");
         assert_eq!(
             t.failed("203.0.113.9".parse().unwrap(), "alice@example.test"),
             AfterFailure::Delay(Duration::from_secs(1))
@@ -161,5 +224,49 @@ mod tests {
             AfterFailure::Block
         );
         assert!(t.blocked("203.0.113.12".parse().unwrap(), "ALICE@example.test"));
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_client() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(
+            client_key(a),
+            client_key("2001:db8:1:3::1".parse().unwrap())
+        );
+        assert_eq!(
+            client_key("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parallel_attempts_are_counted_before_they_are_checked() {
+        let t = throttle();
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        // Three attempts begun together: the third is refused at once, whatever its password.
+        assert!(matches!(
+            t.begin(ip, "alice@example.test"),
+            AfterFailure::Delay(_)
+        ));
+        assert!(matches!(
+            t.begin("2001:db8::2".parse().unwrap(), "alice@example.test"),
+            AfterFailure::Delay(_)
+        ));
+        assert_eq!(t.begin(ip, "alice@example.test"), AfterFailure::Block);
+        assert!(t.blocked("2001:db8::ffff".parse().unwrap(), "carol@example.test"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_entries_are_swept() {
+        let t = throttle();
+        for i in 0..50u8 {
+            t.failed(IpAddr::from([192, 0, 2, i]), &format!("u{i}@example.test"));
+        }
+        assert_eq!(t.len(), 100);
+        tokio::time::advance(Duration::from_secs(901)).await;
+        t.failed("198.51.100.1".parse().unwrap(), "x@example.test");
+        assert_eq!(t.len(), 2);
     }
 }

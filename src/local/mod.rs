@@ -4,8 +4,9 @@
 //! once for it. The queue's `conclude` logs one line per recipient and decides retries and DSNs.
 
 use crate::directory::Directory;
+use crate::intake::{Attempt, Intake};
 use crate::mailbox::{Delivery, MailboxStore};
-use crate::queue::{Attempt, Job, Queue};
+use crate::queue::Job;
 use crate::smtp::Mailbox;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ pub fn start(
     workers: usize,
     jobs: mpsc::UnboundedReceiver<Job>,
     store: Arc<dyn MailboxStore>,
-    queue: Queue,
+    intake: Arc<Intake>,
     directory: Directory,
 ) {
     let jobs = Arc::new(Mutex::new(jobs));
@@ -50,7 +51,7 @@ pub fn start(
         tokio::spawn(worker(
             jobs.clone(),
             store.clone(),
-            queue.clone(),
+            intake.clone(),
             quotas.clone(),
         ));
     }
@@ -59,7 +60,7 @@ pub fn start(
 async fn worker(
     jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
     store: Arc<dyn MailboxStore>,
-    queue: Queue,
+    intake: Arc<Intake>,
     quotas: Arc<QuotaCache>,
 ) {
     loop {
@@ -88,15 +89,20 @@ async fn worker(
         {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, "local delivery task failed; the batch stays queued for retry");
+                // The batch's jobs went with the task: their claims defer the recipients and wake the
+                // scheduler, so nothing waits for a restart.
+                tracing::error!(error = %e, "local delivery task failed; its recipients are deferred");
                 continue;
             }
         };
         let mut reports = Vec::with_capacity(batch.len());
+        let mut dsns = Vec::new();
         for (job, attempts) in batch.iter().zip(attempts) {
-            reports.push(queue.conclude(job, attempts, started).await);
+            let (report, mut d) = intake.conclude(job, attempts, started).await;
+            reports.push(report);
+            dsns.append(&mut d);
         }
-        queue.record(reports).await;
+        intake.queue.record(reports, dsns).await;
     }
 }
 

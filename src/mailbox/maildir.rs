@@ -36,11 +36,25 @@ impl Maildir {
         }
     }
 
-    /// The Maildir of a mailbox. Local parts of users are checked to be safe folder names when the user is made.
-    pub fn path_of(&self, mailbox: &Mailbox) -> PathBuf {
-        self.root
-            .join(mailbox.domain().as_str())
-            .join(mailbox.local_part().to_lowercase())
+    /// The Maildir of a mailbox: `<root>/<domain>/<local-part>`. Whatever the caller, a name that could
+    /// leave the folder (`/`, `..`, a leading dot, quotes, backslashes, control characters, an address
+    /// literal) is refused here, so no path is ever built from an unchecked address.
+    pub fn path_of(&self, mailbox: &Mailbox) -> Result<PathBuf, MailboxError> {
+        let local = mailbox.local_part().to_lowercase();
+        let domain = mailbox.domain().as_str().to_lowercase();
+        for part in [&local, &domain] {
+            if !super::safe_name(part) {
+                return Err(MailboxError {
+                    path: format!("{}/{domain}/{local}", self.root.display()),
+                    op: "resolve",
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("{part:?} is not a safe mailbox folder name"),
+                    ),
+                });
+            }
+        }
+        Ok(self.root.join(domain).join(local))
     }
 
     /// Creates the Maildir and the folders above it, fsyncing each parent whose entries changed.
@@ -108,7 +122,7 @@ impl Maildir {
 
     /// The Maildir++ folder `.Name` inside a mailbox (Dovecot's layout), marked with a `maildirfolder` file.
     fn folder_of(&self, mailbox: &Mailbox, folder: &str) -> Result<PathBuf, MailboxError> {
-        self.folder_at(&self.path_of(mailbox), folder)
+        self.folder_at(&self.path_of(mailbox)?, folder)
     }
 
     fn folder_at(&self, root: &Path, folder: &str) -> Result<PathBuf, MailboxError> {
@@ -130,7 +144,7 @@ impl Maildir {
         let dir = match item.folder.as_deref().filter(|f| !f.is_empty()) {
             Some(folder) => self.folder_of(&item.mailbox, folder)?,
             None => {
-                let dir = self.path_of(&item.mailbox);
+                let dir = self.path_of(&item.mailbox)?;
                 self.ensure(&dir)?;
                 dir
             }
@@ -289,7 +303,7 @@ static IMPORT_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 impl MailboxStore for Maildir {
     fn folders(&self, mailbox: &Mailbox) -> Result<Vec<super::FolderInfo>, MailboxError> {
         let mut out = Vec::new();
-        for (name, dir) in folder_dirs(&self.path_of(mailbox)) {
+        for (name, dir) in folder_dirs(&self.path_of(mailbox)?) {
             let mut info = super::FolderInfo {
                 name,
                 messages: 0,
@@ -314,7 +328,7 @@ impl MailboxStore for Maildir {
         mailbox: &Mailbox,
         f: &mut dyn FnMut(super::StoredMessage) -> Result<(), MailboxError>,
     ) -> Result<(), MailboxError> {
-        self.for_each_at(&self.path_of(mailbox), f)
+        self.for_each_at(&self.path_of(mailbox)?, f)
     }
 
     fn import(
@@ -322,7 +336,7 @@ impl MailboxStore for Maildir {
         mailbox: &Mailbox,
         messages: &[super::StoredMessage],
     ) -> Result<(), MailboxError> {
-        self.import_at(&self.path_of(mailbox), messages)
+        self.import_at(&self.path_of(mailbox)?, messages)
     }
 
     fn usage(&self, mailbox: &Mailbox) -> Result<super::Usage, MailboxError> {
@@ -391,7 +405,7 @@ impl Maildir {
 
 impl Maildir {
     fn usage_of(&self, mailbox: &Mailbox) -> Result<super::Usage, MailboxError> {
-        let root = self.path_of(mailbox);
+        let root = self.path_of(mailbox)?;
         let mut usage = super::Usage::default();
         let mut dirs = vec![root.clone()];
         if let Ok(entries) = fs::read_dir(&root) {
@@ -457,6 +471,26 @@ mod tests {
             body: Arc::new(b"Subject: x\n\nhello\n".to_vec()),
             check_existing: check,
         }
+    }
+
+    #[test]
+    fn unsafe_names_never_become_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Maildir::new(dir.path().join("mail"));
+        for bad in [
+            "\"/../../x\"@example.test",
+            "\"..\"@example.test",
+            "\"a\\\\b\"@example.test",
+            "\".hidden\"@example.test",
+            "a@[127.0.0.1]",
+        ] {
+            let m = Mailbox::parse(bad, false).unwrap_or_else(|e| panic!("{bad}: {e}"));
+            assert!(md.path_of(&m).is_err(), "{bad}");
+            let mut d = item("1.Q1_0.mx", false);
+            d.mailbox = m;
+            assert!(md.deliver(&[d])[0].is_err(), "{bad}");
+        }
+        assert!(!dir.path().join("x\"").exists() && !dir.path().join("mail").join("x\"").exists());
     }
 
     #[test]

@@ -20,6 +20,17 @@ pub struct MailboxError {
     pub source: std::io::Error,
 }
 
+/// Whether `name` may be one component of a path under the mail folder: not empty, not `.`/`..` nor
+/// starting with a dot, and without `/`, `\`, quotes, brackets or control characters.
+pub fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '/' | '\\' | '"' | '[' | ']' | '\0'))
+}
+
 /// One copy of a message for one mailbox.
 #[derive(Debug)]
 pub struct Delivery {

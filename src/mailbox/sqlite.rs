@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/mailbox/migrations");
 
+/// Makes temporary blob names unique between threads of one process.
+static BLOB_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One message to append.
 struct NewMessage {
     user: String,
@@ -55,25 +58,42 @@ impl SqliteStore {
         self.runtime.block_on(f)
     }
 
-    /// Writes a body as a content-addressed file (once), fsynced; returns its name.
+    /// Writes a body as a content-addressed file (once), fsynced with the folders that name it; returns its
+    /// name. A blob already there is fsynced again before it is relied on: it may be the rename of a write
+    /// whose folder fsync has not happened yet (another delivery's, still in flight, or one that failed).
     fn write_blob(&self, body: &[u8]) -> Result<String, MailboxError> {
         let digest = ring::digest::digest(&ring::digest::SHA256, body);
         let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         let dir = self.blobs.join(&hex[..2]);
         let path = dir.join(&hex);
-        if path.exists() {
+        let sync = |p: &Path| {
+            std::fs::File::open(p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| super::io_error(p, "fsync", e))
+        };
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == body.len() as u64) {
+            sync(&path)?;
+            sync(&dir)?;
             return Ok(hex);
         }
+        let dir_existed = dir.is_dir();
+        let blobs_existed = self.blobs.is_dir();
         std::fs::create_dir_all(&dir).map_err(|e| super::io_error(&dir, "mkdir", e))?;
-        let tmp = dir.join(format!(".{hex}.tmp{}", std::process::id()));
+        // A folder just made is durable once its parent is fsynced.
+        if !blobs_existed && let Some(parent) = self.blobs.parent() {
+            sync(parent)?;
+        }
+        if !dir_existed {
+            sync(&self.blobs)?;
+        }
+        let n = BLOB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{hex}.tmp{}.{n}", std::process::id()));
         let mut f = std::fs::File::create(&tmp).map_err(|e| super::io_error(&tmp, "create", e))?;
         f.write_all(body)
             .and_then(|_| f.sync_data())
             .map_err(|e| super::io_error(&tmp, "write", e))?;
         std::fs::rename(&tmp, &path).map_err(|e| super::io_error(&path, "rename", e))?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| super::io_error(&dir, "fsync", e))?;
+        sync(&dir)?;
         Ok(hex)
     }
 

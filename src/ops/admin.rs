@@ -6,14 +6,28 @@ use crate::shutdown::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Requests served at once; further connections wait in the listen queue.
+const MAX_CONNECTIONS: usize = 16;
+/// Longest a request may take from accept to the end of the answer.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub async fn serve(listener: TcpListener, queue: Queue, mut shutdown: Shutdown) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A slot first, then accept: a client that opens connections and says nothing holds at most 16.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.fired() => return,
         };
         if let Ok((stream, _)) = accepted {
-            tokio::spawn(handle(stream, queue.clone()));
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(REQUEST_DEADLINE, handle(stream, queue)).await;
+                drop(permit);
+            });
         }
     }
 }

@@ -26,23 +26,27 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: UnixListener,
+    intake: std::sync::Arc<crate::intake::Intake>,
+    mut shutdown: Shutdown,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.fired() => return,
         };
         if let Ok((stream, _)) = accepted {
-            tokio::spawn(handle(stream, queue.clone()));
+            tokio::spawn(handle(stream, intake.clone()));
         }
     }
 }
 
-async fn handle(stream: UnixStream, queue: Queue) {
+async fn handle(stream: UnixStream, intake: std::sync::Arc<crate::intake::Intake>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let answer = answer(&queue, line.trim()).await;
+        let answer = answer(&intake, line.trim()).await;
         if write
             .write_all(format!("{answer}\n").as_bytes())
             .await
@@ -53,7 +57,8 @@ async fn handle(stream: UnixStream, queue: Queue) {
     }
 }
 
-async fn answer(queue: &Queue, line: &str) -> String {
+async fn answer(intake: &crate::intake::Intake, line: &str) -> String {
+    let queue: &Queue = &intake.queue;
     let mut words = line.split_whitespace();
     let verb = words.next().unwrap_or("").to_ascii_uppercase();
     let id = words
@@ -76,7 +81,7 @@ async fn answer(queue: &Queue, line: &str) -> String {
             .await
             .map(|_| format!("{id} deleted"))
             .map_err(|e| e.to_string()),
-        ("BOUNCE", Some(Ok(id))) => queue
+        ("BOUNCE", Some(Ok(id))) => intake
             .bounce(id)
             .await
             .map(|n| format!("{id}: {n} recipients returned to sender"))

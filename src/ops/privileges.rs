@@ -1,7 +1,10 @@
 //! Running as root only as long as needed: the listeners are bound (ports below 1024) and the TLS key read,
 //! then the process becomes `[server] user` and `group` before it reads a client's byte.
+//!
+//! Users and groups are looked up through NSS (nix's getpwnam_r/getgrnam_r), so LDAP or systemd-userdb
+//! accounts work as in /etc/passwd. setgid/setuid are nix's, which change every thread of the process.
 
-use std::ffi::CString;
+use nix::unistd::{Gid, Group, Uid, User};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,33 +18,51 @@ pub enum PrivilegeError {
     )]
     Root,
     #[error("cannot switch to {what}: {source}")]
-    Switch {
-        what: String,
-        source: std::io::Error,
-    },
+    Switch { what: String, source: nix::Error },
 }
 
-/// The uid and primary gid of `user` (from the system's user database).
-fn lookup_user(user: &str) -> Option<(u32, u32)> {
-    let name = CString::new(user).ok()?;
-    // SAFETY: getpwnam returns a pointer to static storage or null; read before any other call.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        return None;
-    }
-    // SAFETY: non-null result of getpwnam.
-    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+/// The uid and primary gid of `user`.
+pub fn lookup_user(user: &str) -> Option<(u32, u32)> {
+    User::from_name(user)
+        .ok()
+        .flatten()
+        .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+}
+
+/// The login name of a uid, if the user database knows it.
+pub fn user_name(uid: u32) -> Option<String> {
+    User::from_uid(Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 fn lookup_group(group: &str) -> Option<u32> {
-    let name = CString::new(group).ok()?;
-    // SAFETY: as for getpwnam.
-    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
-    if gr.is_null() {
-        return None;
+    Group::from_name(group)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+}
+
+/// Whether the process runs as root.
+pub fn is_root() -> bool {
+    Uid::effective().is_root()
+}
+
+/// The uid the daemon serves as: `[server] user` when started as root with one, else its own.
+pub fn service_uid(user: Option<&str>) -> u32 {
+    match user {
+        Some(u) if is_root() => lookup_user(u).map_or(0, |(uid, _)| uid),
+        _ => Uid::effective().as_raw(),
     }
-    // SAFETY: non-null result of getgrnam.
-    unsafe { Some((*gr).gr_gid) }
+}
+
+/// Files are created 0640 and folders 0750 at most, whatever umask the daemon was started with: queue,
+/// databases and mailboxes are nobody else's business.
+pub fn restrict_umask() {
+    use nix::sys::stat::{Mode, umask};
+    let old = umask(Mode::from_bits_truncate(0o027));
+    umask(old | Mode::from_bits_truncate(0o027));
 }
 
 /// When running as root: hands `owned` paths to the account, then drops to it for good.
@@ -51,8 +72,7 @@ pub fn drop_to(
     allow_root: bool,
     owned: &[&Path],
 ) -> Result<(), PrivilegeError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         return Ok(());
     }
     let Some(user) = user else {
@@ -70,39 +90,68 @@ pub fn drop_to(
     for path in owned {
         chown_tree(path, uid, gid);
     }
-    let err = |what: &str| PrivilegeError::Switch {
-        what: what.to_string(),
-        source: std::io::Error::last_os_error(),
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |source| PrivilegeError::Switch { what, source }
     };
-    // SAFETY: plain system calls on integers; failure is checked.
-    unsafe {
-        if libc::setgroups(0, std::ptr::null()) != 0 {
-            return Err(err("no supplementary groups"));
-        }
-        if libc::setgid(gid) != 0 {
-            return Err(err(&format!("group {gid}")));
-        }
-        if libc::setuid(uid) != 0 {
-            return Err(err(&format!("user {user}")));
-        }
-    }
+    nix::unistd::setgroups(&[]).map_err(err("no supplementary groups"))?;
+    nix::unistd::setgid(Gid::from_raw(gid)).map_err(err(&format!("group {gid}")))?;
+    nix::unistd::setuid(Uid::from_raw(uid)).map_err(err(&format!("user {user}")))?;
     tracing::info!(user, uid, gid, "dropped root privileges");
     Ok(())
 }
 
 /// Gives a folder (and what is in it) to uid:gid, so the daemon can still write there after the switch.
+///
+/// Runs as root over a folder the service user could write to on an earlier run, so nothing in it is
+/// trusted: symbolic links are never followed (the link itself is changed, its target never), and a file
+/// with more than one hard link is left alone (it may be a link to /etc/shadow).
 fn chown_tree(path: &Path, uid: u32, gid: u32) {
-    let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
-    if path.is_dir()
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    let ft = meta.file_type();
+    if ft.is_file() && meta.nlink() > 1 {
+        tracing::warn!(path = %path.display(), links = meta.nlink(), "not changing the owner of a file with several hard links");
+        return;
+    }
+    let _ = std::os::unix::fs::lchown(path, Some(uid), Some(gid));
+    if ft.is_dir()
         && let Ok(entries) = std::fs::read_dir(path)
     {
         for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                chown_tree(&p, uid, gid);
-            } else {
-                let _ = std::os::unix::fs::lchown(&p, Some(uid), Some(gid));
-            }
+            chown_tree(&e.path(), uid, gid);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chown_tree_never_follows_a_link_nor_touches_a_hard_link() {
+        use std::os::unix::fs::MetadataExt;
+        if !super::is_root() {
+            return;
+        }
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("root-owned");
+        std::fs::write(&target, b"secret").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
+        std::fs::hard_link(&target, dir.path().join("hard")).unwrap();
+        std::fs::write(dir.path().join("own"), b"x").unwrap();
+        super::chown_tree(dir.path(), 65534, 65534);
+        assert_eq!(std::fs::metadata(&target).unwrap().uid(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("own")).unwrap().uid(),
+            65534
+        );
+        assert_eq!(
+            std::fs::symlink_metadata(dir.path().join("link"))
+                .unwrap()
+                .uid(),
+            65534
+        );
     }
 }

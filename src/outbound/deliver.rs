@@ -8,13 +8,21 @@ use super::client::{
 };
 use crate::config::TlsPolicy;
 use crate::dns::{DnsError, Route};
-use crate::queue::{Attempt, QueuedMessage, QueuedRecipient};
+use crate::intake::Attempt;
+use crate::queue::{QueuedMessage, QueuedRecipient};
 use crate::smtp::Reply;
 use crate::smtp::client::{MailOptions, dot_stuff, mail_command, rcpt_command};
 use std::net::SocketAddr;
 
-/// Why this host could not take the message, so the next host should be tried.
-struct TryNext(String);
+/// Why this host could not take the message, so the next host should be tried; `permanent` when it refused
+/// the session itself (a 5xx greeting or EHLO): if every host does, the recipients fail for good.
+struct TryNext(String, bool);
+
+impl TryNext {
+    fn temporary(reason: String) -> TryNext {
+        TryNext(reason, false)
+    }
+}
 
 fn all(rcpts: &[&QueuedRecipient], f: impl Fn() -> Attempt) -> Vec<Attempt> {
     rcpts.iter().map(|_| f()).collect()
@@ -34,29 +42,56 @@ fn temporary(reply: impl Into<String>, relay: Option<String>) -> Attempt {
     }
 }
 
-/// The reply's class decides: 2xx ok, 4xx temporary, 5xx permanent.
+/// The reply's class decides: 2xx ok, 5xx permanent; 4xx, and a 3xx where none belongs (a final reply
+/// to the message, or to RCPT), are temporary: a 3xx never means the message was taken.
 fn judge(reply: &Reply, relay: &str) -> Attempt {
     let text = reply.summary();
     match reply.code {
-        200..=399 => Attempt::Delivered {
+        200..=299 => Attempt::Delivered {
             reply: text,
             relay: relay.to_string(),
         },
-        400..=499 => temporary(text, Some(relay.to_string())),
-        _ => permanent(text, Some(relay.to_string())),
+        500..=599 => permanent(text, Some(relay.to_string())),
+        _ => temporary(text, Some(relay.to_string())),
+    }
+}
+
+/// Whether an address is one a public MX may have: not loopback, private, link-local, shared (CGNAT),
+/// unspecified, multicast or documentation space. Delivery elsewhere needs `allow_private_addresses`.
+pub(super) fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8))
+        }
     }
 }
 
 /// Received: headers in the header section.
 fn received_count(body: &[u8]) -> usize {
-    let end = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(body.len(), |i| i + 2);
-    body[..end]
-        .split(|b| *b == b'\n')
-        .filter(|l| l.len() >= 9 && l[..9].eq_ignore_ascii_case(b"received:"))
-        .count()
+    crate::message::count(body, "Received")
 }
 
 pub(super) async fn deliver_domain(
@@ -70,12 +105,20 @@ pub(super) async fn deliver_domain(
         let reply = format!("5.4.14 hop count exceeded: {hops} Received: headers (mail loop?)");
         return all(rcpts, || permanent(reply.clone(), None));
     }
-    let hosts = match ctx.dns.route(domain).await {
+    let hosts = match ctx.dns.route(domain, &ctx.hostname).await {
         Ok(Route::Mx(hosts)) => hosts,
         Ok(Route::Implicit(d)) => vec![d],
         Ok(Route::Null) => {
             let reply = format!("556 5.1.10 domain {domain} accepts no mail (null MX)");
             return all(rcpts, || permanent(reply.clone(), None));
+        }
+        Ok(Route::OnlySelf) => {
+            // A DNS or configuration mistake that may be mended: retried, not bounced.
+            let reply = format!(
+                "4.4.6 mail for {domain} loops back to myself: {} is its best MX and the domain is not local",
+                ctx.hostname
+            );
+            return all(rcpts, || temporary(reply.clone(), None));
         }
         Err(DnsError::NoSuchDomain(_)) => {
             let reply = format!("5.1.2 domain {domain} does not exist (NXDOMAIN)");
@@ -88,21 +131,28 @@ pub(super) async fn deliver_domain(
     };
     let mut last = None;
     let mut any_address = false;
+    // Every host tried refused the session with a 5xx: the recipients fail (else they are retried).
+    let mut all_refused = true;
     for host in &hosts {
-        if host.eq_ignore_ascii_case(&ctx.hostname) {
-            let reply = format!("5.4.6 mail for {domain} loops back to myself (MX {host})");
-            return all(rcpts, || permanent(reply.clone(), None));
-        }
         let addresses = match ctx.dns.addresses(host).await {
             Ok(a) => a,
             Err(DnsError::NoSuchDomain(_)) => Vec::new(),
             Err(e) => {
                 last = Some(format!("4.4.3 {e}"));
+                all_refused = false;
                 continue;
             }
         };
         for ip in addresses {
             any_address = true;
+            if !ctx.settings.allow_private_addresses && !is_public(ip) {
+                tracing::warn!(queue_id = %m.id, domain, host = %host, addr = %ip, "MX address is not public; refused");
+                last = Some(format!(
+                    "4.4.4 MX {host} of {domain} resolves to {ip}, which is not a public address (delivery.allow_private_addresses is off)"
+                ));
+                all_refused = false;
+                continue;
+            }
             let addr = SocketAddr::new(ip, ctx.settings.remote_port);
             if ctx.is_own(addr) {
                 let reply =
@@ -111,14 +161,16 @@ pub(super) async fn deliver_domain(
             }
             match transact(ctx, m, domain, host, addr, rcpts).await {
                 Ok(attempts) => return attempts,
-                Err(TryNext(reason)) => {
+                Err(TryNext(reason, refused)) => {
                     tracing::info!(queue_id = %m.id, domain, host = %host, addr = %addr, reason = %reason, "trying the next MX");
+                    all_refused &= refused;
                     last = Some(reason);
                 }
             }
         }
     }
     match last {
+        Some(reason) if all_refused => all(rcpts, || permanent(reason.clone(), None)),
         Some(reason) => all(rcpts, || temporary(reason.clone(), None)),
         None if !any_address => {
             let reply = format!("5.4.4 no usable host for {domain}: its MX hosts have no address");
@@ -134,40 +186,43 @@ async fn open(
     domain: &str,
     host: &str,
     addr: SocketAddr,
-) -> Result<Result<Connection, Vec<Reply>>, TryNext> {
+) -> Result<Connection, TryNext> {
     let policy = ctx.tls_policy(domain);
     let mut use_tls = true;
     for _ in 0..2 {
         let mut conn = Connection::connect(addr, host, ctx.settings.connect_timeout)
             .await
-            .map_err(|e| TryNext(format!("4.4.1 {e}")))?;
+            .map_err(|e| TryNext::temporary(format!("4.4.1 {e}")))?;
         let greeting = conn
             .reply(GREETING_TIMEOUT)
             .await
-            .map_err(|e| TryNext(format!("4.4.2 {e}")))?;
+            .map_err(|e| TryNext::temporary(format!("4.4.2 {e}")))?;
         match greeting.code {
             220 => {}
-            400..=499 => return Err(TryNext(greeting.summary())),
-            // RFC 5321 3.1: a 554 greeting refuses the whole session: permanent for every recipient.
-            _ => return Ok(Err(vec![greeting])),
+            // RFC 5321 3.1: a 554 greeting refuses this host's session; another MX may take the mail.
+            500..=599 => {
+                conn.quit().await;
+                return Err(TryNext(greeting.summary(), true));
+            }
+            _ => return Err(TryNext::temporary(greeting.summary())),
         }
         let hello = conn
             .hello(&ctx.hostname)
             .await
-            .map_err(|e| TryNext(format!("4.4.2 {e}")))?;
+            .map_err(|e| TryNext::temporary(format!("4.4.2 {e}")))?;
         match hello.code {
             250 => {}
-            400..=499 => return Err(TryNext(hello.summary())),
-            _ => return Ok(Err(vec![hello])),
+            500..=599 => return Err(TryNext(hello.summary(), true)),
+            _ => return Err(TryNext::temporary(hello.summary())),
         }
         if !(conn.caps.starttls && use_tls) {
             if policy != TlsPolicy::May {
                 conn.quit().await;
-                return Err(TryNext(format!(
+                return Err(TryNext::temporary(format!(
                     "4.7.5 TLS is required for {domain} but {host} does not offer STARTTLS"
                 )));
             }
-            return Ok(Ok(conn));
+            return Ok(conn);
         }
         let config = if policy == TlsPolicy::Verify {
             ctx.tls.verified.clone()
@@ -179,27 +234,28 @@ async fn open(
                 let hello = tls
                     .hello(&ctx.hostname)
                     .await
-                    .map_err(|e| TryNext(format!("4.4.2 {e}")))?;
+                    .map_err(|e| TryNext::temporary(format!("4.4.2 {e}")))?;
                 if hello.code != 250 {
-                    return Err(TryNext(hello.summary()));
+                    return Err(TryNext::temporary(hello.summary()));
                 }
-                return Ok(Ok(tls));
+                return Ok(tls);
             }
             Err((e, _)) if policy == TlsPolicy::May => {
                 // Opportunistic: a broken handshake falls back to plaintext on a new connection.
                 tracing::info!(host, error = %e, "STARTTLS failed; retrying without TLS");
                 use_tls = false;
             }
-            Err((e, _)) => return Err(TryNext(format!("4.7.5 {e}"))),
+            Err((e, _)) => return Err(TryNext::temporary(format!("4.7.5 {e}"))),
         }
     }
-    Err(TryNext(format!(
+    Err(TryNext::temporary(format!(
         "4.4.2 could not open a session with {host}"
     )))
 }
 
-/// Our Received: header for this copy, then the message; DKIM-signed for our own domains.
-fn content(ctx: &Outbound, m: &QueuedMessage, rcpts: &[&QueuedRecipient]) -> Vec<u8> {
+/// Our Received: header for this copy, then the message; DKIM-signed when intake decided the message may
+/// carry our signature (`dkim_domain`). RSA over a large message is CPU work: it runs on the blocking pool.
+async fn content(ctx: &Outbound, m: &QueuedMessage, rcpts: &[&QueuedRecipient]) -> Vec<u8> {
     let date = crate::clock::rfc5322_date(m.received_at);
     let mut out = m.trace.clone().into_bytes();
     if let [only] = rcpts {
@@ -207,36 +263,39 @@ fn content(ctx: &Outbound, m: &QueuedMessage, rcpts: &[&QueuedRecipient]) -> Vec
     }
     out.extend_from_slice(format!(";\r\n\t{date}\r\n").as_bytes());
     out.extend_from_slice(&m.body);
-    match signing_domain(ctx, m).and_then(|d| ctx.dkim.sign(&d, &out)) {
-        Some(signature) => {
+    let Some(domain) = m.dkim_domain.clone() else {
+        return out;
+    };
+    let dkim = ctx.dkim.clone();
+    let signed = tokio::task::spawn_blocking(move || {
+        let signature = dkim.sign(&domain, &out);
+        (signature, out)
+    })
+    .await;
+    match signed {
+        Ok((Some(signature), out)) => {
             let mut signed = signature.into_bytes();
             signed.extend_from_slice(&out);
             signed
         }
-        None => out,
+        Ok((None, out)) => out,
+        Err(e) => {
+            tracing::error!(queue_id = %m.id, error = %e, "dkim signing failed; sending unsigned");
+            let mut out = m.trace.clone().into_bytes();
+            out.extend_from_slice(format!(";\r\n\t{date}\r\n").as_bytes());
+            out.extend_from_slice(&m.body);
+            out
+        }
     }
 }
 
-/// The domain to sign for: the From: domain, else the reverse-path's, if it is one of ours.
-fn signing_domain(ctx: &Outbound, m: &QueuedMessage) -> Option<String> {
-    let end = m
-        .body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(m.body.len(), |i| i + 4);
-    let from = mail_parser::MessageParser::new()
-        .parse_headers(&m.body[..end])
-        .and_then(|h| {
-            h.from()
-                .and_then(|a| a.first())
-                .and_then(|a| a.address())
-                .map(str::to_string)
-        });
-    [from, Some(m.reverse_path.clone())]
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a.rsplit_once('@').map(|(_, d)| d.to_lowercase()))
-        .find(|d| ctx.local_domains.iter().any(|l| l.as_str() == d))
+/// Whether the message needs SMTPUTF8 on the wire: non-ASCII in the envelope or the header section. A
+/// message whose client said SMTPUTF8 but that is ASCII after all goes to servers without it as it is.
+fn needs_smtputf8(m: &QueuedMessage, rcpts: &[&QueuedRecipient]) -> bool {
+    m.smtputf8
+        && (!m.reverse_path.is_ascii()
+            || rcpts.iter().any(|r| !r.mailbox.is_ascii())
+            || !m.body[..crate::message::header_len(&m.body)].is_ascii())
 }
 
 async fn transact(
@@ -253,12 +312,7 @@ async fn transact(
         let conn = match pooled.then(|| ctx.pool.take(addr)).flatten() {
             Some(c) => c,
             None if pooled => continue,
-            None => match open(ctx, domain, host, addr).await? {
-                Ok(c) => c,
-                Err(replies) => {
-                    return Ok(rcpts.iter().map(|_| judge(&replies[0], &relay)).collect());
-                }
-            },
+            None => open(ctx, domain, host, addr).await?,
         };
         match run(ctx, m, conn, rcpts, &relay).await {
             Ok((attempts, conn)) => {
@@ -271,22 +325,26 @@ async fn transact(
                 tracing::debug!(relay = %relay, error = %e, "pooled connection went stale");
                 continue;
             }
-            Err(Stage::BeforeMail(e)) => return Err(TryNext(format!("4.4.2 {e}"))),
-            Err(Stage::AfterData(e)) => {
-                // The final reply never came: the message may or may not be there; retry later.
-                let reply = format!("4.4.2 {e} after the message was sent");
-                return Ok(all(rcpts, || temporary(reply.clone(), Some(relay.clone()))));
+            Err(Stage::BeforeMail(e)) => return Err(TryNext::temporary(format!("4.4.2 {e}"))),
+            Err(Stage::AfterRcpt(e, verdicts)) => {
+                // The final reply never came: the message may or may not be there; retry those the server
+                // had accepted, and keep what it said of the others (a 5xx RCPT stays permanent).
+                let reply = format!("4.4.2 {e} after the recipients were given");
+                return Ok(verdicts
+                    .into_iter()
+                    .map(|v| v.unwrap_or_else(|| temporary(reply.clone(), Some(relay.clone()))))
+                    .collect());
             }
         }
     }
-    Err(TryNext(format!("4.4.2 no session with {relay}")))
+    Err(TryNext::temporary(format!("4.4.2 no session with {relay}")))
 }
 
 enum Stage {
     /// Nothing was handed over yet: another host may be tried.
     BeforeMail(ConnError),
-    /// The content was (partly) sent.
-    AfterData(ConnError),
+    /// The recipients were given (with these verdicts, `None` for accepted) and the connection failed after.
+    AfterRcpt(ConnError, Vec<Option<Attempt>>),
 }
 
 /// MAIL, RCPT..., DATA or BDAT on a ready connection. Returns the attempts and the connection if reusable.
@@ -301,7 +359,7 @@ async fn run(
         Some(tls) => format!("{relay} ({tls})"),
         None => relay.to_string(),
     };
-    let data = content(ctx, m, rcpts);
+    let data = content(ctx, m, rcpts).await;
     if let Some(max) = conn.caps.size
         && data.len() > max
     {
@@ -315,7 +373,8 @@ async fn run(
             Some(conn),
         ));
     }
-    if m.smtputf8 && !conn.caps.smtputf8 {
+    let smtputf8 = needs_smtputf8(m, rcpts);
+    if smtputf8 && !conn.caps.smtputf8 {
         let reply = format!(
             "5.6.7 {} does not support SMTPUTF8, which this message needs",
             conn.host
@@ -328,7 +387,7 @@ async fn run(
     let options = MailOptions {
         size: data.len(),
         eight_bit: m.body_type == "8BITMIME",
-        smtputf8: m.smtputf8,
+        smtputf8,
         ret: m.ret.as_deref(),
         envid: m.envid.as_deref(),
     };
@@ -405,18 +464,17 @@ async fn run(
         let _ = conn.command("RSET\r\n", COMMAND_TIMEOUT).await;
         return Ok((attempts.into_iter().flatten().collect(), Some(conn)));
     }
+    let after = |e: ConnError| Stage::AfterRcpt(e, attempts.clone());
     let final_reply = if conn.caps.chunking {
         let mut chunk = format!("BDAT {} LAST\r\n", data.len()).into_bytes();
         chunk.extend_from_slice(&data);
-        conn.send(&chunk).await.map_err(Stage::AfterData)?;
-        conn.reply(FINAL_DOT_TIMEOUT)
-            .await
-            .map_err(Stage::AfterData)?
+        conn.send(&chunk).await.map_err(after)?;
+        conn.reply(FINAL_DOT_TIMEOUT).await.map_err(after)?
     } else {
         let go = conn
             .command("DATA\r\n", DATA_INIT_TIMEOUT)
             .await
-            .map_err(Stage::BeforeMail)?;
+            .map_err(after)?;
         if go.code != 354 {
             let _ = conn.command("RSET\r\n", COMMAND_TIMEOUT).await;
             let verdict = judge(&go, &relay);
@@ -426,12 +484,8 @@ async fn run(
                 .collect();
             return Ok((filled, Some(conn)));
         }
-        conn.send(&dot_stuff(&data))
-            .await
-            .map_err(Stage::AfterData)?;
-        conn.reply(FINAL_DOT_TIMEOUT)
-            .await
-            .map_err(Stage::AfterData)?
+        conn.send(&dot_stuff(&data)).await.map_err(after)?;
+        conn.reply(FINAL_DOT_TIMEOUT).await.map_err(after)?
     };
     let verdict = judge(&final_reply, &relay);
     conn.transactions += 1;
@@ -444,6 +498,38 @@ async fn run(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_public_addresses_without_the_switch() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+        ] {
+            assert!(!super::is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["192.0.3.1", "8.8.8.8", "2a00:1450::1"] {
+            assert!(super::is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn a_3xx_final_reply_is_not_a_delivery() {
+        let r = crate::smtp::Reply::plain(354, vec!["go on".into()]);
+        assert!(matches!(
+            super::judge(&r, "x"),
+            crate::intake::Attempt::Temporary { .. }
+        ));
+    }
+
     #[test]
     fn counts_received_headers_only_in_the_header_section() {
         let body = b"Received: a\r\nreceived: b\r\nSubject: x\r\n\r\nReceived: in the body\r\n";

@@ -13,7 +13,8 @@ pub mod tls;
 
 use crate::config::{DeliverySettings, TlsPolicy};
 use crate::dns::Dns;
-use crate::queue::{Attempt, Job, Queue};
+use crate::intake::{Attempt, Intake};
+use crate::queue::{Job, Queue};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,7 @@ pub struct Outbound {
     pub dns: Dns,
     pub queue: Queue,
     pub tls: tls::TlsClients,
-    pub dkim: dkim::Dkim,
+    pub dkim: Arc<dkim::Dkim>,
     pub local_domains: Vec<crate::smtp::Domain>,
     /// Our own listening sockets: an MX that resolves to one of them is a loop.
     pub own_addresses: Vec<SocketAddr>,
@@ -55,7 +56,7 @@ impl Outbound {
             dns,
             queue,
             tls,
-            dkim,
+            dkim: Arc::new(dkim),
             local_domains,
             own_addresses,
             pool,
@@ -77,6 +78,10 @@ impl Outbound {
             .per_destination
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        // Domains nobody is delivering to right now hold no state worth keeping.
+        if map.len() >= 1024 {
+            map.retain(|_, slots| Arc::strong_count(slots) > 1);
+        }
         map.entry(domain.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_destination)))
             .clone()
@@ -92,7 +97,7 @@ impl Outbound {
 }
 
 /// Runs delivery tasks for the jobs until the queue closes.
-pub fn start(ctx: Arc<Outbound>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+pub fn start(ctx: Arc<Outbound>, intake: Arc<Intake>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     tokio::spawn(pool::reaper(ctx.clone()));
     tokio::spawn(async move {
         while let Some(job) = jobs.recv().await {
@@ -100,12 +105,13 @@ pub fn start(ctx: Arc<Outbound>, mut jobs: mpsc::UnboundedReceiver<Job>) {
                 return;
             };
             let ctx = ctx.clone();
+            let intake = intake.clone();
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
                 let attempts = deliver_job(&ctx, &job).await;
                 drop(permit);
-                let report = ctx.queue.conclude(&job, attempts, started).await;
-                ctx.queue.record(vec![report]).await;
+                let (report, dsns) = intake.conclude(&job, attempts, started).await;
+                ctx.queue.record(vec![report], dsns).await;
             });
         }
     });

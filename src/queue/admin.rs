@@ -2,10 +2,8 @@
 //! and the DSNs that bounces and failures send.
 
 use super::{
-    MIGRATOR, Outcome, OutcomeKind, Queue, QueueError, QueueId, QueuedMessage, QueuedRecipient,
-    Report, Transport, Wake, database_path, dsn, store,
+    MIGRATOR, Queue, QueueError, QueueId, QueuedMessage, Transport, Wake, database_path, store,
 };
-use crate::smtp::Mailbox;
 use std::path::Path;
 
 impl Queue {
@@ -52,116 +50,18 @@ impl Queue {
         }
     }
 
-    /// `tern queue bounce ID`: every recipient still queued fails now, and the sender gets a DSN.
-    pub async fn bounce(&self, id: QueueId) -> Result<usize, QueueError> {
+    /// `tern queue bounce ID`: the message with every recipient still queued, for the DSN that fails them.
+    pub async fn load_all(&self, id: QueueId) -> Result<QueuedMessage, QueueError> {
         let far_future = u64::MAX / 2;
-        let message = store::load_due(&self.pool, id, far_future)
-            .await
-            .map_err(|e| QueueError::Write(e.to_string()))?
-            .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
-        let reply = "5.0.0 returned to sender by the administrator".to_string();
-        let failed: Vec<(&QueuedRecipient, String, Option<String>)> = message
-            .recipients
-            .iter()
-            .map(|r| (r, reply.clone(), None))
-            .collect();
-        self.notify(&message, dsn::DsnKind::Failure, &failed)
-            .await?;
-        let n = message.recipients.len();
-        let outcomes = message
-            .recipients
-            .iter()
-            .map(|r| Outcome {
-                id,
-                idx: r.idx,
-                kind: OutcomeKind::Failed {
-                    reply: reply.clone(),
-                },
-            })
-            .collect();
-        self.record(vec![Report {
+        store::load_due(
+            &self.pool,
             id,
-            transport: Transport::Local,
-            whole: false,
-            outcomes,
-        }])
-        .await;
-        Ok(n)
-    }
-
-    /// Sends the sender of `original` a DSN about these recipients (reply text and remote MTA for each), unless
-    /// the sender is the null reverse-path or their NOTIFY asks for none. Stored before it returns.
-    pub async fn notify(
-        &self,
-        original: &QueuedMessage,
-        kind: dsn::DsnKind,
-        recipients: &[(&QueuedRecipient, String, Option<String>)],
-    ) -> Result<(), QueueError> {
-        // RFC 5321 6.1 and RFC 3464: never a DSN about a message with the null reverse-path (a bounce).
-        if original.reverse_path.is_empty() {
-            return Ok(());
-        }
-        let permanent = kind == dsn::DsnKind::Failure;
-        let lines: Vec<dsn::DsnRecipient> = recipients
-            .iter()
-            .filter(|(r, _, _)| dsn::wanted(r.notify.as_deref(), kind))
-            .map(|(r, reply, mta)| dsn::DsnRecipient {
-                forward_path: r.forward_path.clone(),
-                orcpt: r.orcpt.clone(),
-                status: dsn::status_of(reply, permanent),
-                diagnostic: reply.clone(),
-                remote_mta: mta.clone(),
-            })
-            .collect();
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let Ok(to) = Mailbox::parse(&original.reverse_path, true) else {
-            tracing::warn!(queue_id = %original.id, sender = %original.reverse_path, "no DSN: sender is not an address");
-            return Ok(());
-        };
-        let id = self.next_id();
-        let s = &self.dsn;
-        let message_id = format!("<{id}.dsn@{}>", s.hostname);
-        let body = dsn::build(
-            kind,
-            original,
-            &lines,
-            &s.hostname,
-            crate::clock::unix_now(),
-            &message_id,
-        );
-        let transport = if s.local_domains.contains(to.domain()) {
-            Transport::Local
-        } else {
-            Transport::Remote
-        };
-        let dsn_message = QueuedMessage {
-            id,
-            received_at: id.unix_secs(),
-            reverse_path: String::new(),
-            body_type: "8BITMIME".into(),
-            smtputf8: !to.is_ascii(),
-            ret: None,
-            envid: None,
-            trace: format!("Received: by {} (tern) id {id}", s.hostname),
-            body,
-            checks: String::new(),
-            recipients: vec![QueuedRecipient {
-                idx: 0,
-                forward_path: to.to_string(),
-                mailbox: to.to_string(),
-                transport: transport.as_str().into(),
-                notify: Some("NEVER".into()),
-                orcpt: None,
-                attempts: 0,
-                delay_notified: false,
-                folder: String::new(),
-            }],
-        };
-        self.enqueue(dsn_message).await?;
-        tracing::info!(queue_id = %original.id, dsn_queue_id = %id, to = %to, kind = ?kind, recipients = lines.len(), "dsn queued");
-        Ok(())
+            far_future,
+            &[Transport::Local, Transport::Remote],
+        )
+        .await
+        .map_err(|e| QueueError::Write(e.to_string()))?
+        .ok_or_else(|| QueueError::NotFound(id.to_string()))
     }
 }
 

@@ -56,8 +56,17 @@ pub fn status_of(reply: &str, permanent: bool) -> String {
     }
 }
 
-/// xtext (RFC 3461 4) decoding for ENVID and ORCPT values.
+/// xtext (RFC 3461 4) decoding for ENVID and ORCPT values. The SMTP parser refuses xtext that decodes to
+/// anything but printable ASCII; what is decoded here is filtered again, as rows queued before that check
+/// (or a damaged database) must not put a line break into a report.
 fn xtext_decode(s: &str) -> String {
+    xtext_raw(s)
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .collect()
+}
+
+fn xtext_raw(s: &str) -> String {
     let mut out = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -73,15 +82,8 @@ fn xtext_decode(s: &str) -> String {
     out
 }
 
-/// The header section of a message (up to, not including, the blank line).
-fn headers_of(body: &[u8]) -> &[u8] {
-    match body.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(i) => &body[..i + 2],
-        None => body,
-    }
-}
-
-/// Builds the report to `original.reverse_path`. `boundary_seed` makes the MIME boundary unique.
+/// Builds the report to `original.reverse_path`. `may_return_full`: RET=FULL is honoured (the whole message
+/// returned) only for mail from our own senders; anything else gets its headers back.
 pub fn build(
     kind: DsnKind,
     original: &QueuedMessage,
@@ -89,6 +91,7 @@ pub fn build(
     hostname: &str,
     now: u64,
     message_id: &str,
+    may_return_full: bool,
 ) -> Vec<u8> {
     let date = crate::clock::rfc5322_date(now);
     let boundary = format!("{}/{hostname}", message_id.trim_matches(['<', '>']));
@@ -169,10 +172,11 @@ pub fn build(
         m.push_str(&format!("Diagnostic-Code: smtp; {diagnostic}\r\n"));
         m.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
     }
-    let full = original
-        .ret
-        .as_deref()
-        .is_some_and(|r| r.eq_ignore_ascii_case("FULL"));
+    let full = may_return_full
+        && original
+            .ret
+            .as_deref()
+            .is_some_and(|r| r.eq_ignore_ascii_case("FULL"));
     let mut out = m.into_bytes();
     if full {
         out.extend_from_slice(
@@ -186,7 +190,7 @@ pub fn build(
         out.extend_from_slice(
             format!("\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").as_bytes(),
         );
-        out.extend_from_slice(headers_of(&original.body));
+        out.extend_from_slice(&original.body[..crate::message::header_len(&original.body)]);
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     out
@@ -209,11 +213,13 @@ mod tests {
             trace: String::new(),
             body: b"Subject: hello\r\nFrom: alice@example.test\r\n\r\nsecret body\r\n".to_vec(),
             checks: String::new(),
+            origin: crate::queue::Origin::Submission,
+            dkim_domain: None,
             recipients: vec![QueuedRecipient {
                 idx: 0,
                 forward_path: "x@remote.test".into(),
                 mailbox: "x@remote.test".into(),
-                transport: "remote".into(),
+                transport: crate::queue::Transport::Remote,
                 notify: None,
                 orcpt: Some("rfc822;x+40remote.test".into()),
                 attempts: 1,
@@ -242,6 +248,7 @@ mod tests {
             "mx.example.test",
             1_700_000_100,
             "<d@mx>",
+            true,
         ))
         .unwrap();
         for want in [
@@ -268,6 +275,7 @@ mod tests {
             "mx",
             0,
             "<d@mx>",
+            true,
         ))
         .unwrap();
         assert!(
@@ -275,6 +283,18 @@ mod tests {
                 && full.contains("message/rfc822")
                 && full.contains("secret body")
         );
+        // Mail from outside: RET=FULL or not, only the headers go back to a sender anyone can forge.
+        let outside = String::from_utf8(build(
+            DsnKind::Failure,
+            &original(Some("FULL")),
+            &[rcpt()],
+            "mx",
+            0,
+            "<d@mx>",
+            false,
+        ))
+        .unwrap();
+        assert!(outside.contains("text/rfc822-headers") && !outside.contains("secret body"));
     }
 
     #[test]

@@ -9,23 +9,22 @@
 //! Failed recipients are reported to the sender with a DSN (`dsn.rs`), queued like any other message.
 
 mod admin;
-mod conclude;
+pub mod claims;
 pub mod dsn;
 mod id;
 pub mod retry;
 mod store;
 
 pub use admin::{Listed, ListedRecipient, list};
-pub use conclude::Attempt;
 pub use id::{IdGenerator, QueueId};
 
 use crate::config::QueueSettings;
 use crate::smtp::Domain;
 use sqlx::SqlitePool;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +44,8 @@ pub enum QueueError {
     NotFound(String),
     #[error("queue is shut down")]
     Closed,
+    #[error("message {0} is being delivered right now; try again in a moment")]
+    Busy(String),
 }
 
 /// Which delivery path a recipient takes.
@@ -62,12 +63,58 @@ impl Transport {
         }
     }
 
-    fn of(s: &str) -> Transport {
-        if s == "remote" {
-            Transport::Remote
-        } else {
-            Transport::Local
+    /// The transport a stored row names; `None` for anything else (never guessed: a wrong guess would
+    /// deliver remote mail into a local mailbox or the reverse).
+    pub fn parse(s: &str) -> Option<Transport> {
+        match s {
+            "local" => Some(Transport::Local),
+            "remote" => Some(Transport::Remote),
+            _ => None,
         }
+    }
+}
+
+/// Where a message came from: what its DSNs may carry and whether it may be DKIM-signed as ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An unauthenticated client on the relay listener (another MTA, or a stranger).
+    Outside,
+    /// LMTP from another MTA.
+    Lmtp,
+    /// An authenticated user, or a client in `[submission] trusted_networks`.
+    Submission,
+    /// A local program through the sendmail socket.
+    Local,
+    /// Made by tern itself (a DSN).
+    Generated,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Outside => "outside",
+            Origin::Lmtp => "lmtp",
+            Origin::Submission => "submission",
+            Origin::Local => "local",
+            Origin::Generated => "generated",
+        }
+    }
+
+    /// Unknown values read as `Outside`, the origin that is trusted least.
+    pub fn parse(s: &str) -> Origin {
+        match s {
+            "lmtp" => Origin::Lmtp,
+            "submission" => Origin::Submission,
+            "local" => Origin::Local,
+            "generated" => Origin::Generated,
+            _ => Origin::Outside,
+        }
+    }
+
+    /// Whether a DSN may return the whole message (RET=FULL): only to senders we know. A bounce of mail from
+    /// outside goes to a sender anyone can forge, so it carries the headers only (no backscatter payload).
+    pub fn may_return_full(self) -> bool {
+        matches!(self, Origin::Submission | Origin::Local)
     }
 }
 
@@ -89,6 +136,10 @@ pub struct QueuedMessage {
     pub body: Vec<u8>,
     /// The inbound checks' verdict (`spf=pass dkim=pass ...`), empty when none ran.
     pub checks: String,
+    pub origin: Origin,
+    /// The domain to DKIM-sign as, decided at intake from a From: that the sender policy checked; `None`
+    /// for mail that must not carry our signature (relayed from outside through an alias, say).
+    pub dkim_domain: Option<String>,
     /// In a job: only the recipients to deliver now.
     pub recipients: Vec<QueuedRecipient>,
 }
@@ -98,8 +149,7 @@ pub struct QueuedRecipient {
     pub idx: u32,
     pub forward_path: String,
     pub mailbox: String,
-    /// `local` (our mailboxes) or `remote` (the outbound MTA).
-    pub transport: String,
+    pub transport: Transport,
     pub notify: Option<String>,
     pub orcpt: Option<String>,
     /// Attempts made before this one.
@@ -121,6 +171,9 @@ pub struct Job {
     /// The job holds every recipient the message has left (a fresh message): if all are delivered, the
     /// message can be deleted without looking at its rows.
     pub whole: bool,
+    /// This job's hold on (message, transport): nobody else delivers these recipients until it reports. A
+    /// job dropped without a report (a panic) gives the hold back and defers its recipients.
+    pub claim: Arc<claims::Claim>,
 }
 
 /// The outcomes of one job.
@@ -131,15 +184,18 @@ pub struct Report {
     /// From [`Job::whole`].
     pub whole: bool,
     pub outcomes: Vec<Outcome>,
+    /// Released once the outcomes are committed.
+    pub claim: Option<Arc<claims::Claim>>,
 }
 
 impl Report {
-    fn all_delivered(&self) -> bool {
+    /// Every recipient of the message reached a final state in this report: the message can go.
+    fn all_final(&self) -> bool {
         self.whole
             && self
                 .outcomes
                 .iter()
-                .all(|o| matches!(o.kind, OutcomeKind::Delivered { .. }))
+                .all(|o| !matches!(o.kind, OutcomeKind::Deferred { .. }))
     }
 }
 
@@ -177,11 +233,18 @@ pub struct DsnSettings {
 
 enum Write {
     Insert(Arc<QueuedMessage>, oneshot::Sender<Result<(), QueueError>>),
-    Reports(Vec<Report>),
+    /// Outcomes, and the DSNs they cause, committed together: a bounce is never recorded without its DSN.
+    Reports(Vec<Report>, Vec<Arc<QueuedMessage>>),
+    /// A job that ended without a report (its task panicked): its recipients are deferred.
+    Abandoned(QueueId, Transport),
+    /// Answered once everything sent before it is committed.
+    Barrier(oneshot::Sender<()>),
 }
 
 enum Wake {
     At(u64, QueueId),
+    /// A claim on this message was released: a wake that found it busy can go on.
+    Released(QueueId),
 }
 
 /// Free space on the queue's file system, looked at no more than once a second.
@@ -208,7 +271,7 @@ pub struct Queue {
     writes: mpsc::Sender<Write>,
     wake: mpsc::UnboundedSender<Wake>,
     ids: Arc<IdGenerator>,
-    inflight: Arc<Mutex<HashSet<(QueueId, Transport)>>>,
+    claims: Arc<claims::Claims>,
     settings: QueueSettings,
     dsn: Arc<DsnSettings>,
     pool: SqlitePool,
@@ -224,20 +287,29 @@ struct Shared {
     local: mpsc::UnboundedSender<Job>,
     remote: mpsc::UnboundedSender<Job>,
     wake: mpsc::UnboundedSender<Wake>,
-    inflight: Arc<Mutex<HashSet<(QueueId, Transport)>>>,
+    claims: Arc<claims::Claims>,
 }
 
 impl Shared {
-    /// Hands the recipients of `message` to their transports, one job each; `fresh` for a message just stored.
-    fn dispatch(&self, message: Arc<QueuedMessage>, from_disk: bool) {
+    /// Hands the recipients of `message` to their transports, one job each, with the claims already taken
+    /// for them (`claimed`).
+    fn dispatch(
+        &self,
+        message: Arc<QueuedMessage>,
+        from_disk: bool,
+        claimed: Vec<Arc<claims::Claim>>,
+    ) {
         let total = message.recipients.len();
-        for transport in [Transport::Local, Transport::Remote] {
+        for claim in claimed {
+            let transport = claim.transport();
             let n = message
                 .recipients
                 .iter()
-                .filter(|r| Transport::of(&r.transport) == transport)
+                .filter(|r| r.transport == transport)
                 .count();
             if n == 0 {
+                // Nothing due for this transport: the claim goes back unused.
+                claim.release_unused();
                 continue;
             }
             let whole = !from_disk && n == total;
@@ -245,13 +317,9 @@ impl Shared {
                 message.clone()
             } else {
                 let mut only = (*message).clone();
-                only.recipients
-                    .retain(|r| Transport::of(&r.transport) == transport);
+                only.recipients.retain(|r| r.transport == transport);
                 Arc::new(only)
             };
-            if let Ok(mut set) = self.inflight.lock() {
-                set.insert((message.id, transport));
-            }
             let tx = match transport {
                 Transport::Local => &self.local,
                 Transport::Remote => &self.remote,
@@ -261,6 +329,7 @@ impl Shared {
                 transport,
                 from_disk,
                 whole,
+                claim,
             });
         }
     }
@@ -295,7 +364,7 @@ impl Queue {
         let (remote_tx, remote_rx) = mpsc::unbounded_channel();
         let (wake_tx, wake_rx) = mpsc::unbounded_channel();
         let (write_tx, write_rx) = mpsc::channel(4096);
-        let inflight = Arc::new(Mutex::new(HashSet::new()));
+        let claims = claims::Claims::new(wake_tx.clone(), write_tx.clone());
         if !pending.is_empty() {
             tracing::info!(
                 messages = pending.len(),
@@ -309,10 +378,15 @@ impl Queue {
             local: local_tx,
             remote: remote_tx,
             wake: wake_tx.clone(),
-            inflight: inflight.clone(),
+            claims: claims.clone(),
         });
-        tokio::spawn(writer(pool.clone(), write_rx, shared.clone()));
-        tokio::spawn(scheduler(pool.clone(), wake_rx, shared));
+        tokio::spawn(writer(
+            pool.clone(),
+            write_rx,
+            shared.clone(),
+            settings.clone(),
+        ));
+        tokio::spawn(scheduler(pool.clone(), wake_rx, shared, settings.clone()));
         let room = Arc::new(Room {
             path: data_dir.to_path_buf(),
             checked_at: std::sync::atomic::AtomicU64::new(0),
@@ -323,7 +397,7 @@ impl Queue {
             writes: write_tx,
             wake: wake_tx,
             ids,
-            inflight,
+            claims,
             settings,
             dsn: Arc::new(dsn),
             pool,
@@ -366,7 +440,7 @@ impl Queue {
 
     /// Deliveries under way right now.
     pub fn inflight(&self) -> usize {
-        self.inflight.lock().map(|s| s.len()).unwrap_or(0)
+        self.claims.len()
     }
 
     /// Stores a message durably; when this returns Ok the message is on stable storage.
@@ -379,9 +453,34 @@ impl Queue {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// Records delivery outcomes (committed with the next group).
-    pub async fn record(&self, reports: Vec<Report>) {
-        if self.writes.send(Write::Reports(reports)).await.is_err() {
+    /// Waits until every write sent before this call is committed (or failed).
+    pub async fn settle(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writes.send(Write::Barrier(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Takes the claim on a message's recipients of one transport, for administration; `None` while a
+    /// delivery holds it.
+    pub fn try_claim(&self, id: QueueId, transport: Transport) -> Option<Arc<claims::Claim>> {
+        self.claims.try_claim(id, transport)
+    }
+
+    /// Records delivery outcomes, with the DSNs they cause, in one commit (with the next group).
+    pub async fn record(&self, reports: Vec<Report>, dsns: Vec<QueuedMessage>) {
+        for r in &reports {
+            if let Some(c) = &r.claim {
+                c.mark_reported();
+            }
+        }
+        let dsns = dsns.into_iter().map(Arc::new).collect();
+        if self
+            .writes
+            .send(Write::Reports(reports, dsns))
+            .await
+            .is_err()
+        {
             tracing::error!(
                 "queue: writer is gone; outcomes will be retried from disk after restart"
             );
@@ -389,7 +488,21 @@ impl Queue {
     }
 }
 
-async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Write>, shared: Arc<Shared>) {
+/// Takes the claims for a message the writer is about to store: nobody else knows its id yet.
+fn claim_new(claims: &Arc<claims::Claims>, m: &QueuedMessage) -> Vec<Arc<claims::Claim>> {
+    [Transport::Local, Transport::Remote]
+        .into_iter()
+        .filter(|t| m.recipients.iter().any(|r| r.transport == *t))
+        .filter_map(|t| claims.try_claim(m.id, t))
+        .collect()
+}
+
+async fn writer(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<Write>,
+    shared: Arc<Shared>,
+    settings: QueueSettings,
+) {
     let mut batch = Vec::with_capacity(64);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -399,7 +512,8 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Write>, shared: Arc<Sha
                 Err(_) => break,
             }
         }
-        let result = commit(&pool, &batch)
+        let now = crate::clock::unix_now();
+        let result = commit(&pool, &batch, now + settings.retry_base.as_secs())
             .await
             .map_err(|e| QueueError::Write(e.to_string()));
         if let Err(e) = &result {
@@ -409,114 +523,173 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Write>, shared: Arc<Sha
             match w {
                 Write::Insert(message, done) => {
                     if result.is_ok() {
-                        shared.dispatch(message, false);
+                        let claimed = claim_new(&shared.claims, &message);
+                        shared.dispatch(message, false, claimed);
                     }
                     let _ = done.send(result.clone());
                 }
-                Write::Reports(reports) => {
-                    if let Ok(mut set) = shared.inflight.lock() {
+                Write::Reports(reports, dsns) => {
+                    if result.is_ok() {
+                        for o in reports.iter().flat_map(|r| &r.outcomes) {
+                            if let OutcomeKind::Deferred { next_attempt, .. } = o.kind {
+                                let _ = shared.wake.send(Wake::At(next_attempt, o.id));
+                            }
+                        }
+                        for dsn in dsns {
+                            let claimed = claim_new(&shared.claims, &dsn);
+                            shared.dispatch(dsn, false, claimed);
+                        }
+                    } else {
+                        // Not recorded, nor their DSNs: these recipients are tried again from disk shortly.
                         for r in &reports {
-                            set.remove(&(r.id, r.transport));
+                            let _ = shared.wake.send(Wake::At(now + 5, r.id));
                         }
                     }
-                    for o in reports.iter().flat_map(|r| &r.outcomes) {
-                        if let OutcomeKind::Deferred { next_attempt, .. } = o.kind {
-                            let _ = shared.wake.send(Wake::At(next_attempt, o.id));
+                    for r in &reports {
+                        if let Some(c) = &r.claim {
+                            c.release();
                         }
                     }
-                    if result.is_err() {
-                        // Not recorded: try these recipients again from disk shortly.
-                        for r in &reports {
-                            let _ = shared
-                                .wake
-                                .send(Wake::At(crate::clock::unix_now() + 5, r.id));
-                        }
-                    }
+                }
+                Write::Abandoned(id, transport) => {
+                    shared.claims.remove(id, transport, true);
+                    let due = if result.is_ok() {
+                        now + settings.retry_base.as_secs()
+                    } else {
+                        now + 5
+                    };
+                    let _ = shared.wake.send(Wake::At(due, id));
+                }
+                Write::Barrier(done) => {
+                    let _ = done.send(());
                 }
             }
         }
     }
 }
 
-async fn commit(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Error> {
+async fn commit(pool: &SqlitePool, batch: &[Write], retry_at: u64) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut inserts: Vec<&QueuedMessage> = Vec::new();
     let mut reports: Vec<&Report> = Vec::new();
+    let mut abandoned = Vec::new();
     for w in batch {
         match w {
             Write::Insert(m, _) => inserts.push(m),
-            Write::Reports(r) => reports.extend(r.iter()),
+            Write::Reports(r, dsns) => {
+                reports.extend(r.iter());
+                inserts.extend(dsns.iter().map(|d| &**d));
+            }
+            Write::Abandoned(id, transport) => abandoned.push((*id, *transport)),
+            Write::Barrier(_) => {}
         }
     }
     store::insert(&mut tx, &inserts).await?;
-    // The common case, every recipient of a fresh message delivered, is one DELETE for the whole group.
+    // The common case, every recipient of a fresh message final at once, is one statement for the group.
     let mut finished = Vec::new();
     for report in reports {
-        if report.all_delivered() {
-            finished.push(report.id);
+        if report.all_final() {
+            finished.push(report);
             continue;
         }
         for o in &report.outcomes {
             store::apply(&mut tx, o).await?;
         }
-        store::delete_if_done(&mut tx, report.id).await?;
+        store::finish_if_done(&mut tx, report.id).await?;
     }
-    store::delete(&mut tx, &finished).await?;
+    store::finish(&mut tx, &finished).await?;
+    for (id, transport) in abandoned {
+        store::defer_all(&mut tx, id, transport, retry_at).await?;
+    }
     tx.commit().await
 }
 
-/// Holds deferred deliveries until they are due, then loads them from disk and hands them out.
-async fn scheduler(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Wake>, shared: Arc<Shared>) {
+/// Holds deferred deliveries until they are due, then claims them, loads them from disk and hands them out.
+/// One entry per message (the earliest time any of its recipients is due); no message body is read before
+/// a claim is held.
+async fn scheduler(
+    pool: SqlitePool,
+    mut rx: mpsc::UnboundedReceiver<Wake>,
+    shared: Arc<Shared>,
+    settings: QueueSettings,
+) {
     let mut heap: BinaryHeap<Reverse<(u64, QueueId)>> = BinaryHeap::new();
+    // The due time each message is in the heap for; stale heap entries are skipped.
+    let mut due_of: HashMap<QueueId, u64> = HashMap::new();
+    // Messages that were due while a delivery of theirs was under way: looked at again on release.
+    let mut busy: HashSet<QueueId> = HashSet::new();
+    let mut last_prune = 0u64;
     loop {
         let now = crate::clock::unix_now();
-        let mut later = Vec::new();
         while let Some(Reverse((due, id))) = heap.peek().copied() {
             if due > now {
                 break;
             }
             heap.pop();
-            match store::load_due(&pool, id, now).await {
-                Ok(Some(mut message)) => {
-                    // A transport with an attempt under way is looked at again once that attempt reports.
-                    let busy: Vec<Transport> = shared
-                        .inflight
-                        .lock()
-                        .map(|s| {
-                            [Transport::Local, Transport::Remote]
-                                .into_iter()
-                                .filter(|t| s.contains(&(id, *t)))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let before = message.recipients.len();
-                    message
-                        .recipients
-                        .retain(|r| !busy.contains(&Transport::of(&r.transport)));
-                    if message.recipients.len() < before {
-                        later.push(Reverse((now + 1, id)));
-                    }
-                    if !message.recipients.is_empty() {
-                        shared.dispatch(Arc::new(message), true);
-                    }
-                }
-                Ok(None) => {}
+            if due_of.get(&id) != Some(&due) {
+                continue;
+            }
+            due_of.remove(&id);
+            let claimed: Vec<Arc<claims::Claim>> = [Transport::Local, Transport::Remote]
+                .into_iter()
+                .filter_map(|t| shared.claims.try_claim(id, t))
+                .collect();
+            if claimed.len() < 2 {
+                busy.insert(id);
+            }
+            if claimed.is_empty() {
+                continue;
+            }
+            let transports: Vec<Transport> = claimed.iter().map(|c| c.transport()).collect();
+            match store::load_due(&pool, id, now, &transports).await {
+                Ok(Some(message)) => shared.dispatch(Arc::new(message), true, claimed),
+                Ok(None) => claimed.iter().for_each(|c| c.release_unused()),
                 Err(e) => {
                     tracing::error!(queue_id = %id, error = %e, "queue: cannot load message, will try again");
-                    later.push(Reverse((now + 30, id)));
+                    claimed.iter().for_each(|c| c.release_unused());
+                    push(&mut heap, &mut due_of, now + 30, id);
                 }
             }
         }
-        heap.extend(later);
+        if now >= last_prune + 3600 {
+            last_prune = now;
+            match store::prune_history(&pool, now.saturating_sub(settings.history.as_secs())).await
+            {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "queue: old history pruned"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "queue: history pruning failed"),
+            }
+        }
         let wait = heap
             .peek()
             .map(|Reverse((due, _))| Duration::from_secs(due.saturating_sub(now).max(1)));
         tokio::select! {
             item = rx.recv() => match item {
-                Some(Wake::At(due, id)) => heap.push(Reverse((due, id))),
+                Some(Wake::At(due, id)) => push(&mut heap, &mut due_of, due, id),
+                Some(Wake::Released(id)) => {
+                    if busy.remove(&id) {
+                        push(&mut heap, &mut due_of, crate::clock::unix_now(), id);
+                    }
+                }
                 None => return,
             },
-            _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {}
+            _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {}
+        }
+    }
+}
+
+/// Schedules `id` at `due` unless it is already scheduled earlier.
+fn push(
+    heap: &mut BinaryHeap<Reverse<(u64, QueueId)>>,
+    due_of: &mut HashMap<QueueId, u64>,
+    due: u64,
+    id: QueueId,
+) {
+    match due_of.get(&id) {
+        Some(&d) if d <= due => {}
+        _ => {
+            due_of.insert(id, due);
+            heap.push(Reverse((due, id)));
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The queue's SQL: one function per statement group, all run by the writer or the scheduler.
 
-use super::{Outcome, OutcomeKind, QueueId, QueuedMessage, QueuedRecipient};
+use super::{
+    Origin, Outcome, OutcomeKind, QueueId, QueuedMessage, QueuedRecipient, Report, Transport,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 /// SQLite's default limit on bound parameters in one statement is 32766; stay well below it.
@@ -13,7 +15,7 @@ pub(super) async fn insert(
 ) -> Result<(), sqlx::Error> {
     for chunk in messages.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO messages (id, received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks) ",
+            "INSERT INTO messages (id, received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks, origin, dkim_domain) ",
         );
         q.push_values(chunk, |mut row, m| {
             row.push_bind(m.id.to_string())
@@ -25,7 +27,9 @@ pub(super) async fn insert(
                 .push_bind(m.envid.clone())
                 .push_bind(m.trace.clone())
                 .push_bind(m.body.clone())
-                .push_bind(m.checks.clone());
+                .push_bind(m.checks.clone())
+                .push_bind(m.origin.as_str())
+                .push_bind(m.dkim_domain.clone());
         });
         q.build().execute(&mut **tx).await?;
     }
@@ -42,7 +46,7 @@ pub(super) async fn insert(
                 .push_bind(r.idx)
                 .push_bind(r.forward_path.clone())
                 .push_bind(r.mailbox.clone())
-                .push_bind(r.transport.clone())
+                .push_bind(r.transport.as_str())
                 .push_bind(r.notify.clone())
                 .push_bind(r.orcpt.clone())
                 .push_bind("queued")
@@ -55,21 +59,117 @@ pub(super) async fn insert(
     Ok(())
 }
 
-/// Deletes messages whose every recipient is delivered (recipient rows go too, ON DELETE CASCADE).
-pub(super) async fn delete(
+/// Moves messages whose every recipient is final (delivered or failed) to the history: the reports say
+/// what became of each recipient, and the rows go (recipients with them, ON DELETE CASCADE).
+pub(super) async fn finish(
     tx: &mut Transaction<'_, Sqlite>,
-    ids: &[QueueId],
+    reports: &[&Report],
 ) -> Result<(), sqlx::Error> {
+    let now = crate::clock::unix_now() as i64;
+    let rows: Vec<(&Report, &Outcome)> = reports
+        .iter()
+        .flat_map(|r| r.outcomes.iter().map(move |o| (*r, o)))
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO history (message_id, idx, reverse_path, forward_path, state, last_reply, finished_at) ",
+        );
+        q.push_values(chunk, |mut row, (r, o)| {
+            let (state, reply) = match &o.kind {
+                OutcomeKind::Delivered { reply } => ("delivered", reply),
+                OutcomeKind::Failed { reply } | OutcomeKind::Deferred { reply, .. } => {
+                    ("failed", reply)
+                }
+            };
+            row.push_bind(r.id.to_string())
+                .push_bind(o.idx)
+                .push("(SELECT reverse_path FROM messages WHERE id = ")
+                .push_bind_unseparated(r.id.to_string())
+                .push_unseparated(")")
+                .push("(SELECT forward_path FROM recipients WHERE message_id = ")
+                .push_bind_unseparated(r.id.to_string())
+                .push_unseparated(" AND idx = ")
+                .push_bind_unseparated(o.idx)
+                .push_unseparated(")")
+                .push_bind(state)
+                .push_bind(reply.clone())
+                .push_bind(now);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    let ids: Vec<String> = reports.iter().map(|r| r.id.to_string()).collect();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM messages WHERE id IN (");
         let mut list = q.separated(", ");
         for id in chunk {
-            list.push_bind(id.to_string());
+            list.push_bind(id.clone());
         }
         q.push(")");
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Moves the message to the history if none of its recipients is still queued.
+pub(super) async fn finish_if_done(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: QueueId,
+) -> Result<(), sqlx::Error> {
+    let id = id.to_string();
+    let done: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM messages WHERE id = ? AND NOT EXISTS \
+         (SELECT 1 FROM recipients WHERE message_id = ? AND state = 'queued')",
+    )
+    .bind(&id)
+    .bind(&id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if done.is_none() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT OR REPLACE INTO history (message_id, idx, reverse_path, forward_path, state, last_reply, finished_at) \
+         SELECT r.message_id, r.idx, m.reverse_path, r.forward_path, r.state, r.last_reply, ? \
+         FROM recipients r JOIN messages m ON m.id = r.message_id WHERE r.message_id = ?",
+    )
+    .bind(crate::clock::unix_now() as i64)
+    .bind(&id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM messages WHERE id = ?")
+        .bind(&id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A delivery that ended without a report: its queued recipients count an attempt and wait until `at`.
+pub(super) async fn defer_all(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: QueueId,
+    transport: Transport,
+    at: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE recipients SET attempts = attempts + 1, next_attempt = ?, \
+         last_reply = '4.3.0 delivery attempt failed inside tern (see the log)' \
+         WHERE message_id = ? AND transport = ? AND state = 'queued'",
+    )
+    .bind(at as i64)
+    .bind(id.to_string())
+    .bind(transport.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Forgets history older than `before` (Unix seconds).
+pub(super) async fn prune_history(pool: &SqlitePool, before: u64) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM history WHERE finished_at < ?")
+        .bind(before as i64)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected())
 }
 
 pub(super) async fn apply(
@@ -98,23 +198,6 @@ pub(super) async fn apply(
     Ok(())
 }
 
-/// Deletes the message if every recipient is delivered (recipient rows go with it, ON DELETE CASCADE).
-pub(super) async fn delete_if_done(
-    tx: &mut Transaction<'_, Sqlite>,
-    id: QueueId,
-) -> Result<(), sqlx::Error> {
-    let id = id.to_string();
-    sqlx::query(
-        "DELETE FROM messages WHERE id = ? AND NOT EXISTS \
-         (SELECT 1 FROM recipients WHERE message_id = ? AND state <> 'delivered')",
-    )
-    .bind(&id)
-    .bind(&id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// Every message with queued recipients, with the earliest time one of them is due.
 pub(super) async fn pending(pool: &SqlitePool) -> Result<Vec<(QueueId, u64)>, sqlx::Error> {
     let rows = sqlx::query(
@@ -140,23 +223,16 @@ pub(super) async fn max_id(pool: &SqlitePool) -> Result<Option<QueueId>, sqlx::E
     Ok(id.and_then(|s| QueueId::parse(&s)))
 }
 
-/// Loads a message with its recipients that are queued and due at `now`.
+/// Loads a message with its recipients of these transports that are queued and due at `now`; `None` when
+/// it has none.
 pub(super) async fn load_due(
     pool: &SqlitePool,
     id: QueueId,
     now: u64,
+    transports: &[Transport],
 ) -> Result<Option<QueuedMessage>, sqlx::Error> {
     let key = id.to_string();
-    let Some(row) = sqlx::query(
-        "SELECT received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks FROM messages WHERE id = ?",
-    )
-    .bind(&key)
-    .fetch_optional(pool)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let recipients = sqlx::query(
+    let recipients: Vec<QueuedRecipient> = sqlx::query(
         "SELECT idx, forward_path, mailbox, transport, notify, orcpt, attempts, delay_notified, folder FROM recipients \
          WHERE message_id = ? AND state = 'queued' AND next_attempt <= ? ORDER BY idx",
     )
@@ -165,18 +241,37 @@ pub(super) async fn load_due(
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| QueuedRecipient {
-        idx: r.get(0),
-        forward_path: r.get(1),
-        mailbox: r.get(2),
-        transport: r.get(3),
-        notify: r.get(4),
-        orcpt: r.get(5),
-        attempts: r.get(6),
-        delay_notified: r.get(7),
-        folder: r.get(8),
+    .filter_map(|r| {
+        let transport: String = r.get(3);
+        let Some(transport) = Transport::parse(&transport) else {
+            tracing::error!(queue_id = %id, transport = %transport, "queue: recipient with an unknown transport left alone");
+            return None;
+        };
+        transports.contains(&transport).then(|| QueuedRecipient {
+            idx: r.get(0),
+            forward_path: r.get(1),
+            mailbox: r.get(2),
+            transport,
+            notify: r.get(4),
+            orcpt: r.get(5),
+            attempts: r.get(6),
+            delay_notified: r.get(7),
+            folder: r.get(8),
+        })
     })
     .collect();
+    if recipients.is_empty() {
+        return Ok(None);
+    }
+    let Some(row) = sqlx::query(
+        "SELECT received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks, origin, dkim_domain FROM messages WHERE id = ?",
+    )
+    .bind(&key)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
     Ok(Some(QueuedMessage {
         id,
         received_at: row.get::<i64, _>(0).max(0) as u64,
@@ -188,6 +283,8 @@ pub(super) async fn load_due(
         trace: row.get(6),
         body: row.get(7),
         checks: row.get(8),
+        origin: Origin::parse(&row.get::<String, _>(9)),
+        dkim_domain: row.get(10),
         recipients,
     }))
 }

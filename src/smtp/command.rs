@@ -134,6 +134,17 @@ pub enum CommandError {
 }
 
 /// Parses one command line, without its CRLF. `line` may contain UTF-8 (SMTPUTF8 addresses).
+/// Verbs this server knows (including the ones it refuses as not implemented).
+const VERBS: &[&str] = &[
+    "EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "HELP", "QUIT", "VRFY",
+    "STARTTLS", "AUTH", "EXPN", "ETRN", "TURN", "ATRN",
+];
+
+/// Whether `verb` is an SMTP verb this server knows, so that it may be logged as one.
+pub fn is_known_verb(verb: &str) -> bool {
+    VERBS.iter().any(|v| v.eq_ignore_ascii_case(verb))
+}
+
 pub fn parse(line: &str) -> Result<Command, CommandError> {
     let (verb, rest) = match line.find(' ') {
         Some(i) => (&line[..i], line[i + 1..].trim()),
@@ -227,18 +238,24 @@ fn params(s: &str) -> impl Iterator<Item = (String, Option<&str>)> {
         })
 }
 
-/// RFC 3461 4: xtext is printable ASCII except `+` and `=`, with `+XX` hex escapes.
+/// RFC 3461 4: xtext is printable ASCII except `+` and `=`, with `+XX` hex escapes, and what it decodes to
+/// must be printable US-ASCII too (4.4, 5.4): a `+0D+0A` would put a line break into a DSN.
 fn is_xtext(s: &str) -> bool {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
         match b[i] {
             b'+' => {
-                let hex = b.get(i + 1..i + 3);
-                if !hex.is_some_and(|h| {
+                let Some(hex) = b.get(i + 1..i + 3).filter(|h| {
                     h.iter()
                         .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
-                }) {
+                }) else {
+                    return false;
+                };
+                let decoded = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                if !decoded.is_some_and(|c| c.is_ascii_graphic() || c == b' ') {
                     return false;
                 }
                 i += 3;
@@ -248,6 +265,14 @@ fn is_xtext(s: &str) -> bool {
         }
     }
     true
+}
+
+/// RFC 3461 4.2: ORCPT's addr-type is an atom (`rfc822`, `utf-8`).
+fn is_atom(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&c))
 }
 
 fn parse_mail(rest: &str) -> Result<Command, CommandError> {
@@ -320,7 +345,7 @@ fn parse_rcpt(rest: &str) -> Result<Command, CommandError> {
             ("ORCPT", Some(v)) if p.orcpt.is_none() => {
                 let ok = v
                     .split_once(';')
-                    .is_some_and(|(t, a)| !t.is_empty() && is_xtext(a) && a.len() <= 500);
+                    .is_some_and(|(t, a)| is_atom(t) && is_xtext(a) && a.len() <= 500);
                 if !ok {
                     return Err(CommandError::Syntax(format!("bad ORCPT value {v:?}")));
                 }
@@ -461,5 +486,10 @@ mod tests {
         assert!(!is_xtext("abc+2"));
         assert!(!is_xtext("a=b"));
         assert!(!is_xtext("a b"));
+        // Decoded control characters would reach the DSN as they are.
+        assert!(!is_xtext("a+0D+0Ab"));
+        assert!(!is_xtext("a+00"));
+        assert!(is_xtext("a+20b"));
+        assert!(is_atom("rfc822") && !is_atom("rfc 822") && !is_atom("") && !is_atom("a\rb"));
     }
 }

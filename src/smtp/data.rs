@@ -13,6 +13,8 @@ pub enum ContentError {
     LineTooLong,
     BareLf,
     BareCr,
+    /// The header section (up to the first empty line) is longer than this many octets.
+    HeaderTooBig(usize),
 }
 
 /// Limits shared by the DATA and BDAT readers.
@@ -20,6 +22,8 @@ pub enum ContentError {
 pub struct ContentLimits {
     pub max_size: usize,
     pub max_line: usize,
+    /// Longest header section; everything that parses headers (checks, DKIM, Sieve) works within it.
+    pub max_header: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +46,8 @@ struct Sink {
     body: Vec<u8>,
     limits: ContentLimits,
     line_len: usize,
+    /// The empty line that ends the header section was seen.
+    header_done: bool,
     error: Option<ContentError>,
 }
 
@@ -51,6 +57,7 @@ impl Sink {
             body: Vec::with_capacity(4096),
             limits,
             line_len: 0,
+            header_done: false,
             error: None,
         }
     }
@@ -71,7 +78,20 @@ impl Sink {
             self.fail(ContentError::TooBig);
             return;
         }
+        if !self.header_done && self.body.len() >= self.limits.max_header {
+            self.fail(ContentError::HeaderTooBig(self.limits.max_header));
+            return;
+        }
         self.body.push(b);
+    }
+
+    /// A CRLF was read: an empty line ends the header section.
+    #[inline]
+    fn end_line(&mut self) {
+        if self.line_len == 0 {
+            self.header_done = true;
+        }
+        self.line_len = 0;
     }
 
     #[inline]
@@ -131,7 +151,7 @@ impl DataReader {
                 (Pos::Cr, b'\n') => {
                     self.sink.push(b'\r');
                     self.sink.push(b'\n');
-                    self.sink.line_len = 0;
+                    self.sink.end_line();
                     self.pos = Pos::LineStart;
                 }
                 (Pos::Cr, _) => {
@@ -206,8 +226,8 @@ impl ChunkReader {
             match (self.after_cr, b) {
                 (true, b'\n') => {
                     self.after_cr = false;
-                    self.sink.line_len = 0;
                     self.sink.push(b);
+                    self.sink.end_line();
                 }
                 (true, _) => {
                     self.sink.fail(ContentError::BareCr);
@@ -253,6 +273,7 @@ mod tests {
     const LIMITS: ContentLimits = ContentLimits {
         max_size: 1 << 20,
         max_line: 1000,
+        max_header: 1 << 20,
     };
 
     /// Feeds `input` split at `split` and returns (consumed, outcome).
@@ -314,15 +335,38 @@ mod tests {
         let mut r = DataReader::new(ContentLimits {
             max_size: 10,
             max_line: 1000,
+            max_header: 1 << 20,
         });
         let (_, out) = r.feed(b"0123456789abcdef\r\n.\r\n");
         assert_eq!(out.unwrap(), Err(ContentError::TooBig));
         let mut r = DataReader::new(ContentLimits {
             max_size: 100,
             max_line: 4,
+            max_header: 1 << 20,
         });
         let (_, out) = r.feed(b"abcd\r\nabcde\r\n.\r\n");
         assert_eq!(out.unwrap(), Err(ContentError::LineTooLong));
+    }
+
+    #[test]
+    fn header_section_is_bounded_but_the_body_is_not() {
+        let limits = ContentLimits {
+            max_size: 1 << 20,
+            max_line: 1000,
+            max_header: 64,
+        };
+        let mut big = b"Subject: x\r\n".repeat(10);
+        big.extend_from_slice(b"\r\nbody\r\n.\r\n");
+        let (_, out) = DataReader::new(limits).feed(&big);
+        assert_eq!(out.unwrap(), Err(ContentError::HeaderTooBig(64)));
+        let mut ok = b"Subject: x\r\n\r\n".to_vec();
+        ok.extend_from_slice(&b"body line\r\n".repeat(50));
+        ok.extend_from_slice(b".\r\n");
+        assert!(DataReader::new(limits).feed(&ok).1.unwrap().is_ok());
+        let mut c = ChunkReader::new(limits);
+        c.begin_chunk(big.len() - 3, true);
+        c.feed(&big[..big.len() - 3]);
+        assert_eq!(c.finish(), Err(ContentError::HeaderTooBig(64)));
     }
 
     #[test]
@@ -344,6 +388,7 @@ mod tests {
         let mut c = ChunkReader::new(ContentLimits {
             max_size: 5,
             max_line: 1000,
+            max_header: 1 << 20,
         });
         c.begin_chunk(1_000_000, true);
         assert_eq!(c.feed(&[b'a'; 1000]), 1000);

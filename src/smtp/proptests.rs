@@ -10,6 +10,7 @@ use std::sync::Arc;
 const LIMITS: ContentLimits = ContentLimits {
     max_size: 1 << 20,
     max_line: 1 << 16,
+    max_header: 1 << 20,
 };
 
 /// Message text as a client holds it: CRLF lines without bare CR or LF.
@@ -52,7 +53,7 @@ proptest! {
 
     #[test]
     fn the_data_reader_survives_any_bytes(input in prop::collection::vec(any::<u8>(), 0..2000)) {
-        let mut r = DataReader::new(ContentLimits { max_size: 100, max_line: 50 });
+        let mut r = DataReader::new(ContentLimits { max_size: 100, max_line: 50, max_header: 100 });
         let (n, _) = r.feed(&input);
         prop_assert!(n <= input.len());
     }
@@ -76,7 +77,7 @@ proptest! {
     fn a_session_fed_any_bytes_never_panics(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..20)) {
         let cfg = Arc::new(SessionConfig {
             hostname: "mx.example.test".into(),
-            limits: SessionLimits { message_size: 10_000, recipients: 5, command_line: 512, text_line: 1000, errors: 10 },
+            limits: SessionLimits { message_size: 10_000, recipients: 5, command_line: 512, text_line: 1000, errors: 10, header_section: 1 << 20, junk_commands: 1000 },
             starttls: true,
             auth: true,
             require_auth: false,

@@ -429,6 +429,52 @@ impl Reply {
             format!("<{address}>: Mailbox full, try again later"),
         )
     }
+    /// The message can never fit the mailbox: it is bigger than the whole quota (RFC 3463 5.2.2).
+    pub fn exceeds_quota(address: &str) -> Reply {
+        Reply::new(
+            552,
+            EnhancedCode(5, 2, 2),
+            format!("<{address}>: Message is bigger than the mailbox's quota"),
+        )
+    }
+    pub fn header_too_big(limit: usize) -> Reply {
+        Reply::new(
+            552,
+            EnhancedCode(5, 3, 4),
+            format!("Header section exceeds fixed limit of {limit} octets"),
+        )
+    }
+    pub fn too_many_junk_commands() -> Reply {
+        Reply::new(
+            421,
+            EnhancedCode(4, 7, 0),
+            "Too many commands without mail, closing connection",
+        )
+    }
+    /// The session went on too long without completing a message.
+    pub fn session_too_long(hostname: &str) -> Reply {
+        Reply::new(
+            421,
+            EnhancedCode(4, 4, 2),
+            format!("{hostname} session lasted too long without mail, closing connection"),
+        )
+    }
+    /// RFC 5322 3.6: at most one From:, Sender:, ... field.
+    pub fn duplicate_header(name: &str) -> Reply {
+        Reply::new(
+            550,
+            EnhancedCode(5, 6, 0),
+            format!("Message has more than one {name} header field (RFC 5322 3.6)"),
+        )
+    }
+    /// A local program tried to send as an address its Unix user does not own.
+    pub fn local_sender_refused(address: &str, user: &str) -> Reply {
+        Reply::new(
+            553,
+            EnhancedCode(5, 7, 1),
+            format!("Local user {user} may not send as <{address}>"),
+        )
+    }
     pub fn relay_denied(address: &str) -> Reply {
         Reply::new(
             554,

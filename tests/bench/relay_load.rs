@@ -67,7 +67,7 @@ fn main() {
     let config = load::write_config(
         dir.path(),
         &format!(
-            "[submission]\ntrusted_networks = [\"127.0.0.0/8\"]\n[delivery]\nremote_port = {}\n{}",
+            "[submission]\ntrusted_networks = [\"127.0.0.0/8\"]\n[delivery]\nremote_port = {}\nallow_private_addresses = true\n{}",
             sink.addr.port(),
             dns.config()
         ),

@@ -17,7 +17,7 @@ async fn an_alias_fans_out_to_local_and_remote_addresses() {
     let s = sinks(vec![Behaviour::default()]);
     let dns = TestDns::start(vec![Rr::A("partner.test", "127.0.0.2")]);
     let mut d = Daemon::start_with_dns(&format!(
-        "[delivery]\nremote_port = {}\n{}",
+        "[delivery]\nremote_port = {}\nallow_private_addresses = true\n{}",
         s[0].addr.port(),
         dns.config()
     ));

@@ -45,8 +45,9 @@ async fn per_recipient_replies_good_over_quota_and_unknown() {
     let (alice, alice_text) = c.reply().await;
     let (bob, bob_text) = c.reply().await;
     assert_eq!(alice, 250, "{alice_text}");
-    assert_eq!(bob, 452, "{bob_text}");
-    assert!(bob_text.starts_with("452 4.2.2"), "{bob_text}");
+    // 200 octets can never fit a 50-octet quota: permanent (RFC 3463 5.2.2), not "try again later".
+    assert_eq!(bob, 552, "{bob_text}");
+    assert!(bob_text.starts_with("552 5.2.2"), "{bob_text}");
     let got = std::fs::read_to_string(&d.wait_delivered("alice@example.test", 1)[0]).unwrap();
     assert!(got.contains("with LMTP id"), "{got}");
     assert!(d.delivered("bob@example.test").is_empty());

@@ -10,8 +10,26 @@ impl Session {
     pub(super) fn handle_line(&mut self, line: &str) {
         let cmd = match command::parse(line) {
             Ok(c) => c,
-            Err(e) => return self.refuse_command(line, e),
+            Err(e) => {
+                if self.junk_command() {
+                    self.refuse_command(line, e);
+                }
+                return;
+            }
         };
+        let moves_mail = matches!(
+            cmd,
+            Command::Mail { .. }
+                | Command::Rcpt { .. }
+                | Command::Data
+                | Command::Bdat { .. }
+                | Command::Quit
+                | Command::StartTls
+                | Command::Auth { .. }
+        );
+        if !moves_mail && !self.junk_command() {
+            return;
+        }
         match cmd {
             // RFC 2033 4.1: an LMTP server takes LHLO and refuses HELO and EHLO; an SMTP server the reverse.
             Command::Ehlo(_) | Command::Helo(_) if self.cfg.lmtp => {
@@ -50,6 +68,12 @@ impl Session {
 
     fn refuse_command(&mut self, line: &str, e: CommandError) {
         let verb = line.split(' ').next().unwrap_or("");
+        // Only a known verb is logged: an unknown "verb" may be a pipelined AUTH response (a password).
+        let logged = if command::is_known_verb(verb) {
+            verb
+        } else {
+            "(unrecognized)"
+        };
         // A BDAT we cannot parse has an unknown number of octets behind it; they will be read as commands
         // and refused, and the error limit ends a session that is out of step.
         let reply = match &e {
@@ -63,7 +87,12 @@ impl Session {
             CommandError::UnsupportedParam(p) => Reply::unsupported_parameter(p),
             CommandError::BinaryMime => Reply::binarymime_unsupported(),
         };
-        tracing::debug!(verb, error = %e, "command refused");
+        let error = if matches!(e, CommandError::Unrecognized(_)) {
+            "unrecognized command".to_string()
+        } else {
+            crate::log::escape(&e.to_string())
+        };
+        tracing::debug!(verb = logged, error = %error, "command refused");
         self.reply(reply);
     }
 

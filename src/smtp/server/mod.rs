@@ -29,6 +29,11 @@ pub struct SessionLimits {
     pub text_line: usize,
     /// Permanent (5xx) replies before the session is closed with 421.
     pub errors: usize,
+    /// Longest header section of a message, in octets (552 5.3.4 beyond it).
+    pub header_section: usize,
+    /// Commands that move no mail (NOOP, RSET, VRFY, HELP, HELO/EHLO, refused ones) allowed between two
+    /// accepted messages; past it the session is closed with 421 4.7.0 (Postfix's smtpd_junk_command_limit).
+    pub junk_commands: usize,
 }
 
 /// What a session is configured with; shared by all sessions of a listener.
@@ -101,6 +106,9 @@ struct Transaction {
     reverse_path: ReversePath,
     params: MailParams,
     recipients: Vec<Recipient>,
+    /// For each accepted RCPT command, in order, the index of its recipient: a duplicate RCPT is stored once
+    /// but LMTP still owes it a reply of its own (RFC 2033 4.2).
+    slots: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -122,7 +130,8 @@ enum Waiting {
     Sender(ReversePath, MailParams),
     Auth,
     Recipient(ForwardPath, RcptParams),
-    Message,
+    /// The message was handed over; the slots map LMTP replies back to RCPT commands.
+    Message(Vec<usize>),
     Tls,
 }
 
@@ -142,6 +151,8 @@ pub struct Session {
     hello: Option<Hello>,
     tls: bool,
     errors: usize,
+    /// Commands since the last accepted message that moved no mail.
+    junk: usize,
     /// Octets of a BDAT chunk to read and throw away (the command was refused), then this reply.
     skip: Option<(usize, Reply)>,
     /// An over-long command line is being discarded up to its LF.
@@ -165,6 +176,7 @@ impl Session {
             hello: None,
             tls: false,
             errors: 0,
+            junk: 0,
             skip: None,
             discarding_line: false,
             sasl: None,
@@ -189,21 +201,36 @@ impl Session {
     }
 
     /// Bytes read from the client.
+    ///
+    /// What was consumed is dropped first, so the buffer holds at most one unfinished command line (bounded by
+    /// `command_line`, past which it is discarded) plus the bytes of this read, however the reads split lines.
     pub fn receive(&mut self, bytes: &[u8]) {
         if self.closed {
             return;
         }
-        if self.pos > 0 && self.pos == self.input.len() {
-            self.input.clear();
+        if self.pos > 0 {
+            self.input.drain(..self.pos);
             self.pos = 0;
+        }
+        // A burst can grow the buffer once; give the memory back when it is mostly empty again.
+        let keep = self.cfg.limits.command_line.max(16 * 1024);
+        if self.input.capacity() > 4 * keep && self.input.len() + bytes.len() < keep {
+            self.input.shrink_to(keep);
         }
         self.input.extend_from_slice(bytes);
     }
 
-    /// Whether the session is reading message content (the driver applies the data timeout).
+    /// Octets buffered and not yet consumed, and the buffer's capacity (for tests of its bound).
+    pub fn buffered(&self) -> (usize, usize) {
+        (self.input.len() - self.pos, self.input.capacity())
+    }
+
+    /// Whether the session is reading message content (the driver applies the data timeout): DATA, a BDAT
+    /// chunk, or the octets of a refused BDAT chunk being read and thrown away.
     pub fn in_data(&self) -> bool {
         matches!(self.phase, Phase::Data(..))
             || matches!(&self.phase, Phase::Chunking(_, c) if c.remaining > 0)
+            || self.skip.is_some()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -295,6 +322,8 @@ impl Session {
         let line = avail[..line_end].to_vec();
         self.pos += raw_len;
         if std::mem::take(&mut self.discarding_line) || raw_len > self.cfg.limits.command_line {
+            // An over-long line inside an AUTH exchange ends the exchange too (RFC 4954 4: 501).
+            self.sasl = None;
             self.reply(Reply::command_line_too_long(self.cfg.limits.command_line));
             return true;
         }
@@ -324,6 +353,18 @@ impl Session {
         self.closed = true;
     }
 
+    /// Counts a command that moves no mail; too many of them between messages close the session.
+    pub(super) fn junk_command(&mut self) -> bool {
+        self.junk += 1;
+        if self.junk > self.cfg.limits.junk_commands {
+            self.out
+                .push_back(Action::Reply(Reply::too_many_junk_commands()));
+            self.close();
+            return false;
+        }
+        true
+    }
+
     /// The driver's verdict on the reverse-path asked for with [`Action::CheckSender`]: `None` accepts it.
     pub fn sender_verdict(&mut self, refusal: Option<Reply>) {
         let Waiting::Sender(reverse_path, params) =
@@ -337,6 +378,7 @@ impl Session {
                     reverse_path,
                     params,
                     recipients: Vec::new(),
+                    slots: Vec::new(),
                 });
                 self.reply(Reply::sender_ok());
             }
@@ -379,17 +421,22 @@ impl Session {
         };
         match (verdict, &mut self.phase) {
             (RcptVerdict::Accept(mailboxes), Phase::Envelope(tx)) => {
-                if !tx
+                let slot = match tx
                     .recipients
                     .iter()
-                    .any(|r| r.mailboxes == mailboxes && r.forward_path == forward_path)
+                    .position(|r| r.mailboxes == mailboxes && r.forward_path == forward_path)
                 {
-                    tx.recipients.push(Recipient {
-                        forward_path,
-                        params,
-                        mailboxes,
-                    });
-                }
+                    Some(i) => i,
+                    None => {
+                        tx.recipients.push(Recipient {
+                            forward_path,
+                            params,
+                            mailboxes,
+                        });
+                        tx.recipients.len() - 1
+                    }
+                };
+                tx.slots.push(slot);
                 self.reply(Reply::recipient_ok());
             }
             (RcptVerdict::Accept(_), _) => self.reply(Reply::bad_sequence("no transaction")),
@@ -397,21 +444,37 @@ impl Session {
         }
     }
 
-    /// The driver stored (or failed to store) the message from [`Action::Message`]; `reply` says which.
+    /// The driver stored (or failed to store) the message from [`Action::Message`]; `reply` says which. For
+    /// LMTP the one reply stands for every recipient (a message refused as a whole).
     pub fn message_stored(&mut self, reply: Reply) {
-        if matches!(self.waiting, Waiting::Message) {
-            self.waiting = Waiting::Nothing;
+        let Waiting::Message(slots) = std::mem::replace(&mut self.waiting, Waiting::Nothing) else {
+            return;
+        };
+        if reply.code < 400 {
+            self.junk = 0;
+        }
+        if self.cfg.lmtp {
+            for _ in &slots {
+                self.reply(reply.clone());
+            }
+        } else {
             self.reply(reply);
         }
     }
 
-    /// LMTP (RFC 2033 4.2): one reply per accepted recipient, in RCPT order.
+    /// LMTP (RFC 2033 4.2): one reply per recipient of the envelope, in its order; each RCPT command that was
+    /// accepted gets its recipient's reply, duplicates included.
     pub fn message_stored_each(&mut self, replies: Vec<Reply>) {
-        if matches!(self.waiting, Waiting::Message) {
-            self.waiting = Waiting::Nothing;
-            for r in replies {
-                self.reply(r);
-            }
+        let Waiting::Message(slots) = std::mem::replace(&mut self.waiting, Waiting::Nothing) else {
+            return;
+        };
+        self.junk = 0;
+        for slot in slots {
+            let reply = replies
+                .get(slot)
+                .cloned()
+                .unwrap_or_else(Reply::queue_write_failed);
+            self.reply(reply);
         }
     }
 
@@ -466,6 +529,7 @@ impl Session {
         };
         match result {
             Ok(body) => {
+                let slots = tx.slots.clone();
                 let envelope = Envelope {
                     protocol: self.protocol(tx.params.smtputf8),
                     helo: self
@@ -478,11 +542,22 @@ impl Session {
                     recipients: tx.recipients,
                     auth: self.identity.clone(),
                 };
-                self.waiting = Waiting::Message;
+                self.waiting = Waiting::Message(slots);
                 self.out
                     .push_back(Action::Message(Box::new(envelope), body));
             }
-            Err(e) => self.reply(content_refusal(e, &self.cfg.limits)),
+            Err(e) => {
+                let refusal = content_refusal(e, &self.cfg.limits);
+                // LMTP: a message refused as a whole still gets one reply per accepted RCPT.
+                let n = if self.cfg.lmtp {
+                    tx.slots.len().max(1)
+                } else {
+                    1
+                };
+                for _ in 0..n {
+                    self.reply(refusal.clone());
+                }
+            }
         }
     }
 
@@ -498,8 +573,18 @@ impl Session {
             self.finish_message(chunk.finish());
         } else if let Some(e) = chunk.error() {
             // RFC 3030 4.2: a failed chunk fails the transaction; later chunks are read and refused with 503.
-            self.phase = Phase::Idle;
-            self.reply(content_refusal(e, &self.cfg.limits));
+            let Phase::Chunking(tx, _) = std::mem::replace(&mut self.phase, Phase::Idle) else {
+                return;
+            };
+            let refusal = content_refusal(e, &self.cfg.limits);
+            let n = if self.cfg.lmtp {
+                tx.slots.len().max(1)
+            } else {
+                1
+            };
+            for _ in 0..n {
+                self.reply(refusal.clone());
+            }
         } else {
             let n = chunk.chunk_size;
             self.reply(Reply::chunk_received(n));
@@ -510,6 +595,7 @@ impl Session {
         ContentLimits {
             max_size: self.cfg.limits.message_size,
             max_line: self.cfg.limits.text_line,
+            max_header: self.cfg.limits.header_section,
         }
     }
 }
@@ -521,5 +607,6 @@ fn content_refusal(e: super::data::ContentError, limits: &SessionLimits) -> Repl
         ContentError::LineTooLong => Reply::text_line_too_long(limits.text_line),
         ContentError::BareLf => Reply::bare_line_ending("LF"),
         ContentError::BareCr => Reply::bare_line_ending("CR"),
+        ContentError::HeaderTooBig(max) => Reply::header_too_big(max),
     }
 }

@@ -12,6 +12,8 @@ fn config() -> Arc<SessionConfig> {
             command_line: 100,
             text_line: 200,
             errors: 5,
+            header_section: 1 << 20,
+            junk_commands: 1000,
         },
         starttls: true,
         auth: true,

@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 use tern::smtp::data::{ChunkReader, ContentLimits, DataReader};
 
 fuzz_target!(|data: &[u8]| {
-    let limits = ContentLimits { max_size: 4096, max_line: 1000 };
+    let limits = ContentLimits { max_size: 4096, max_line: 1000, max_header: 2048 };
     let mut r = DataReader::new(limits);
     let (n, _) = r.feed(data);
     assert!(n <= data.len());

@@ -9,7 +9,7 @@ use tern::smtp::{Mailbox, Reply};
 fuzz_target!(|data: &[u8]| {
     let cfg = Arc::new(SessionConfig {
         hostname: "mx.example.test".into(),
-        limits: SessionLimits { message_size: 10_000, recipients: 5, command_line: 512, text_line: 1000, errors: 10 },
+        limits: SessionLimits { message_size: 10_000, recipients: 5, command_line: 512, text_line: 1000, errors: 10, header_section: 1 << 20, junk_commands: 1000 },
         starttls: true,
         auth: true,
         require_auth: false,
