@@ -225,6 +225,8 @@ fn init_logging(level: &str, json: bool) {
 }
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
+    // Whatever a command creates under data_dir (databases, mailboxes, keys) is not for other users.
+    tern::ops::privileges::restrict_umask();
     match command {
         Command::Serve => tern::app::serve(cfg).await,
         Command::CheckConfig => {

@@ -6,7 +6,7 @@ use super::Inbound;
 use super::limits::Slot;
 use super::policy::Fit;
 use super::submission::{Reservation, UserPolicy};
-use super::throttle::AfterFailure;
+use super::throttle::{AfterFailure, Begin};
 use super::trace::TlsInfo;
 use crate::config::ListenerKind;
 use crate::intake::{Incoming, Rcpt, Trace};
@@ -478,13 +478,17 @@ impl Conn {
             tracing::warn!(user = %shown, "authentication refused: blocked after repeated failures");
             return Err(Reply::auth_throttled());
         }
-        let after_failure = match throttle.begin(ip, &user) {
-            AfterFailure::Block => {
-                tracing::warn!(user = %shown, "authentication refused: client or account now blocked");
+        match throttle.begin(ip, &user) {
+            Begin::Go => {}
+            Begin::Blocked => {
+                tracing::warn!(user = %shown, "authentication refused: blocked after repeated failures");
                 return Err(Reply::auth_throttled());
             }
-            delay => delay,
-        };
+            Begin::Busy => {
+                tracing::warn!(user = %shown, "authentication refused for now: too many attempts in progress");
+                return Err(Reply::auth_temporary_failure());
+            }
+        }
         match self.ctx.directory.verify_password(&user, c.password).await {
             Ok(true) => match self.ctx.submission.user(&user).await {
                 Ok(policy) => {
@@ -494,19 +498,24 @@ impl Conn {
                     Ok(user)
                 }
                 Err(e) => {
+                    throttle.abandoned(ip, &user);
                     tracing::error!(user = %shown, error = %e, "cannot load user settings");
                     Err(Reply::auth_temporary_failure())
                 }
             },
-            Ok(false) => {
-                let AfterFailure::Delay(d) = after_failure else {
-                    return Err(Reply::auth_throttled());
-                };
-                tracing::warn!(user = %shown, delay_ms = d.as_millis() as u64, "authentication failed");
-                tokio::time::sleep(d).await;
-                Err(Reply::auth_failed())
-            }
+            Ok(false) => match throttle.failed(ip, &user) {
+                AfterFailure::Delay(d) => {
+                    tracing::warn!(user = %shown, delay_ms = d.as_millis() as u64, "authentication failed");
+                    tokio::time::sleep(d).await;
+                    Err(Reply::auth_failed())
+                }
+                AfterFailure::Block => {
+                    tracing::warn!(user = %shown, "authentication failed; client and account blocked");
+                    Err(Reply::auth_throttled())
+                }
+            },
             Err(e) => {
+                throttle.abandoned(ip, &user);
                 tracing::error!(user = %shown, error = %e, "password check failed");
                 Err(Reply::auth_temporary_failure())
             }

@@ -41,8 +41,20 @@ enum Key {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     failures: u32,
+    /// Attempts begun and not yet decided: they count against the limit until they are.
+    pending: u32,
     since: Instant,
     blocked_until: Option<Instant>,
+}
+
+/// Whether an attempt may go on to the password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    Go,
+    /// Failures plus attempts in progress reach the limit: refused for now (454), nothing checked.
+    Busy,
+    /// The client or account is blocked (421).
+    Blocked,
 }
 
 /// What to do after a failed login.
@@ -95,46 +107,84 @@ impl AuthThrottle {
         })
     }
 
-    /// Counts an attempt as a failure before its password is checked; [`Self::succeeded`] takes it back.
-    /// `Block`: the attempt is refused without checking anything.
-    pub fn begin(&self, ip: IpAddr, account: &str) -> AfterFailure {
-        self.failed(ip, account)
+    /// Counts an attempt before its password is checked: while it is in progress it weighs like a failure,
+    /// so parallel attempts cannot all pass the limit. [`Self::failed`] or [`Self::succeeded`] decide it.
+    pub fn begin(&self, ip: IpAddr, account: &str) -> Begin {
+        let now = Instant::now();
+        let s = &self.settings;
+        let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        Self::sweep(&mut guard, now, s);
+        let mut keys = Vec::with_capacity(2);
+        for key in Self::keys(ip, account) {
+            let e = Self::entry(&mut guard.map, key.clone(), now, s);
+            if e.blocked_until.is_some_and(|u| u > now) {
+                return Begin::Blocked;
+            }
+            if e.failures + e.pending >= s.failures_before_block {
+                return Begin::Busy;
+            }
+            keys.push(key);
+        }
+        for key in keys {
+            if let Some(e) = guard.map.get_mut(&key) {
+                e.pending += 1;
+            }
+        }
+        Begin::Go
     }
 
+    fn entry<'a>(
+        map: &'a mut HashMap<Key, Entry>,
+        key: Key,
+        now: Instant,
+        s: &AuthSettings,
+    ) -> &'a mut Entry {
+        let e = map.entry(key).or_insert(Entry {
+            failures: 0,
+            pending: 0,
+            since: now,
+            blocked_until: None,
+        });
+        if now.duration_since(e.since) >= s.window && e.blocked_until.is_none_or(|u| u <= now) {
+            e.failures = 0;
+            e.since = now;
+            e.blocked_until = None;
+        }
+        e
+    }
+
+    fn sweep(entries: &mut Entries, now: Instant, s: &AuthSettings) {
+        if now.duration_since(entries.swept) < SWEEP_EVERY && entries.map.len() < MAX_ENTRIES {
+            return;
+        }
+        entries.swept = now;
+        entries.map.retain(|_, e| {
+            e.pending > 0
+                || now.duration_since(e.since) < s.window
+                || e.blocked_until.is_some_and(|u| u > now)
+        });
+        // Still full of live entries (a flood of fresh addresses): the oldest go first.
+        if entries.map.len() >= MAX_ENTRIES {
+            let mut since: Vec<Instant> = entries.map.values().map(|e| e.since).collect();
+            since.sort();
+            let cut = since[since.len() - MAX_ENTRIES / 2];
+            entries.map.retain(|_, e| e.since >= cut || e.pending > 0);
+        }
+    }
+
+    /// A failed attempt (begun or not): the delay to answer it after, or the block it causes.
     pub fn failed(&self, ip: IpAddr, account: &str) -> AfterFailure {
         let now = Instant::now();
         let s = &self.settings;
         let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        Self::sweep(&mut guard, now, s);
         let entries = &mut *guard;
-        if now.duration_since(entries.swept) >= SWEEP_EVERY || entries.map.len() >= MAX_ENTRIES {
-            entries.swept = now;
-            entries.map.retain(|_, e| {
-                now.duration_since(e.since) < s.window || e.blocked_until.is_some_and(|u| u > now)
-            });
-            // Still full of live entries (a flood of fresh addresses): the oldest go first.
-            if entries.map.len() >= MAX_ENTRIES {
-                let mut since: Vec<Instant> = entries.map.values().map(|e| e.since).collect();
-                since.sort();
-                let cut = since[since.len() - MAX_ENTRIES / 2];
-                entries.map.retain(|_, e| e.since >= cut);
-            }
-        }
         let entries = &mut entries.map;
         let mut worst = 0;
         let mut block = false;
         for key in Self::keys(ip, account) {
-            let e = entries.entry(key).or_insert(Entry {
-                failures: 0,
-                since: now,
-                blocked_until: None,
-            });
-            if now.duration_since(e.since) >= s.window && e.blocked_until.is_none_or(|u| u <= now) {
-                *e = Entry {
-                    failures: 0,
-                    since: now,
-                    blocked_until: None,
-                };
-            }
+            let e = Self::entry(entries, key, now, s);
+            e.pending = e.pending.saturating_sub(1);
             e.failures += 1;
             if e.failures >= s.failures_before_block {
                 e.blocked_until = Some(now + s.block);
@@ -153,9 +203,22 @@ impl AuthThrottle {
     /// earlier failures: one right password must not hide a scan).
     pub fn succeeded(&self, ip: IpAddr, account: &str) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.map.remove(&Key::Account(account.to_lowercase()));
+        if let Some(e) = entries.map.get_mut(&Key::Account(account.to_lowercase())) {
+            e.failures = 0;
+            e.pending = e.pending.saturating_sub(1);
+        }
         if let Some(e) = entries.map.get_mut(&Key::Ip(client_key(ip))) {
-            e.failures = e.failures.saturating_sub(1);
+            e.pending = e.pending.saturating_sub(1);
+        }
+    }
+
+    /// An attempt that was begun but decided nothing (a server-side error).
+    pub fn abandoned(&self, ip: IpAddr, account: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        for key in Self::keys(ip, account) {
+            if let Some(e) = entries.map.get_mut(&key) {
+                e.pending = e.pending.saturating_sub(1);
+            }
         }
     }
 
@@ -245,17 +308,29 @@ mod tests {
     async fn parallel_attempts_are_counted_before_they_are_checked() {
         let t = throttle();
         let ip: IpAddr = "2001:db8::1".parse().unwrap();
-        // Three attempts begun together: the third is refused at once, whatever its password.
-        assert!(matches!(
-            t.begin(ip, "alice@example.test"),
-            AfterFailure::Delay(_)
-        ));
-        assert!(matches!(
-            t.begin("2001:db8::2".parse().unwrap(), "alice@example.test"),
-            AfterFailure::Delay(_)
-        ));
-        assert_eq!(t.begin(ip, "alice@example.test"), AfterFailure::Block);
-        assert!(t.blocked("2001:db8::ffff".parse().unwrap(), "carol@example.test"));
+        // Attempts begun together (same /64): the fourth waits for the first three to be decided.
+        for _ in 0..3 {
+            assert_eq!(t.begin(ip, "alice@example.test"), Begin::Go);
+        }
+        assert_eq!(
+            t.begin("2001:db8::2".parse().unwrap(), "bob@example.test"),
+            Begin::Busy
+        );
+        t.failed(ip, "alice@example.test");
+        t.failed(ip, "alice@example.test");
+        assert_eq!(t.failed(ip, "alice@example.test"), AfterFailure::Block);
+        assert_eq!(
+            t.begin("2001:db8::ffff".parse().unwrap(), "carol@example.test"),
+            Begin::Blocked
+        );
+        // A good login gives its place back and clears the account.
+        let other: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(t.begin(other, "dave@example.test"), Begin::Go);
+        t.succeeded(other, "dave@example.test");
+        for _ in 0..3 {
+            assert_eq!(t.begin(other, "dave@example.test"), Begin::Go);
+            t.succeeded(other, "dave@example.test");
+        }
     }
 
     #[tokio::test(start_paused = true)]

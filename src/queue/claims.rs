@@ -140,3 +140,44 @@ impl Drop for Claim {
         // The writer releases it after deferring the rows; until then nobody else takes these recipients.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> QueueId {
+        crate::queue::IdGenerator::after(None).next(1_700_000_000_000_000 + n)
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_held_once_and_a_dropped_one_is_reported_as_abandoned() {
+        let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
+        let (writes_tx, mut writes_rx) = mpsc::channel(8);
+        let claims = Claims::new(wake_tx, writes_tx);
+        let a = claims.try_claim(id(1), Transport::Remote).expect("free");
+        assert!(
+            claims.try_claim(id(1), Transport::Remote).is_none(),
+            "held twice"
+        );
+        assert!(claims.try_claim(id(1), Transport::Local).is_some_and(|c| {
+            c.release_unused();
+            true
+        }));
+        // Reported and released after the commit: no abandonment, and the scheduler hears of it.
+        a.mark_reported();
+        a.release();
+        drop(a);
+        assert!(matches!(wake_rx.try_recv(), Ok(Wake::Released(_))));
+        assert!(writes_rx.try_recv().is_err());
+        // A delivery that died: its claim reports the recipients as abandoned, and stays held until then.
+        let b = claims.try_claim(id(2), Transport::Local).expect("free");
+        drop(b);
+        assert!(matches!(
+            writes_rx.try_recv(),
+            Ok(Write::Abandoned(_, Transport::Local))
+        ));
+        assert!(claims.try_claim(id(2), Transport::Local).is_none());
+        claims.remove(id(2), Transport::Local, true);
+        assert!(claims.try_claim(id(2), Transport::Local).is_some());
+    }
+}

@@ -31,8 +31,7 @@ pub fn config_text(extra: &str) -> String {
 hostname = "mx.example.test"
 data_dir = "data"
 allow_root = true
-[log]
-level = "info"
+{log}
 [[listener]]
 kind = "relay"
 bind = ["127.0.0.1:0"]
@@ -40,6 +39,11 @@ bind = ["127.0.0.1:0"]
 {admin}
 {extra}
 "#,
+        log = if extra.contains("[log]") {
+            ""
+        } else {
+            "[log]\nlevel = \"info\""
+        },
         admin = if extra.contains("[admin]") {
             ""
         } else {
@@ -144,9 +148,15 @@ impl Daemon {
 
     /// Starts `tern serve` in an existing folder and waits for its listening line.
     pub fn spawn(dir: tempfile::TempDir) -> Daemon {
-        let mut child = Command::new(TERN)
-            .args(["serve", "--config"])
-            .arg(dir.path().join("tern.toml"))
+        let mut cmd = Command::new(TERN);
+        cmd.args(["serve", "--config"])
+            .arg(dir.path().join("tern.toml"));
+        Self::spawn_command(dir, cmd)
+    }
+
+    /// Starts the daemon with a command of the test's making (`sh -c 'umask 0; exec tern serve ...'`).
+    pub fn spawn_command(dir: tempfile::TempDir, mut cmd: Command) -> Daemon {
+        let mut child = cmd
             .env_remove("RUST_LOG")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -216,6 +226,21 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// The daemon's resident memory in KiB (VmRSS from /proc), and its peak (VmHWM).
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// The daemon's process id.
@@ -412,6 +437,24 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Raw<S> {
         self.send(b".\r\n").await;
         self.reply().await
     }
+}
+
+/// A raw session on `addr` that said EHLO, STARTTLS and EHLO again: ready for AUTH.
+pub async fn tls_session(addr: SocketAddr) -> Raw<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut c = Raw::connect(addr).await;
+    c.cmd("EHLO laptop").await;
+    let (code, text) = c.cmd("STARTTLS").await;
+    assert_eq!(code, 220, "{text}");
+    let tls = insecure_tls_connector()
+        .connect(
+            rustls::pki_types::ServerName::try_from("mx.example.test").unwrap(),
+            c.stream,
+        )
+        .await
+        .expect("TLS handshake");
+    let mut t = Raw::from_stream(tls);
+    t.cmd("EHLO laptop").await;
+    t
 }
 
 /// A rustls client that accepts any certificate: the daemon's is self-signed, and this checks TLS use, not PKI.

@@ -15,6 +15,7 @@ mod mailbox;
 mod ops;
 mod outbound;
 mod protocol;
+mod safety;
 mod sink;
 mod submission;
 mod tls;

@@ -344,3 +344,73 @@ fn lmtp_takes_lhlo_and_answers_once_per_recipient() {
     }
     assert_eq!(log, [500, 250, 250, 250, 250, 354, 250, 452]);
 }
+
+#[test]
+fn the_input_buffer_holds_at_most_one_unfinished_line() {
+    let mut s = Session::new(config());
+    let line = b"NOOP 0123456789012345678901234567890123456789\r\n";
+    let stream = line.repeat(2000);
+    let mut widest = 0;
+    // Reads that almost never end at a line end: the consumed part must still go.
+    for chunk in stream.chunks(97) {
+        s.receive(chunk);
+        while s.poll().is_some() {}
+        widest = widest.max(s.buffered().0);
+    }
+    assert!(widest <= 97 + line.len(), "{widest} octets buffered");
+    assert!(s.buffered().1 <= 64 * 1024, "capacity {}", s.buffered().1);
+}
+
+#[test]
+fn junk_commands_are_limited_and_a_message_resets_the_count() {
+    let mut cfg = (*config()).clone();
+    cfg.limits.junk_commands = 3;
+    let mut s = Session::new(Arc::new(cfg));
+    let log = drive(
+        &mut s,
+        b"EHLO c.test\r\nNOOP\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@example.test>\r\nDATA\r\nx\r\n.\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n",
+        usize::MAX,
+    );
+    let c = codes(&log);
+    assert_eq!(c[..7], ["250", "250", "250", "250", "354", "MSG", "250"]);
+    assert_eq!(c[7..], ["250", "250", "250", "421", "CLO"]);
+}
+
+#[test]
+fn a_refused_bdat_chunk_is_data_and_a_long_line_ends_an_auth_exchange() {
+    let mut s = Session::new_tls(config());
+    s.receive(b"EHLO c.test\r\nBDAT 50\r\n0123");
+    while s.poll().is_some() {}
+    assert!(s.in_data(), "the refused chunk's octets are still to come");
+    let log = drive(&mut s, &[b'x'; 46], usize::MAX);
+    assert!(log.iter().any(|l| l.starts_with("503")), "{log:?}");
+    assert!(!s.in_data());
+    let mut s = Session::new_tls(config());
+    let mut input = b"EHLO c.test\r\nAUTH LOGIN\r\n".to_vec();
+    input.extend_from_slice(&[b'A'; 300]);
+    input.extend_from_slice(b"\r\nNOOP\r\n");
+    let log = drive(&mut s, &input, usize::MAX);
+    let c = codes(&log);
+    assert_eq!(c, ["250", "334", "500", "250"], "{log:?}");
+}
+
+#[test]
+fn lmtp_answers_duplicate_rcpts_and_whole_refusals_per_rcpt() {
+    let mut cfg = (*config()).clone();
+    cfg.lmtp = true;
+    let cfg = Arc::new(cfg);
+    let mut s = Session::new(cfg.clone());
+    let mut log = Vec::new();
+    s.receive(b"LHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@example.test>\r\nRCPT TO:<x@example.test>\r\nDATA\r\nbare\nlf\r\n.\r\n");
+    while let Some(a) = s.poll() {
+        match a {
+            Action::Reply(r) => log.push(r.code),
+            Action::CheckSender(..) => s.sender_verdict(None),
+            Action::CheckRecipient(fp) => s.recipient_verdict(RcptVerdict::Accept(vec![
+                Mailbox::parse(&fp.to_string(), false).unwrap(),
+            ])),
+            _ => {}
+        }
+    }
+    assert_eq!(log, [250, 250, 250, 250, 354, 550, 550]);
+}
