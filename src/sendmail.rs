@@ -126,16 +126,7 @@ pub fn read_message(input: impl Read, ignore_dots: bool) -> Result<Vec<u8>, Fail
     Ok(out)
 }
 
-/// Splits the header section from the body (the blank line stays with the body).
-fn header_len(message: &[u8]) -> usize {
-    if message.starts_with(b"\r\n") {
-        return 0;
-    }
-    message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(message.len(), |i| i + 2)
-}
+use crate::message::header_len;
 
 /// Recipients named in To:, Cc: and Bcc:, and the message without its Bcc: field.
 pub fn extract_recipients(message: &[u8]) -> (Vec<String>, Vec<u8>) {

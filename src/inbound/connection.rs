@@ -2,19 +2,18 @@
 //! timeouts, answers the session's questions (sender, recipient, credentials, storing the message) and
 //! upgrades to TLS on STARTTLS.
 
+mod store;
+
 use super::Inbound;
 use super::limits::Slot;
-use super::policy::Fit;
 use super::submission::{Reservation, UserPolicy};
 use super::throttle::{AfterFailure, Begin};
 use super::trace::TlsInfo;
 use crate::config::ListenerKind;
-use crate::intake::{Incoming, Rcpt, Trace};
 use crate::log::Escaped;
-use crate::queue::Origin;
 use crate::shutdown::Shutdown;
 use crate::smtp::Reply;
-use crate::smtp::server::{Action, Envelope, RcptVerdict, Session};
+use crate::smtp::server::{Action, RcptVerdict, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -518,200 +517,6 @@ impl Conn {
                 throttle.abandoned(ip, &user);
                 tracing::error!(user = %shown, error = %e, "password check failed");
                 Err(Reply::auth_temporary_failure())
-            }
-        }
-    }
-
-    /// LMTP: one reply per recipient. A recipient whose mailbox this message would overflow gets 452 4.2.2
-    /// (552 5.2.2 if it never fits); the others share one durable queue entry and its 250.
-    async fn store_lmtp(&mut self, env: Envelope, body: Vec<u8>, tls_on: bool) -> Vec<Reply> {
-        let mut replies: Vec<Option<Reply>> = vec![None; env.recipients.len()];
-        let mut keep = Vec::new();
-        for (i, r) in env.recipients.iter().enumerate() {
-            match self.quota_refusal(&r.mailboxes, body.len() as u64).await {
-                Some(reply) => {
-                    tracing::info!(to = %r.forward_path, reply = %reply.summary(), "recipient refused after data");
-                    replies[i] = Some(reply);
-                }
-                None => keep.push(i),
-            }
-        }
-        if !keep.is_empty() {
-            let mut accepted = env.clone();
-            accepted.recipients = keep.iter().map(|&i| env.recipients[i].clone()).collect();
-            let reply = self.store(accepted, body, tls_on).await;
-            for i in keep {
-                replies[i] = Some(reply.clone());
-            }
-        }
-        replies
-            .into_iter()
-            .map(|r| r.unwrap_or_else(Reply::queue_write_failed))
-            .collect()
-    }
-
-    /// The refusal for a message of `size` octets that one of these local mailboxes cannot take.
-    async fn quota_refusal(&self, mailboxes: &[crate::smtp::Mailbox], size: u64) -> Option<Reply> {
-        for m in mailboxes
-            .iter()
-            .filter(|m| self.ctx.policy.local_domains.contains(m.domain()))
-        {
-            match self.ctx.policy.fit_mailbox(m, size).await {
-                Fit::Fits => {}
-                Fit::Full => return Some(Reply::over_quota(&m.to_string())),
-                Fit::TooBig => return Some(Reply::exceeds_quota(&m.to_string())),
-            }
-        }
-        None
-    }
-
-    /// Commits the message to the queue; the reply is 250 only once it is on stable storage.
-    async fn store(&mut self, env: Envelope, body: Vec<u8>, tls_on: bool) -> Reply {
-        // Kept only if the message is stored; any refusal below gives the place in the hourly limit back.
-        let reservation = self.reservation.take();
-        let mut checks_summary = String::new();
-        let mut auth_results = None;
-        let mut folder = None;
-        let lmtp = self.ctx.kind == ListenerKind::Lmtp;
-        // Who vouches for the sender: an authenticated user (checked to own it), a trusted network or local
-        // program, or nobody (mail from outside, which is never signed as ours).
-        let (origin, mut may_sign) = match (&self.user, &self.peer) {
-            _ if lmtp => (Origin::Lmtp, false),
-            (Some(_), _) => (Origin::Submission, true),
-            (None, Peer::Local(local)) => (Origin::Local, local.trusted),
-            (None, Peer::Tcp(_)) if self.trusted_network() => (Origin::Submission, true),
-            (None, Peer::Tcp(_)) => (Origin::Outside, false),
-        };
-        let body = match (&self.user, &self.peer) {
-            (Some(user), _) => {
-                match self
-                    .ctx
-                    .submission
-                    .check_content(user, &self.ctx.hostname, body)
-                {
-                    Ok(b) => b,
-                    Err(reply) => {
-                        tracing::info!(from = %env.reverse_path, reply = %reply.summary(), "message refused");
-                        return reply;
-                    }
-                }
-            }
-            // A local program gets the same fix-ups; an untrusted one is signed for only when its From:
-            // is its own address.
-            (None, Peer::Local(local)) if !lmtp => {
-                if !local.trusted {
-                    may_sign = local
-                        .address
-                        .as_deref()
-                        .is_some_and(|own| self.ctx.from_owned_by(&body, own));
-                }
-                self.ctx.submission.fix_up(&self.ctx.hostname, body)
-            }
-            // Mail from outside: SPF, DKIM, ARC, DMARC; refused, quarantined or delivered with the verdict.
-            (None, Peer::Tcp(_))
-                if self.client.as_ref().is_some_and(|c| !c.skipped)
-                    && self.ctx.checks.as_ref().is_some_and(|c| c.enabled()) =>
-            {
-                let (Some(checks), Some(client)) = (self.ctx.checks.clone(), self.client.clone())
-                else {
-                    return Reply::queue_write_failed();
-                };
-                let (verdict, body) = checks
-                    .message(&client, &env.helo, &env.reverse_path.to_string(), body)
-                    .await;
-                if let Some(reply) = &verdict.reply {
-                    tracing::info!(from = %env.reverse_path, checks = %verdict.summary, reply = %reply.summary(), "message refused");
-                    return reply.clone();
-                }
-                checks_summary = verdict.summary.clone();
-                if verdict.action == crate::config::CheckAction::Junk {
-                    folder = Some("Junk".to_string());
-                }
-                auth_results = Some(verdict.header);
-                body
-            }
-            (None, _) => body,
-        };
-        // The message must fit every local mailbox it goes to: refused now, never bounced later (SMTP has
-        // one reply for all recipients; LMTP already answered per recipient).
-        if !lmtp {
-            let size = body.len() as u64;
-            for r in &env.recipients {
-                if let Some(reply) = self.quota_refusal(&r.mailboxes, size).await {
-                    tracing::info!(from = %env.reverse_path, to = %r.forward_path, reply = %reply.summary(), "message refused");
-                    return reply;
-                }
-            }
-        }
-        let trace = match &self.peer {
-            Peer::Tcp(addr) => {
-                let tls = if tls_on { self.tls.clone() } else { None };
-                let hide = self.user.is_some() && self.ctx.submission.settings.hide_client_ip;
-                Trace::Smtp {
-                    helo: env.helo.clone(),
-                    peer: (!hide).then_some(*addr),
-                    rdns: self.client.as_ref().and_then(|c| c.rdns.clone()),
-                    tls,
-                    protocol: env.protocol,
-                }
-            }
-            Peer::Local(local) => Trace::Local { uid: local.uid },
-        };
-        let size = body.len();
-        let recipients: Vec<Rcpt> = env
-            .recipients
-            .iter()
-            .flat_map(|r| {
-                r.mailboxes.iter().map(move |m| Rcpt {
-                    forward_path: r.forward_path.to_string(),
-                    mailbox: m.clone(),
-                    notify: r.params.notify.map(|n| n.to_param()),
-                    orcpt: r.params.orcpt.clone(),
-                })
-            })
-            .collect();
-        let to: Vec<String> = recipients.iter().map(|r| r.forward_path.clone()).collect();
-        let to = to.join(",");
-        let incoming = Incoming {
-            reverse_path: env.reverse_path.to_string(),
-            body_type: env.params.body.as_str().to_string(),
-            smtputf8: env.params.smtputf8,
-            ret: env.params.ret.map(|r| r.as_str().to_string()),
-            envid: env.params.envid.clone(),
-            recipients,
-            body,
-            trace,
-            origin,
-            auth_results,
-            checks: checks_summary.clone(),
-            folder: folder.clone(),
-            may_sign,
-        };
-        let auth = env.auth.as_deref().unwrap_or("");
-        match self.ctx.intake.accept(incoming).await {
-            Ok(stored) => {
-                self.messages += 1;
-                crate::ops::metrics::inc(
-                    "tern_messages_accepted_total",
-                    &[("listener", self.ctx.kind.as_str())],
-                );
-                if let Some(r) = reservation {
-                    r.keep();
-                }
-                let id = stored.id;
-                let remote = stored
-                    .recipients
-                    .iter()
-                    .filter(|r| r.transport == crate::queue::Transport::Remote)
-                    .count();
-                tracing::info!(queue_id = %id, from = %env.reverse_path, to = %to, size, protocol = env.protocol,
-                    sasl_user = %Escaped(auth), remote, checks = %checks_summary, folder = folder.as_deref().unwrap_or(""),
-                    dkim_domain = stored.dkim_domain.as_deref().unwrap_or(""), origin = origin.as_str(), "message accepted");
-                Reply::queued(&id.to_string())
-            }
-            Err(e) => {
-                tracing::error!(from = %env.reverse_path, to = %to, error = %e, "message not queued");
-                Reply::queue_write_failed()
             }
         }
     }

@@ -113,7 +113,7 @@ pub async fn serve(
             a = listener.accept() => a,
             _ = shutdown.fired() => return,
         };
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: log, back off, and go on accepting.
@@ -132,26 +132,30 @@ pub async fn serve(
                         .instrument(span),
                 );
             }
-            Err(over) => {
-                let mut out = Vec::new();
-                Reply::too_many_connections(over.scope()).write_to(&mut out);
-                tokio::spawn(
-                    async move {
-                        tracing::warn!(
-                            limit = over.scope(),
-                            "connection refused: too many connections"
-                        );
-                        let _ = tokio::time::timeout(
-                            std::time::Duration::from_secs(5),
-                            stream.write_all(&out),
-                        )
-                        .await;
-                    }
-                    .instrument(span),
-                );
-            }
+            Err(over) => refuse_connection(stream, over, span),
         }
     }
+}
+
+/// Answers a connection over a limit with 421 4.7.0 (within 5 s) and closes it, in a task of its own.
+fn refuse_connection<S: tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    mut stream: S,
+    over: limits::Over,
+    span: tracing::Span,
+) {
+    let mut out = Vec::new();
+    Reply::too_many_connections(over.scope()).write_to(&mut out);
+    tokio::spawn(
+        async move {
+            tracing::warn!(
+                limit = over.scope(),
+                "connection refused: too many connections"
+            );
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.write_all(&out))
+                .await;
+        }
+        .instrument(span),
+    );
 }
 
 /// Accepts local programs on the sendmail socket until shutdown.
@@ -167,7 +171,7 @@ pub async fn serve_local(
             _ = shutdown.fired() => return,
         };
         match accepted {
-            Ok((mut stream, _)) => {
+            Ok((stream, _)) => {
                 let ctx = contexts.borrow().clone();
                 let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
                 let span = tracing::info_span!("local", listener = ctx.kind.as_str(), uid);
@@ -177,22 +181,7 @@ pub async fn serve_local(
                 let slot = match ctx.local_limits.try_acquire(key) {
                     Ok(slot) => slot,
                     Err(over) => {
-                        let mut out = Vec::new();
-                        Reply::too_many_connections(over.scope()).write_to(&mut out);
-                        tokio::spawn(
-                            async move {
-                                tracing::warn!(
-                                    limit = over.scope(),
-                                    "local connection refused: too many connections"
-                                );
-                                let _ = tokio::time::timeout(
-                                    std::time::Duration::from_secs(5),
-                                    stream.write_all(&out),
-                                )
-                                .await;
-                            }
-                            .instrument(span),
-                        );
+                        refuse_connection(stream, over, span);
                         continue;
                     }
                 };

@@ -546,18 +546,7 @@ impl Session {
                 self.out
                     .push_back(Action::Message(Box::new(envelope), body));
             }
-            Err(e) => {
-                let refusal = content_refusal(e, &self.cfg.limits);
-                // LMTP: a message refused as a whole still gets one reply per accepted RCPT.
-                let n = if self.cfg.lmtp {
-                    tx.slots.len().max(1)
-                } else {
-                    1
-                };
-                for _ in 0..n {
-                    self.reply(refusal.clone());
-                }
-            }
+            Err(e) => self.refuse_content(e, &tx),
         }
     }
 
@@ -576,18 +565,23 @@ impl Session {
             let Phase::Chunking(tx, _) = std::mem::replace(&mut self.phase, Phase::Idle) else {
                 return;
             };
-            let refusal = content_refusal(e, &self.cfg.limits);
-            let n = if self.cfg.lmtp {
-                tx.slots.len().max(1)
-            } else {
-                1
-            };
-            for _ in 0..n {
-                self.reply(refusal.clone());
-            }
+            self.refuse_content(e, &tx);
         } else {
             let n = chunk.chunk_size;
             self.reply(Reply::chunk_received(n));
+        }
+    }
+
+    /// The refusal of a message's content; LMTP still owes one reply per accepted RCPT (RFC 2033 4.2).
+    fn refuse_content(&mut self, e: super::data::ContentError, tx: &Transaction) {
+        let refusal = content_refusal(e, &self.cfg.limits);
+        let n = if self.cfg.lmtp {
+            tx.slots.len().max(1)
+        } else {
+            1
+        };
+        for _ in 0..n {
+            self.reply(refusal.clone());
         }
     }
 
