@@ -269,9 +269,18 @@ impl Intake {
             .into_iter()
             .map(|t| self.queue.try_claim(id, t))
             .collect();
-        if claims.iter().any(Option::is_none) {
-            return Err(QueueError::Busy(id.to_string()));
-        }
+        let result = if claims.iter().any(Option::is_none) {
+            Err(QueueError::Busy(id.to_string()))
+        } else {
+            self.bounce_claimed(id).await
+        };
+        // The claims go back once the bounce is committed (or refused); a delivery woken meanwhile finds
+        // nothing queued.
+        claims.into_iter().flatten().for_each(|c| c.give_back());
+        result
+    }
+
+    async fn bounce_claimed(&self, id: QueueId) -> Result<usize, QueueError> {
         let message = self.queue.load_all(id).await?;
         let reply = "5.0.0 returned to sender by the administrator".to_string();
         let failed: Vec<(&QueuedRecipient, String, Option<String>)> = message
@@ -300,9 +309,7 @@ impl Intake {
             claim: None,
         }];
         self.queue.record(reports, dsn.into_iter().collect()).await;
-        // The claims go back once the bounce is committed; a delivery woken meanwhile finds nothing queued.
         self.queue.settle().await;
-        claims.into_iter().flatten().for_each(|c| c.give_back());
         Ok(n)
     }
 }

@@ -69,6 +69,15 @@ pub struct Incoming {
     pub may_sign: bool,
 }
 
+/// What was queued, for the caller's reply and log line.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub id: QueueId,
+    pub dkim_domain: Option<String>,
+    /// Recipients relayed to other domains.
+    pub remote: usize,
+}
+
 pub struct Intake {
     pub queue: Queue,
     pub policy: Arc<RecipientPolicy>,
@@ -78,7 +87,7 @@ pub struct Intake {
 
 impl Intake {
     /// Commits the message; when this returns Ok it is on stable storage.
-    pub async fn accept(&self, m: Incoming) -> Result<QueuedMessage, QueueError> {
+    pub async fn accept(&self, m: Incoming) -> Result<Accepted, QueueError> {
         let id = self.queue.next_id();
         let trace = match &m.trace {
             Trace::Smtp {
@@ -149,12 +158,17 @@ impl Intake {
             dkim_domain,
             recipients,
         };
-        let summary = QueuedMessage {
-            body: Vec::new(),
-            ..message.clone()
+        let accepted = Accepted {
+            id,
+            dkim_domain: message.dkim_domain.clone(),
+            remote: message
+                .recipients
+                .iter()
+                .filter(|r| r.transport == Transport::Remote)
+                .count(),
         };
         self.queue.enqueue(message).await?;
-        Ok(summary)
+        Ok(accepted)
     }
 
     /// Where a message tern generates for `to` goes: resolved like a RCPT from a client that may relay

@@ -78,11 +78,18 @@ impl Conn {
         };
         let body = match (&self.user, &self.peer) {
             (Some(user), _) => {
-                match self
-                    .ctx
-                    .submission
-                    .check_content(user, &self.ctx.hostname, body)
-                {
+                // Header parsing (up to [limits] header_section) runs on the blocking pool.
+                let (submission, user, hostname) = (
+                    self.ctx.submission.clone(),
+                    user.clone(),
+                    self.ctx.hostname.clone(),
+                );
+                let checked = tokio::task::spawn_blocking(move || {
+                    submission.check_content(&user, &hostname, body)
+                })
+                .await
+                .unwrap_or_else(|_| Err(Reply::queue_write_failed()));
+                match checked {
                     Ok(b) => b,
                     Err(reply) => {
                         tracing::info!(from = %env.reverse_path, reply = %reply.summary(), "message refused");
@@ -93,13 +100,23 @@ impl Conn {
             // A local program gets the same fix-ups; an untrusted one is signed for only when its From:
             // is its own address.
             (None, Peer::Local(local)) if !lmtp => {
-                if !local.trusted {
-                    may_sign = local
-                        .address
-                        .as_deref()
-                        .is_some_and(|own| self.ctx.from_owned_by(&body, own));
+                let (ctx, local) = (self.ctx.clone(), local.clone());
+                let fixed = tokio::task::spawn_blocking(move || {
+                    let sign = local.trusted
+                        || local
+                            .address
+                            .as_deref()
+                            .is_some_and(|own| ctx.from_owned_by(&body, own));
+                    (sign, ctx.submission.fix_up(&ctx.hostname, body))
+                })
+                .await;
+                match fixed {
+                    Ok((sign, body)) => {
+                        may_sign = sign;
+                        body
+                    }
+                    Err(_) => return Reply::queue_write_failed(),
                 }
-                self.ctx.submission.fix_up(&self.ctx.hostname, body)
             }
             // Mail from outside: SPF, DKIM, ARC, DMARC; refused, quarantined or delivered with the verdict.
             (None, Peer::Tcp(_))
@@ -192,12 +209,7 @@ impl Conn {
                 if let Some(r) = reservation {
                     r.keep();
                 }
-                let id = stored.id;
-                let remote = stored
-                    .recipients
-                    .iter()
-                    .filter(|r| r.transport == crate::queue::Transport::Remote)
-                    .count();
+                let (id, remote) = (stored.id, stored.remote);
                 tracing::info!(queue_id = %id, from = %env.reverse_path, to = %to, size, protocol = env.protocol,
                     sasl_user = %Escaped(auth), remote, checks = %checks_summary, folder = folder.as_deref().unwrap_or(""),
                     dkim_domain = stored.dkim_domain.as_deref().unwrap_or(""), origin = origin.as_str(), "message accepted");
