@@ -82,6 +82,8 @@ fn contexts(
                 ListenerKind::Submissions => (false, true, true),
                 // LMTP from another MTA on a trusted socket, and local programs through the sendmail socket.
                 ListenerKind::Lmtp | ListenerKind::Local => (false, false, false),
+                // Not SMTP: served by `access` (never in `kinds`).
+                ListenerKind::Pop3 | ListenerKind::Pop3s => (false, false, false),
             };
             let l = &cfg.limits;
             let ctx = Arc::new(Inbound {
@@ -263,6 +265,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (trigger, shutdown) = crate::shutdown::channel();
     let mut senders: HashMap<ListenerKind, watch::Sender<Arc<Inbound>>> = HashMap::new();
     let mut receivers: HashMap<ListenerKind, watch::Receiver<Arc<Inbound>>> = HashMap::new();
+    let access = crate::access::Access::new(
+        cfg.hostname.clone(),
+        cfg.access.clone(),
+        shared.store.clone(),
+        directory.clone(),
+        shared.throttle.clone(),
+        tokio_rustls::TlsAcceptor::from(tls.clone()),
+    );
     for (kind, ctx) in contexts(&cfg, &shared, tls) {
         let (tx, rx) = watch::channel(ctx);
         senders.insert(kind, tx);
@@ -271,6 +281,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for (kind, socket) in sockets {
         tracing::info!(kind = kind.as_str(), addr = %socket.local_addr()?, "listening");
+        if kind.is_access() {
+            tasks.push(tokio::spawn(crate::access::pop3::serve(
+                socket,
+                kind,
+                access.clone(),
+                shutdown.clone(),
+            )));
+            continue;
+        }
         tasks.push(tokio::spawn(inbound::serve(
             socket,
             receivers[&kind].clone(),

@@ -5,6 +5,7 @@
 //! `inbound` → `queue` → `local` → `mailbox`, with `smtp` (sans-IO protocol core), `config`, `directory`,
 //! `tls`, `db`, `clock` and `shutdown` beside them, and `app` wiring them together.
 
+pub mod access;
 pub mod app;
 pub mod checks;
 pub mod clock;
@@ -20,6 +21,7 @@ pub mod mailbox;
 pub mod message;
 pub mod ops;
 pub mod outbound;
+pub mod pop3;
 pub mod queue;
 pub mod sasl;
 pub mod sendmail;

@@ -179,8 +179,20 @@ pub struct Config {
     pub checks: CheckSettings,
     /// Subaddress separator ("+"), if subaddressing is on.
     pub subaddress_separator: Option<String>,
+    pub access: AccessSettings,
     /// The effective configuration, defaults filled in and paths resolved, for `tern check-config`.
     pub effective: RawConfig,
+}
+
+/// Mail access sessions (POP3).
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    pub secure_networks: Vec<Cidr>,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_user: usize,
+    pub pop3_idle: Duration,
+    pub bad_commands: usize,
 }
 
 impl Config {
@@ -620,6 +632,31 @@ impl Validator {
                 })?),
             };
 
+        let a = &raw.access;
+        let mut secure_networks = Vec::new();
+        for (i, n) in a.secure_networks.iter().enumerate() {
+            secure_networks.push(Cidr::parse(n).ok_or_else(|| {
+                self.err(
+                    format!("access.secure_networks[{i}]"),
+                    format!("{n:?} is not an address or CIDR network"),
+                )
+            })?);
+        }
+        if a.pop3_idle_secs < 600 {
+            return Err(self.err(
+                "access.pop3_idle_secs",
+                format!("{} is below RFC 1939's 600", a.pop3_idle_secs),
+            ));
+        }
+        let access = AccessSettings {
+            secure_networks,
+            max_connections: a.max_connections.max(1),
+            max_connections_per_ip: a.max_connections_per_ip.max(1),
+            max_connections_per_user: a.max_connections_per_user.max(1),
+            pop3_idle: Duration::from_secs(a.pop3_idle_secs),
+            bad_commands: a.bad_commands.max(1),
+        };
+
         raw.server.data_dir = data_dir.display().to_string();
         raw.sendmail.socket = Some(sendmail_socket.display().to_string());
         if let Some((c, k)) = &tls_files {
@@ -660,6 +697,7 @@ impl Validator {
             dkim_headers: raw.dkim.headers.clone(),
             checks,
             subaddress_separator,
+            access,
             effective: raw,
         })
     }

@@ -40,6 +40,40 @@ pub struct RawConfig {
     pub greylist: RawGreylist,
     #[serde(default)]
     pub admin: RawAdmin,
+    #[serde(default)]
+    pub access: RawAccess,
+}
+
+/// Mail access (POP3 now; IMAP to come): who may log in without TLS, and the limits of a session.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAccess {
+    /// Client networks (CIDR) whose passwords may cross without TLS (as loopback does in Dovecot). Others must
+    /// use STLS or the implicit-TLS port first. Default: ["127.0.0.0/8", "::1"].
+    pub secure_networks: Vec<String>,
+    /// Mail access connections at once, in total. Default: 10000.
+    pub max_connections: usize,
+    /// Mail access connections at once from one client (IPv4 address or IPv6 /64). Default: 50.
+    pub max_connections_per_ip: usize,
+    /// Logged-in sessions of one user at once. Default: 20.
+    pub max_connections_per_user: usize,
+    /// Seconds a POP3 session may wait for a command (RFC 1939 asks for at least 600). Default: 600.
+    pub pop3_idle_secs: u64,
+    /// Erroneous commands before a session is closed. Default: 10.
+    pub bad_commands: usize,
+}
+
+impl Default for RawAccess {
+    fn default() -> Self {
+        RawAccess {
+            secure_networks: vec!["127.0.0.0/8".into(), "::1".into()],
+            max_connections: 10000,
+            max_connections_per_ip: 50,
+            max_connections_per_user: 20,
+            pop3_idle_secs: 600,
+            bad_commands: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -126,18 +160,29 @@ pub enum ListenerKind {
     Submissions,
     /// Final delivery from another MTA (RFC 2033).
     Lmtp,
+    /// POP3 with STLS (RFC 1939, RFC 2595; port 110).
+    Pop3,
+    /// POP3 over implicit TLS (RFC 8314; port 995).
+    Pop3s,
     /// The sendmail socket for local programs (internal; not configurable as a listener).
     #[serde(skip)]
     Local,
 }
 
 impl ListenerKind {
+    /// Mail access (POP3) rather than SMTP.
+    pub fn is_access(self) -> bool {
+        matches!(self, ListenerKind::Pop3 | ListenerKind::Pop3s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ListenerKind::Relay => "relay",
             ListenerKind::Submission => "submission",
             ListenerKind::Submissions => "submissions",
             ListenerKind::Lmtp => "lmtp",
+            ListenerKind::Pop3 => "pop3",
+            ListenerKind::Pop3s => "pop3s",
             ListenerKind::Local => "local",
         }
     }

@@ -34,7 +34,9 @@ fn embedded_default_parses_with_data_at_the_repository_root() {
         [
             (ListenerKind::Relay, 2525),
             (ListenerKind::Submission, 2587),
-            (ListenerKind::Submissions, 2465)
+            (ListenerKind::Submissions, 2465),
+            (ListenerKind::Pop3, 2110),
+            (ListenerKind::Pop3s, 2995)
         ]
     );
     assert_eq!(

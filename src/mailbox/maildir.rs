@@ -153,7 +153,14 @@ impl Maildir {
             return Ok(Some(dir.join("new")));
         }
         let size = item.prefix.len() + item.body.len();
-        let name = format!("{},S={size}", item.unique);
+        // Dovecot's W= is the size with CRLF line endings: what POP3 and IMAP report, without a read.
+        let lines = item
+            .prefix
+            .iter()
+            .chain(item.body.iter())
+            .filter(|&&b| b == b'\n')
+            .count();
+        let name = format!("{},S={size},W={}", item.unique, size + lines);
         let new = dir.join("new").join(&name);
         // One write call for the whole file.
         let mut content = Vec::with_capacity(size);
@@ -300,7 +307,119 @@ impl Maildir {
 
 static IMPORT_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The uid part of a Maildir file name: up to the `:2,` info (and flags).
+fn uid_part(name: &str) -> &str {
+    name.split_once(':').map_or(name, |(u, _)| u)
+}
+
+/// The `W=` (CRLF size) in a Maildir file name, when it has one.
+fn wire_size_of(name: &str) -> Option<u64> {
+    uid_part(name)
+        .split(',')
+        .find_map(|f| f.strip_prefix("W="))
+        .and_then(|v| v.parse().ok())
+}
+
+impl Maildir {
+    /// The folder's Maildir: the mailbox itself for INBOX, `.Name` for a folder.
+    fn folder_dir(&self, mailbox: &Mailbox, folder: &str) -> Result<PathBuf, MailboxError> {
+        let root = self.path_of(mailbox)?;
+        if folder.eq_ignore_ascii_case("INBOX") {
+            return Ok(root);
+        }
+        if !super::safe_name(folder) {
+            return Err(err(&root, "folder")(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{folder:?} is not a safe folder name"),
+            )));
+        }
+        Ok(root.join(format!(".{folder}")))
+    }
+
+    /// Files of a folder (new/ and cur/) with their uid, path and modification time.
+    fn files(&self, dir: &Path) -> Vec<(String, PathBuf, String, std::time::SystemTime)> {
+        let mut out = Vec::new();
+        for sub in ["cur", "new"] {
+            let Ok(entries) = fs::read_dir(dir.join(sub)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                let mtime = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                out.push((super::uid_of(uid_part(&name)), e.path(), name, mtime));
+            }
+        }
+        out.sort_by(|a, b| (a.3, &a.2).cmp(&(b.3, &b.2)));
+        out
+    }
+}
+
 impl MailboxStore for Maildir {
+    fn entries(&self, mailbox: &Mailbox, folder: &str) -> Result<Vec<super::Entry>, MailboxError> {
+        let dir = self.folder_dir(mailbox, folder)?;
+        let mut out = Vec::new();
+        for (uid, path, name, _) in self.files(&dir) {
+            let size = match wire_size_of(&name) {
+                Some(w) => w,
+                // A file another program put there: read once to count its lines.
+                None => match fs::read(&path) {
+                    Ok(b) => crate::pop3::wire_size(&b),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(err(&path, "read")(e)),
+                },
+            };
+            out.push(super::Entry { uid, size });
+        }
+        Ok(out)
+    }
+
+    fn read(
+        &self,
+        mailbox: &Mailbox,
+        folder: &str,
+        uid: &str,
+    ) -> Result<Option<Vec<u8>>, MailboxError> {
+        let dir = self.folder_dir(mailbox, folder)?;
+        for (u, path, _, _) in self.files(&dir) {
+            if u == uid {
+                return match fs::read(&path) {
+                    Ok(b) => Ok(Some(b)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(err(&path, "read")(e)),
+                };
+            }
+        }
+        Ok(None)
+    }
+
+    fn remove(&self, mailbox: &Mailbox, folder: &str, uids: &[String]) -> Result<(), MailboxError> {
+        let dir = self.folder_dir(mailbox, folder)?;
+        let mut touched = Vec::new();
+        for (u, path, _, _) in self.files(&dir) {
+            if uids.contains(&u) {
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        touched.push(path.parent().map(Path::to_path_buf).unwrap_or_default())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(err(&path, "unlink")(e)),
+                }
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for d in touched {
+            sync_dir(&d)?;
+        }
+        Ok(())
+    }
+
     fn folders(&self, mailbox: &Mailbox) -> Result<Vec<super::FolderInfo>, MailboxError> {
         let mut out = Vec::new();
         for (name, dir) in folder_dirs(&self.path_of(mailbox)?) {
@@ -513,13 +632,13 @@ mod tests {
                 .count(),
             0
         );
-        let content = fs::read(new.join("1.Q1_0.mx,S=42")).unwrap();
+        let content = fs::read(new.join("1.Q1_0.mx,S=42,W=46")).unwrap();
         assert_eq!(content, b"Return-Path: <a@b.test>\nSubject: x\n\nhello\n");
         // The user read it (moved to cur/ with flags); a retry after a crash must not deliver it again.
         fs::rename(
-            new.join("1.Q1_0.mx,S=42"),
+            new.join("1.Q1_0.mx,S=42,W=46"),
             dir.path()
-                .join("mail/example.test/alice/cur/1.Q1_0.mx,S=42:2,S"),
+                .join("mail/example.test/alice/cur/1.Q1_0.mx,S=42,W=46:2,S"),
         )
         .unwrap();
         assert!(md.deliver(&[item("1.Q1_0.mx", true)])[0].is_ok());

@@ -31,6 +31,19 @@ pub fn safe_name(name: &str) -> bool {
             .any(|c| c.is_control() || matches!(c, '/' | '\\' | '"' | '[' | ']' | '\0'))
 }
 
+/// A uid from a name that may be anything (a foreign Maildir file): kept when it is short printable ASCII,
+/// else a digest of it, so it stays stable and unique.
+pub fn uid_of(name: &str) -> String {
+    if !name.is_empty() && name.len() <= 70 && name.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return name.to_string();
+    }
+    let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// One copy of a message for one mailbox.
 #[derive(Debug)]
 pub struct Delivery {
@@ -86,7 +99,30 @@ pub struct StoredMessage {
     pub body: Vec<u8>,
 }
 
+/// One message of a folder as a reader (POP3) sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Stable and unique within the mailbox, printable ASCII of at most 70 octets (a POP3 UIDL).
+    pub uid: String,
+    /// Octets with CRLF line endings (what POP3 sends).
+    pub size: u64,
+}
+
 pub trait MailboxStore: Send + Sync {
+    /// The messages of a folder (`INBOX` or a folder name), oldest first.
+    fn entries(&self, mailbox: &Mailbox, folder: &str) -> Result<Vec<Entry>, MailboxError>;
+
+    /// One message of a folder by its uid, as stored; `None` when it is gone.
+    fn read(
+        &self,
+        mailbox: &Mailbox,
+        folder: &str,
+        uid: &str,
+    ) -> Result<Option<Vec<u8>>, MailboxError>;
+
+    /// Removes these messages from a folder, durably; uids that are already gone are not an error.
+    fn remove(&self, mailbox: &Mailbox, folder: &str, uids: &[String]) -> Result<(), MailboxError>;
+
     /// Delivers each item; the result at index i belongs to item i. Successes are durable.
     fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>>;
 

@@ -39,6 +39,15 @@ fn db_err(e: sqlx::Error) -> MailboxError {
     other_error("mailboxes.db", "query", e)
 }
 
+/// Folder names as stored: INBOX in capitals, whatever the reader wrote.
+fn folder_name(folder: &str) -> String {
+    if folder.eq_ignore_ascii_case("INBOX") {
+        "INBOX".into()
+    } else {
+        folder.to_string()
+    }
+}
+
 fn user_key(m: &Mailbox) -> String {
     m.to_string().to_lowercase()
 }
@@ -118,12 +127,13 @@ impl SqliteStore {
         let mut prepared = Vec::with_capacity(items.len());
         for m in items {
             let size = m.body.len();
+            let vsize = crate::pop3::wire_size(&m.body) as i64;
             let (inline, blob) = if size > self.threshold {
                 (None, Some(self.write_blob(&m.body)?))
             } else {
                 (Some(m.body.clone()), None)
             };
-            prepared.push((m, size, inline, blob));
+            prepared.push((m, size, inline, blob, vsize));
         }
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         for (
@@ -139,6 +149,7 @@ impl SqliteStore {
             size,
             inline,
             blob,
+            vsize,
         ) in prepared
         {
             sqlx::query("INSERT OR IGNORE INTO folders (user, name, uidvalidity, uidnext) VALUES (?, ?, ?, 1)")
@@ -156,8 +167,8 @@ impl SqliteStore {
                 .map_err(db_err)?;
             let (folder_id, uid): (i64, i64) = (row.get(0), row.get(1));
             let inserted = sqlx::query(
-                "INSERT OR IGNORE INTO messages (folder_id, uid, unique_key, internal_date, size, flags, recent, body, blob) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO messages (folder_id, uid, unique_key, internal_date, size, flags, recent, body, blob, vsize) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(folder_id)
             .bind(uid)
@@ -168,6 +179,7 @@ impl SqliteStore {
             .bind(recent)
             .bind(inline)
             .bind(blob)
+            .bind(vsize)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -184,7 +196,98 @@ impl SqliteStore {
     }
 }
 
+/// The uid a reader sees: the folder's UIDVALIDITY and the message's UID, so that a folder made anew never
+/// repeats one.
+fn reader_uid(uidvalidity: i64, uid: i64) -> String {
+    format!("{uidvalidity}.{uid}")
+}
+
 impl MailboxStore for SqliteStore {
+    fn entries(&self, mailbox: &Mailbox, folder: &str) -> Result<Vec<super::Entry>, MailboxError> {
+        let rows = self.block_on(async {
+            sqlx::query(
+                "SELECT f.uidvalidity, m.uid, m.vsize, m.body, m.blob FROM messages m JOIN folders f ON f.id = m.folder_id \
+                 WHERE f.user = ? AND f.name = ? ORDER BY m.uid",
+            )
+            .bind(user_key(mailbox))
+            .bind(folder_name(folder))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let size = match r.get::<Option<i64>, _>(2) {
+                Some(v) => v.max(0) as u64,
+                None => crate::pop3::wire_size(&self.read_body(r.get(3), r.get(4))?),
+            };
+            out.push(super::Entry {
+                uid: reader_uid(r.get(0), r.get(1)),
+                size,
+            });
+        }
+        Ok(out)
+    }
+
+    fn read(
+        &self,
+        mailbox: &Mailbox,
+        folder: &str,
+        uid: &str,
+    ) -> Result<Option<Vec<u8>>, MailboxError> {
+        let Some((validity, n)) = uid
+            .split_once('.')
+            .and_then(|(v, n)| Some((v.parse::<i64>().ok()?, n.parse::<i64>().ok()?)))
+        else {
+            return Ok(None);
+        };
+        let row = self.block_on(async {
+            sqlx::query(
+                "SELECT m.body, m.blob FROM messages m JOIN folders f ON f.id = m.folder_id \
+                 WHERE f.user = ? AND f.name = ? AND f.uidvalidity = ? AND m.uid = ?",
+            )
+            .bind(user_key(mailbox))
+            .bind(folder_name(folder))
+            .bind(validity)
+            .bind(n)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+        })?;
+        match row {
+            Some(r) => Ok(Some(self.read_body(r.get(0), r.get(1))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn remove(&self, mailbox: &Mailbox, folder: &str, uids: &[String]) -> Result<(), MailboxError> {
+        let user = user_key(mailbox);
+        let folder = folder_name(folder);
+        self.block_on(async {
+            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            for uid in uids {
+                let Some((validity, n)) = uid
+                    .split_once('.')
+                    .and_then(|(v, n)| Some((v.parse::<i64>().ok()?, n.parse::<i64>().ok()?)))
+                else {
+                    continue;
+                };
+                sqlx::query(
+                    "DELETE FROM messages WHERE uid = ? AND folder_id = \
+                     (SELECT id FROM folders WHERE user = ? AND name = ? AND uidvalidity = ?)",
+                )
+                .bind(n)
+                .bind(&user)
+                .bind(&folder)
+                .bind(validity)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)
+        })
+    }
+
     fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>> {
         let rows = items
             .iter()

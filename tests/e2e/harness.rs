@@ -307,6 +307,18 @@ impl Daemon {
         v
     }
 
+    /// Waits (bounded) until the log shows at least `n` local or remote deliveries (any store).
+    pub fn wait_delivered_any(&self, _address: &str, n: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.log_text().matches("status=\"sent\"").count() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Waits (bounded) until a mailbox holds at least `n` messages, and returns them.
     pub fn wait_delivered(&self, address: &str, n: usize) -> Vec<PathBuf> {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -361,7 +373,43 @@ impl Raw<TcpStream> {
     }
 }
 
+impl Raw<TcpStream> {
+    /// Connects and reads a one-line greeting that starts with `prefix` (POP3's `+OK`).
+    pub async fn connect_greeting(addr: SocketAddr, prefix: &str) -> Raw {
+        let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .expect("connect timeout")
+            .expect("connect");
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+        };
+        let greeting = raw.line().await;
+        assert!(greeting.starts_with(prefix), "{greeting}");
+        raw
+    }
+}
+
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Raw<S> {
+    /// A POP3 command: whether it got +OK, and the reply (with the lines of a multi-line one up to ".").
+    pub async fn pop_cmd(&mut self, line: &str, multiline: bool) -> (bool, String) {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        let first = self.line().await;
+        let ok = first.starts_with("+OK");
+        let mut text = first;
+        if ok && multiline {
+            loop {
+                let l = self.line().await;
+                if l == "." || l.is_empty() {
+                    break;
+                }
+                text.push('\n');
+                text.push_str(&l);
+            }
+        }
+        (ok, text)
+    }
+
     pub fn from_stream(stream: S) -> Raw<S> {
         Raw {
             stream,
@@ -396,7 +444,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Raw<S> {
         self.reply().await
     }
 
-    async fn line(&mut self) -> String {
+    pub async fn line(&mut self) -> String {
         loop {
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=i).collect();

@@ -14,6 +14,7 @@ mod lmtp;
 mod mailbox;
 mod ops;
 mod outbound;
+mod pop3;
 mod protocol;
 mod safety;
 mod sink;

@@ -1,0 +1,152 @@
+//! Mail access listeners: users reading their mail (POP3 now). They drive the sans-IO protocol cores over
+//! the mailbox store, log in with the directory's argon2id passwords and share the failed-login throttle
+//! with submission.
+
+pub mod pop3;
+
+use crate::config::{AccessSettings, Cidr};
+use crate::directory::Directory;
+use crate::inbound::limits::ConnLimiter;
+use crate::inbound::throttle::{AfterFailure, AuthThrottle, Begin};
+use crate::log::Escaped;
+use crate::mailbox::MailboxStore;
+use crate::smtp::Mailbox;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// What the sessions of the access listeners share.
+pub struct Access {
+    pub hostname: String,
+    pub settings: AccessSettings,
+    pub store: Arc<dyn MailboxStore>,
+    pub directory: Directory,
+    pub throttle: Arc<AuthThrottle>,
+    pub tls: tokio_rustls::TlsAcceptor,
+    pub limiter: Arc<ConnLimiter>,
+    /// Logged-in sessions per user.
+    sessions: Mutex<HashMap<String, usize>>,
+}
+
+/// Why a login was refused, with the POP3 response code it maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginError {
+    /// Wrong user or password (after the throttle's delay).
+    Invalid,
+    /// Blocked, or too many attempts in progress.
+    Throttled,
+    /// Too many sessions of this user.
+    InUse,
+    /// A server-side error.
+    Temporary,
+}
+
+/// A logged-in user; dropping it frees the user's session slot.
+pub struct LoggedIn {
+    pub mailbox: Mailbox,
+    access: Arc<Access>,
+}
+
+impl Drop for LoggedIn {
+    fn drop(&mut self) {
+        let key = self.mailbox.to_string();
+        let mut s = self
+            .access
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = s.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                s.remove(&key);
+            }
+        }
+    }
+}
+
+impl Access {
+    pub fn new(
+        hostname: String,
+        settings: AccessSettings,
+        store: Arc<dyn MailboxStore>,
+        directory: Directory,
+        throttle: Arc<AuthThrottle>,
+        tls: tokio_rustls::TlsAcceptor,
+    ) -> Arc<Access> {
+        let limiter = ConnLimiter::new(settings.max_connections, settings.max_connections_per_ip);
+        Arc::new(Access {
+            hostname,
+            settings,
+            store,
+            directory,
+            throttle,
+            tls,
+            limiter,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether a client may send a password without TLS.
+    pub fn is_secure_network(&self, ip: IpAddr) -> bool {
+        self.settings
+            .secure_networks
+            .iter()
+            .any(|n: &Cidr| n.contains(ip))
+    }
+
+    /// Checks a login like submission does (throttled per client and account, argon2id on the blocking
+    /// pool a few at a time, never logging the password) and takes a session slot of the user.
+    pub async fn login(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        credentials: crate::sasl::Credentials,
+    ) -> Result<LoggedIn, LoginError> {
+        let user = credentials.username.to_lowercase();
+        let shown = Escaped(&user);
+        match self.throttle.begin(ip, &user) {
+            Begin::Go => {}
+            Begin::Blocked | Begin::Busy => {
+                tracing::warn!(user = %shown, "login refused: blocked or too many attempts in progress");
+                return Err(LoginError::Throttled);
+            }
+        }
+        let verified = self
+            .directory
+            .verify_password(&user, credentials.password)
+            .await;
+        let mailbox = match verified {
+            Ok(true) => Mailbox::parse(&user, true).ok(),
+            Ok(false) => None,
+            Err(e) => {
+                self.throttle.abandoned(ip, &user);
+                tracing::error!(user = %shown, error = %e, "password check failed");
+                return Err(LoginError::Temporary);
+            }
+        };
+        let Some(mailbox) = mailbox else {
+            let delay = match self.throttle.failed(ip, &user) {
+                AfterFailure::Delay(d) => d,
+                AfterFailure::Block => std::time::Duration::ZERO,
+            };
+            tracing::warn!(user = %shown, "login failed");
+            tokio::time::sleep(delay).await;
+            return Err(LoginError::Invalid);
+        };
+        self.throttle.succeeded(ip, &user);
+        let key = mailbox.to_string();
+        {
+            let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let n = s.entry(key).or_insert(0);
+            if *n >= self.settings.max_connections_per_user {
+                tracing::warn!(user = %shown, sessions = *n, "login refused: too many sessions of this user");
+                return Err(LoginError::InUse);
+            }
+            *n += 1;
+        }
+        tracing::info!(user = %shown, "logged in");
+        Ok(LoggedIn {
+            mailbox,
+            access: self.clone(),
+        })
+    }
+}

@@ -1,0 +1,261 @@
+//! The POP3 listener: accepts connections (plain with STLS, or implicit TLS), drives `pop3::Session`, and
+//! answers its questions from the mailbox store. The maildrop is the user's INBOX as it was at login.
+
+use super::{Access, LoggedIn, LoginError};
+use crate::config::ListenerKind;
+use crate::pop3::{Action, DropMessage, Pop3Config, Session};
+use crate::shutdown::Shutdown;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub async fn serve(
+    listener: TcpListener,
+    kind: ListenerKind,
+    access: Arc<Access>,
+    mut shutdown: Shutdown,
+) {
+    let cfg = Arc::new(Pop3Config {
+        hostname: access.hostname.clone(),
+        starttls: kind == ListenerKind::Pop3,
+        bad_commands: access.settings.bad_commands,
+    });
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.fired() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(listener = kind.as_str(), error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let span = tracing::info_span!("pop3", listener = kind.as_str(), client_ip = %peer.ip(), client_port = peer.port());
+        let slot = match access.limiter.try_acquire(peer.ip()) {
+            Ok(s) => s,
+            Err(over) => {
+                let _span = span.enter();
+                tracing::warn!(
+                    limit = over.scope(),
+                    "connection refused: too many connections"
+                );
+                let mut stream = stream;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        stream.write_all(
+                            b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
+                        ),
+                    )
+                    .await;
+                });
+                continue;
+            }
+        };
+        let (access, cfg, shutdown) = (access.clone(), cfg.clone(), shutdown.clone());
+        tokio::spawn(
+            async move {
+                tracing::info!("connect");
+                let result = handle(stream, peer, kind, &access, cfg, shutdown).await;
+                match result {
+                    Ok(()) => tracing::info!("disconnect"),
+                    Err(e) => tracing::info!(error = %e, "disconnect"),
+                }
+                drop(slot);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    access: &Arc<Access>,
+    cfg: Arc<Pop3Config>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let secure = access.is_secure_network(peer.ip());
+    if kind == ListenerKind::Pop3s {
+        let Some(mut tls) = handshake(access, stream).await else {
+            return Ok(());
+        };
+        let mut session = Session::new(cfg, true, secure);
+        tls.write_all(&session.greeting()).await?;
+        drive(&mut session, &mut tls, peer, access, shutdown).await?;
+        return Ok(());
+    }
+    let mut stream = stream;
+    let mut session = Session::new(cfg, false, secure);
+    stream.write_all(&session.greeting()).await?;
+    if drive(&mut session, &mut stream, peer, access, shutdown.clone()).await? {
+        let Some(mut tls) = handshake(access, stream).await else {
+            return Ok(());
+        };
+        session.tls_established();
+        drive(&mut session, &mut tls, peer, access, shutdown).await?;
+    }
+    Ok(())
+}
+
+async fn handshake(
+    access: &Access,
+    stream: TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, access.tls.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "tls handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!("tls handshake timed out");
+            None
+        }
+    }
+}
+
+/// Runs the session until it closes (false) or asks for TLS (true).
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    session: &mut Session,
+    stream: &mut S,
+    peer: SocketAddr,
+    access: &Arc<Access>,
+    mut shutdown: Shutdown,
+) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 4096];
+    let mut out: Vec<u8> = Vec::new();
+    let mut user: Option<LoggedIn> = None;
+    let idle = access.settings.pop3_idle;
+    loop {
+        while let Some(action) = session.poll() {
+            match action {
+                Action::Send(bytes) => out.extend_from_slice(&bytes),
+                Action::Authenticate(credentials) => {
+                    let verdict = match access.login(peer.ip(), credentials).await {
+                        Ok(logged) => match maildrop(access, &logged).await {
+                            Ok(drop) => {
+                                user = Some(logged);
+                                Ok(drop)
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot read the maildrop");
+                                Err("[SYS/TEMP] cannot open the maildrop, try again later"
+                                    .to_string())
+                            }
+                        },
+                        Err(LoginError::Invalid) => {
+                            Err("[AUTH] invalid user name or password".into())
+                        }
+                        Err(LoginError::Throttled) => {
+                            Err("[LOGIN-DELAY] too many failed logins, try again later".into())
+                        }
+                        Err(LoginError::InUse) => {
+                            Err("[IN-USE] too many sessions of this user".into())
+                        }
+                        Err(LoginError::Temporary) => Err("[SYS/TEMP] try again later".into()),
+                    };
+                    session.auth_verdict(verdict);
+                }
+                Action::Retrieve { uid, lines } => {
+                    let message = match &user {
+                        Some(u) => read(access, u, uid).await,
+                        None => None,
+                    };
+                    session.retrieved(message.as_deref(), lines);
+                    // A large message goes out before the next one is read.
+                    if out.len() > 64 * 1024 {
+                        stream.write_all(&out).await?;
+                        out.clear();
+                    }
+                }
+                Action::Update(uids) => {
+                    let result = match (&user, uids.is_empty()) {
+                        (_, true) | (None, _) => Ok(()),
+                        (Some(u), false) => remove(access, u, uids.clone()).await,
+                    };
+                    if let (Some(u), Ok(())) = (&user, &result) {
+                        tracing::info!(user = %u.mailbox, deleted = uids.len(), "maildrop updated");
+                    }
+                    session.updated(result);
+                }
+                Action::StartTls => {
+                    stream.write_all(&out).await?;
+                    stream.flush().await?;
+                    return Ok(true);
+                }
+                Action::Close => {
+                    stream.write_all(&out).await?;
+                    stream.flush().await?;
+                    let _ = stream.shutdown().await;
+                    return Ok(false);
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            stream.flush().await?;
+            out.clear();
+        }
+        tokio::select! {
+            read = tokio::time::timeout(idle, stream.read(&mut buf)) => match read {
+                Ok(Ok(0)) => return Ok(false),
+                Ok(Ok(n)) => session.receive(&buf[..n]),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    tracing::info!("timeout");
+                    let _ = stream.write_all(b"-ERR autologout: idle for too long\r\n").await;
+                    return Ok(false);
+                }
+            },
+            _ = shutdown.fired() => {
+                let _ = stream.write_all(b"-ERR [SYS/TEMP] server shutting down\r\n").await;
+                return Ok(false);
+            }
+        }
+    }
+}
+
+async fn maildrop(access: &Arc<Access>, user: &LoggedIn) -> Result<Vec<DropMessage>, String> {
+    let (store, mailbox) = (access.store.clone(), user.mailbox.clone());
+    let entries = tokio::task::spawn_blocking(move || store.entries(&mailbox, "INBOX"))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(entries
+        .into_iter()
+        .map(|e| DropMessage {
+            uid: e.uid,
+            size: e.size,
+        })
+        .collect())
+}
+
+async fn read(access: &Arc<Access>, user: &LoggedIn, uid: String) -> Option<Vec<u8>> {
+    let (store, mailbox) = (access.store.clone(), user.mailbox.clone());
+    match tokio::task::spawn_blocking(move || store.read(&mailbox, "INBOX", &uid)).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot read a message");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+async fn remove(access: &Arc<Access>, user: &LoggedIn, uids: Vec<String>) -> Result<(), String> {
+    let (store, mailbox) = (access.store.clone(), user.mailbox.clone());
+    tokio::task::spawn_blocking(move || store.remove(&mailbox, "INBOX", &uids))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
