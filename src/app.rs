@@ -116,7 +116,7 @@ fn contexts(
                 intake: shared.intake.clone(),
                 limiter: shared.limiter.clone(),
                 trusted_uids: shared.trusted_uids.clone(),
-                origin: cfg.local_domains[0].clone(),
+                origin: cfg.origin.clone(),
                 local_limits: shared.local_limits.clone(),
             });
             (kind, ctx)

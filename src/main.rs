@@ -57,8 +57,14 @@ enum Command {
         #[command(subcommand)]
         action: DkimAction,
     },
+    /// Read the aliases file (default /etc/aliases, aliases(5) format) into the alias table: each
+    /// `name: targets` becomes name@<origin>. Program and file targets are refused with a warning.
+    Newaliases { file: Option<PathBuf> },
     /// Read a message on standard input and queue it, as /usr/sbin/sendmail does (a symlink named
-    /// `sendmail` to tern behaves the same): sendmail [-t] [-i] [-f sender] [-F name] [recipients...]
+    /// `sendmail` to tern behaves the same): sendmail [-t] [-i] [-f sender] [-F name] [recipients...].
+    /// Bare names (`root`) are qualified with [domains] origin. Modes: -bm (default), -bs (SMTP on
+    /// standard input and output), -bp (= mailq), -bi (= newaliases), -bv (check recipients). Accepted and
+    /// ignored: -oi, -oem, -oep, -odi, -v, -N, -R, -V, -B.
     Sendmail {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -169,10 +175,16 @@ fn main() -> ExitCode {
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
         .and_then(|n| n.to_str());
-    if invoked_as == Some("sendmail") {
-        let config = std::env::var_os("TERN_CONFIG")
-            .map_or_else(|| PathBuf::from("/etc/tern/tern.toml"), PathBuf::from);
-        return sendmail(&config, &argv[1..]);
+    let config_from_env = || {
+        std::env::var_os("TERN_CONFIG")
+            .map_or_else(|| PathBuf::from("/etc/tern/tern.toml"), PathBuf::from)
+    };
+    match invoked_as {
+        Some("sendmail") => return sendmail(&config_from_env(), &argv[1..]),
+        // Postfix's and sendmail's companions, as symlinks to tern.
+        Some("mailq") => return sendmail(&config_from_env(), &["-bp".to_string()]),
+        Some("newaliases") => return sendmail(&config_from_env(), &["-bi".to_string()]),
+        _ => {}
     }
     let cli = Cli::parse();
     if let Command::Sendmail { args } = &cli.command {
@@ -272,6 +284,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sendmail { .. } => Ok(()),
+        Command::Newaliases { file } => newaliases(file, cfg).await,
     }
 }
 
@@ -363,6 +376,68 @@ async fn alias(action: AliasAction, cfg: Config) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `tern newaliases [FILE]`: the aliases file into the alias table. Names become name@<origin>, bare
+/// targets too; a target that is another alias of the file is replaced by that alias's targets (the table
+/// resolves one level), up to 8 levels and without loops.
+async fn newaliases(file: Option<PathBuf>, cfg: Config) -> anyhow::Result<()> {
+    use std::collections::HashMap;
+    use tern::directory::aliases::AliasSpec;
+    let path = file.unwrap_or_else(|| PathBuf::from("/etc/aliases"));
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let (aliases, warnings) = tern::directory::aliases_file::parse(&text, &path);
+    for w in &warnings {
+        eprintln!("newaliases: {w}");
+    }
+    let origin = cfg.origin.to_string();
+    let q = |n: &str| tern::sendmail::qualify(n, &origin);
+    let table: HashMap<String, Vec<String>> = aliases
+        .iter()
+        .map(|a| (q(&a.name), a.targets.iter().map(|t| q(t)).collect()))
+        .collect();
+    fn flatten(
+        t: &str,
+        table: &HashMap<String, Vec<String>>,
+        seen: &mut Vec<String>,
+        out: &mut Vec<String>,
+    ) {
+        match table.get(t) {
+            Some(next) if seen.len() < 8 && !seen.iter().any(|s| s == t) => {
+                seen.push(t.to_string());
+                for n in next {
+                    flatten(n, table, seen, out);
+                }
+                seen.pop();
+            }
+            Some(_) => {
+                eprintln!("newaliases: {t}: alias loop or chain deeper than 8; left as it is")
+            }
+            None if !out.iter().any(|o| o == t) => out.push(t.to_string()),
+            None => {}
+        }
+    }
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let dir = Directory::open(&cfg.data_dir).await?;
+    let mut added = 0;
+    for a in &aliases {
+        let source = q(&a.name);
+        let mut targets = Vec::new();
+        flatten(&source, &table, &mut Vec::new(), &mut targets);
+        let spec = match AliasSpec::parse(&source, &targets, &cfg.local_domains) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("newaliases: {}:{}: {e}; skipped", path.display(), a.line);
+                continue;
+            }
+        };
+        dir.delete_alias(&source).await?;
+        dir.add_alias(&spec).await?;
+        added += 1;
+    }
+    println!("{}: {added} aliases", path.display());
     Ok(())
 }
 
@@ -464,8 +539,50 @@ fn sendmail(config: &std::path::Path, args: &[String]) -> ExitCode {
             return ExitCode::from(78);
         }
     };
+    let origin = cfg.origin.to_string();
     let run = || -> Result<String, sm::Failure> {
         let opts = sm::parse_args(args)?;
+        let sender = opts
+            .sender
+            .as_deref()
+            .map(|s| sm::qualify(s, &origin))
+            // The daemon maps the caller's uid to this same address (the origin domain).
+            .unwrap_or_else(|| format!("{}@{origin}", sm::login_name().to_lowercase()));
+        match opts.mode {
+            sm::Mode::Smtp => {
+                return sm::smtp_dialogue(&cfg.sendmail_socket).map(|_| String::new());
+            }
+            sm::Mode::Queue | sm::Mode::Aliases => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| sm::Failure {
+                        code: exit::SOFTWARE,
+                        message: e.to_string(),
+                    })?;
+                let result = if opts.mode == sm::Mode::Queue {
+                    runtime.block_on(queue_list(&cfg.data_dir, false))
+                } else {
+                    runtime.block_on(newaliases(None, cfg.clone()))
+                };
+                return result.map(|_| String::new()).map_err(|e| sm::Failure {
+                    code: exit::UNAVAILABLE,
+                    message: format!("{e:#}"),
+                });
+            }
+            sm::Mode::Verify => {
+                let recipients: Vec<String> = opts
+                    .recipients
+                    .iter()
+                    .map(|r| sm::qualify(r, &origin))
+                    .collect();
+                for line in sm::verify(&cfg.sendmail_socket, &sender, &recipients)? {
+                    println!("{line}");
+                }
+                return Ok(String::new());
+            }
+            sm::Mode::Deliver => {}
+        }
         let mut message = sm::read_message(std::io::stdin().lock(), opts.ignore_dots)?;
         let mut recipients = opts.recipients.clone();
         if opts.extract_recipients {
@@ -473,17 +590,7 @@ fn sendmail(config: &std::path::Path, args: &[String]) -> ExitCode {
             recipients.extend(found);
             message = without_bcc;
         }
-        let sender = opts
-            .sender
-            .clone()
-            // The daemon maps the caller's uid to this same address (the origin domain).
-            .unwrap_or_else(|| {
-                format!(
-                    "{}@{}",
-                    sm::login_name().to_lowercase(),
-                    cfg.local_domains[0]
-                )
-            });
+        let recipients: Vec<String> = recipients.iter().map(|r| sm::qualify(r, &origin)).collect();
         let message = sm::ensure_from(message, &sender, opts.full_name.as_deref());
         sm::submit(&cfg.sendmail_socket, &sender, &recipients, &message)
     };

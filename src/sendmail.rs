@@ -19,8 +19,25 @@ pub mod exit {
     pub const TEMPFAIL: u8 = 75;
 }
 
+/// What sendmail is asked to do (`-b` modes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// -bm (the default): read a message and queue it.
+    #[default]
+    Deliver,
+    /// -bs: an SMTP dialogue on standard input and output (PHP frameworks use it).
+    Smtp,
+    /// -bp, or invoked as `mailq`: list the queue.
+    Queue,
+    /// -bi, or invoked as `newaliases`: read the aliases file into the alias table.
+    Aliases,
+    /// -bv: say whether each recipient would be accepted, send nothing.
+    Verify,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
+    pub mode: Mode,
     /// -t: take recipients from To:, Cc: and Bcc: (Bcc: is then removed).
     pub extract_recipients: bool,
     /// -i / -oi: a line with a single dot does not end the message.
@@ -86,10 +103,14 @@ pub fn parse_args(args: &[String]) -> Result<Options, Failure> {
                     it.next();
                 }
             }
+            "-bs" => o.mode = Mode::Smtp,
+            "-bp" => o.mode = Mode::Queue,
+            "-bi" => o.mode = Mode::Aliases,
+            "-bv" => o.mode = Mode::Verify,
             s if s.starts_with("-b") => {
                 return Err(fail(
                     exit::USAGE,
-                    format!("mode {s} is not supported (only -bm)"),
+                    format!("mode {s} is not supported (-bm, -bs, -bp, -bi, -bv are)"),
                 ));
             }
             s if s.starts_with('-') && s.len() > 1 => {
@@ -241,6 +262,69 @@ impl Client {
     }
 }
 
+/// A bare local name (`root`, `www-data`) as an address at the origin domain, as Postfix's myorigin does;
+/// anything with an `@` stays as it is.
+pub fn qualify(name: &str, origin: &str) -> String {
+    if name.contains('@') || name.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}@{origin}")
+    }
+}
+
+/// `sendmail -bs`: the SMTP dialogue of standard input and output, relayed to the daemon's socket as it is
+/// (the daemon applies the same rules as to any local program).
+pub fn smtp_dialogue(socket: &Path) -> Result<(), Failure> {
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        fail(
+            exit::UNAVAILABLE,
+            format!(
+                "cannot reach the tern daemon at {}: {e} (is it running?)",
+                socket.display()
+            ),
+        )
+    })?;
+    let mut to_daemon = stream
+        .try_clone()
+        .map_err(|e| fail(exit::SOFTWARE, e.to_string()))?;
+    let pump = std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let _ = std::io::copy(&mut stdin, &mut to_daemon);
+        let _ = to_daemon.shutdown(std::net::Shutdown::Write);
+    });
+    let mut from_daemon = stream;
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut from_daemon, &mut stdout)
+        .map_err(|e| fail(exit::TEMPFAIL, e.to_string()))?;
+    let _ = stdout.flush();
+    drop(pump);
+    Ok(())
+}
+
+/// `sendmail -bv`: asks the daemon about each recipient (MAIL, RCPT..., RSET); one line each.
+pub fn verify(socket: &Path, sender: &str, recipients: &[String]) -> Result<Vec<String>, Failure> {
+    let mut c = Client::connect(socket)?;
+    let (code, text) = c.reply()?;
+    if code != 220 {
+        return Err(fail(exit::TEMPFAIL, format!("daemon greeting: {text}")));
+    }
+    c.command("EHLO localhost", 250, "EHLO")?;
+    c.command(&format!("MAIL FROM:<{sender}>"), 250, "sender")?;
+    let mut out = Vec::new();
+    for r in recipients {
+        c.send(format!("RCPT TO:<{r}>\r\n").as_bytes())?;
+        let (code, text) = c.reply()?;
+        let verdict = if code == 250 {
+            "deliverable"
+        } else {
+            "undeliverable"
+        };
+        out.push(format!("{r}... {verdict}: {text}"));
+    }
+    let _ = c.send(b"RSET\r\nQUIT\r\n");
+    Ok(out)
+}
+
 /// Hands the message to the daemon; returns the reply that names the queue ID.
 pub fn submit(
     socket: &Path,
@@ -330,7 +414,12 @@ mod tests {
             parse_args(&args("-fbob@x.test")).unwrap().sender.as_deref(),
             Some("bob@x.test")
         );
-        assert_eq!(parse_args(&args("-bp")).unwrap_err().code, exit::USAGE);
+        assert_eq!(parse_args(&args("-bp")).unwrap().mode, Mode::Queue);
+        assert_eq!(parse_args(&args("-bs")).unwrap().mode, Mode::Smtp);
+        assert_eq!(parse_args(&args("-bi")).unwrap().mode, Mode::Aliases);
+        assert_eq!(parse_args(&args("-bd")).unwrap_err().code, exit::USAGE);
+        assert_eq!(qualify("root", "example.test"), "root@example.test");
+        assert_eq!(qualify("a@b.test", "example.test"), "a@b.test");
         assert_eq!(parse_args(&args("-Z")).unwrap_err().code, exit::USAGE);
     }
 

@@ -157,6 +157,8 @@ pub struct Config {
     /// Certificate and key files; `None` means a self-signed pair in data_dir/tls/.
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub local_domains: Vec<Domain>,
+    /// Bare local names become `name@origin` (sendmail recipients, Unix users, /etc/aliases).
+    pub origin: Domain,
     pub postmaster: Mailbox,
     pub store: StoreKind,
     pub blob_threshold: usize,
@@ -348,6 +350,14 @@ impl Validator {
             })?;
             local_domains.push(domain);
         }
+        let origin = match &raw.domains.origin {
+            None => local_domains[0].clone(),
+            Some(o) => Domain::parse(&o.to_lowercase(), false)
+                .ok()
+                .filter(|d| !d.as_str().starts_with('['))
+                .ok_or_else(|| self.err("domains.origin", format!("{o:?} is not a domain name")))?,
+        };
+        raw.domains.origin = Some(origin.to_string());
         let postmaster = Mailbox::parse(&raw.domains.postmaster, true).map_err(|_| {
             self.err(
                 "domains.postmaster",
@@ -677,6 +687,7 @@ impl Validator {
             listeners,
             tls_files,
             local_domains,
+            origin,
             postmaster,
             store: raw.store.kind,
             blob_threshold: raw.store.blob_threshold,

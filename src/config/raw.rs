@@ -216,6 +216,10 @@ pub struct RawDomains {
     /// alice+tag@ is delivered to alice@; empty turns subaddressing off. Default: "+".
     #[serde(default = "default_separator")]
     pub subaddress_separator: String,
+    /// The domain bare local names (`root`, a Unix login) are qualified with, as Postfix's myorigin.
+    /// Default: the first local domain.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 fn default_separator() -> String {

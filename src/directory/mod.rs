@@ -4,6 +4,7 @@
 //! verification run on the blocking pool, never on the async workers.
 
 pub mod aliases;
+pub mod aliases_file;
 
 use crate::config::SenderPolicy;
 use crate::smtp::{Domain, Mailbox};

@@ -17,6 +17,7 @@ mod outbound;
 mod pop3;
 mod protocol;
 mod safety;
+mod sendmail;
 mod sink;
 mod submission;
 mod tls;
