@@ -328,9 +328,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let control_path = control::socket_path(&cfg.data_dir);
     let control_socket = control::bind(&control_path)
         .with_context(|| format!("cannot listen on {}", control_path.display()))?;
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
     tasks.push(tokio::spawn(control::serve(
         control_socket,
         intake.clone(),
+        reload_tx,
         shutdown.clone(),
     )));
     // Any local user may write to the sendmail socket, as any local user may run sendmail.
@@ -358,19 +360,32 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tokio::spawn(expire_greylist(g));
     }
     tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "tern started");
+    // The handlers exist before systemd (or a test) is told we are ready: a SIGHUP right after READY=1
+    // must reload, not kill the process with the default action.
+    let mut signals = Signals::new()?;
     systemd::ready();
 
     let mut current = cfg;
     loop {
-        match next_signal().await? {
-            Signal::Reload => {
-                systemd::reloading();
-                if let Some(new) = reload(&current, &shared, &senders) {
-                    current = new;
-                }
-                systemd::ready();
-            }
+        let answer = match signals.next(&mut reload_rx).await {
+            Signal::Reload(answer) => answer,
             Signal::Stop => break,
+        };
+        systemd::reloading();
+        // A refused reload says so to systemd (STATUS=) and to `tern reload`, which exits non-zero.
+        let result = match reload(&current, &shared, &senders) {
+            Ok(new) => {
+                current = new;
+                systemd::ready();
+                Ok(format!("reloaded {}", current.path.display()))
+            }
+            Err(reason) => {
+                systemd::reload_refused(&reason);
+                Err(reason)
+            }
+        };
+        if let Some(answer) = answer {
+            let _ = answer.send(result);
         }
     }
     systemd::stopping();
@@ -406,12 +421,12 @@ fn reload(
     current: &Config,
     shared: &Shared,
     senders: &HashMap<ListenerKind, watch::Sender<Arc<Inbound>>>,
-) -> Option<Config> {
+) -> Result<Config, String> {
     let new = match Config::load(&current.path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "reload refused: the configuration does not validate; the running one stays");
-            return None;
+            return Err(format!("the configuration does not validate: {e}"));
         }
     };
     let restart_only = [
@@ -470,7 +485,7 @@ fn reload(
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "reload refused: the TLS certificate or key cannot be loaded; the running ones stay");
-            return None;
+            return Err(format!("the TLS certificate or key cannot be loaded: {e}"));
         }
     };
     for (kind, ctx) in contexts(&new, shared, tls) {
@@ -479,7 +494,7 @@ fn reload(
         }
     }
     tracing::info!(config = %new.path.display(), "reloaded: configuration and TLS certificate apply to new sessions");
-    Some(new)
+    Ok(new)
 }
 
 /// Binds a Unix socket, replacing a stale one from an earlier run, with the given permissions.
@@ -513,19 +528,37 @@ async fn expire_greylist(greylist: Arc<Greylist>) {
     }
 }
 
+/// Who wants a reload answered: `tern reload` over the control socket (SIGHUP has nobody to tell).
+type ReloadAnswer = tokio::sync::oneshot::Sender<Result<String, String>>;
+
 enum Signal {
-    Reload,
+    Reload(Option<ReloadAnswer>),
     Stop,
 }
 
-async fn next_signal() -> anyhow::Result<Signal> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    Ok(tokio::select! {
-        _ = term.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
-        _ = int.recv() => { tracing::info!("SIGINT received"); Signal::Stop }
-        _ = hup.recv() => { tracing::info!("SIGHUP received: reloading"); Signal::Reload }
-    })
+/// The signals the daemon acts on, registered once for its whole life (none is lost between two waits).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self, requests: &mut tokio::sync::mpsc::Receiver<ReloadAnswer>) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
+            _ = self.int.recv() => { tracing::info!("SIGINT received"); Signal::Stop }
+            _ = self.hup.recv() => { tracing::info!("SIGHUP received: reloading"); Signal::Reload(None) }
+            Some(answer) = requests.recv() => { tracing::info!("reload requested over the control socket"); Signal::Reload(Some(answer)) }
+        }
+    }
 }

@@ -57,6 +57,9 @@ enum Command {
         #[command(subcommand)]
         action: DkimAction,
     },
+    /// Ask the running daemon to reload its configuration and TLS certificate; exits non-zero with the
+    /// reason when the new configuration is refused (the running one stays). systemd's ExecReload uses it.
+    Reload,
     /// Read the aliases file (default /etc/aliases, aliases(5) format) into the alias table: each
     /// `name: targets` becomes name@<origin>. Program and file targets are refused with a warning.
     Newaliases { file: Option<PathBuf> },
@@ -192,6 +195,11 @@ fn main() -> ExitCode {
     }
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
+        // A refused configuration is what `tern reload` must still report through the daemon (its log
+        // and systemd's STATUS=), so it finds the control socket from the file's data_dir alone.
+        Err(e) if matches!(cli.command, Command::Reload) => {
+            return reload_with_invalid(&cli.config, &e);
+        }
         Err(e) => {
             eprintln!("tern: {e}");
             return ExitCode::from(78); // EX_CONFIG
@@ -219,6 +227,38 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tern reload` with a configuration that does not validate: the daemon is asked anyway (it refuses,
+/// logs and tells systemd), and the command fails with the reason.
+fn reload_with_invalid(path: &std::path::Path, error: &tern::config::ConfigError) -> ExitCode {
+    let data_dir = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Value>(&t).ok())
+        .and_then(|v| {
+            v.get("server")?
+                .get("data_dir")?
+                .as_str()
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("data"));
+    let data_dir = if data_dir.is_absolute() {
+        data_dir
+    } else {
+        path.parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(data_dir)
+    };
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        && let Err(answer) = rt.block_on(tern::ops::control::request(&data_dir, "RELOAD"))
+    {
+        eprintln!("tern: {answer}");
+        return ExitCode::from(78);
+    }
+    eprintln!("tern: {error}");
+    ExitCode::from(78)
 }
 
 fn init_logging(level: &str, json: bool) {
@@ -285,6 +325,13 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Sendmail { .. } => Ok(()),
         Command::Newaliases { file } => newaliases(file, cfg).await,
+        Command::Reload => {
+            let answer = tern::ops::control::request(&cfg.data_dir, "RELOAD")
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("{answer}");
+            Ok(())
+        }
     }
 }
 

@@ -26,9 +26,13 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// A reload request for the main loop, answered with what happened.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
+
 pub async fn serve(
     listener: UnixListener,
     intake: std::sync::Arc<crate::intake::Intake>,
+    reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
     mut shutdown: Shutdown,
 ) {
     loop {
@@ -37,16 +41,24 @@ pub async fn serve(
             _ = shutdown.fired() => return,
         };
         if let Ok((stream, _)) = accepted {
-            tokio::spawn(handle(stream, intake.clone()));
+            tokio::spawn(handle(stream, intake.clone(), reloads.clone()));
         }
     }
 }
 
-async fn handle(stream: UnixStream, intake: std::sync::Arc<crate::intake::Intake>) {
+async fn handle(
+    stream: UnixStream,
+    intake: std::sync::Arc<crate::intake::Intake>,
+    reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
+) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let answer = answer(&intake, line.trim()).await;
+        let answer = if line.trim().eq_ignore_ascii_case("RELOAD") {
+            reload(&reloads).await
+        } else {
+            answer(&intake, line.trim()).await
+        };
         if write
             .write_all(format!("{answer}\n").as_bytes())
             .await
@@ -97,7 +109,21 @@ async fn answer(intake: &crate::intake::Intake, line: &str) -> String {
     }
 }
 
-/// The client side, for `tern queue flush|delete|bounce`.
+async fn reload(reloads: &tokio::sync::mpsc::Sender<ReloadRequest>) -> String {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if reloads.send(tx).await.is_err() {
+        return "ERR the daemon is shutting down".into();
+    }
+    match rx.await {
+        Ok(Ok(text)) => format!("OK {text}"),
+        Ok(Err(reason)) => {
+            format!("ERR reload refused, running configuration kept: {reason}").replace('\n', " ")
+        }
+        Err(_) => "ERR the reload was not answered".into(),
+    }
+}
+
+/// The client side, for `tern queue flush|delete|bounce` and `tern reload`.
 pub async fn request(data_dir: &Path, line: &str) -> Result<String, String> {
     let path = socket_path(data_dir);
     let stream = UnixStream::connect(&path).await.map_err(|e| {

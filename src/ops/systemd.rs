@@ -43,6 +43,18 @@ pub fn reloading() {
     send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
 }
 
+/// A reload was refused: the running configuration stays, and systemd's status line says why.
+pub fn reload_refused(reason: &str) {
+    let reason: String = reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    send(&format!(
+        "READY=1\nSTATUS=reload refused, running configuration kept: {reason}"
+    ));
+}
+
 pub fn stopping() {
     send("STOPPING=1\nSTATUS=shutting down");
 }

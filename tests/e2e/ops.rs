@@ -150,7 +150,9 @@ fn systemd_is_told_ready_reloading_and_stopping() {
     let mut buf = [0u8; 256];
     let mut recv = || {
         let n = notify.recv(&mut buf).expect("a notification");
-        String::from_utf8_lossy(&buf[..n]).to_string()
+        let m = String::from_utf8_lossy(&buf[..n]).to_string();
+        eprintln!("notify: {m:?}");
+        m
     };
     assert!(recv().starts_with("READY=1"));
     Command::new("kill")
@@ -163,6 +165,43 @@ fn systemd_is_told_ready_reloading_and_stopping() {
         "{reloading}"
     );
     assert!(recv().starts_with("READY=1"));
+    // `tern reload` (the unit's ExecReload): success, then a refusal that exits non-zero with the reason and
+    // tells systemd in STATUS= instead of claiming a fresh start.
+    let config = dir.path().join("tern.toml");
+    let reload = || {
+        Command::new(TERN)
+            .args(["reload", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = reload();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(recv().starts_with("RELOADING=1"));
+    assert!(recv().starts_with("READY=1\nSTATUS=accepting mail"));
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        good.replace("[domains]", "[limits]\nmessage_size = 0\n[domains]"),
+    )
+    .unwrap();
+    let out = reload();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("limits.message_size"),
+        "{err}"
+    );
+    assert!(recv().starts_with("RELOADING=1"));
+    let status = recv();
+    assert!(
+        status.contains("STATUS=reload refused") && status.contains("message_size"),
+        "{status}"
+    );
+    std::fs::write(&config, good).unwrap();
     Command::new("kill")
         .args(["-15", &child.id().to_string()])
         .status()
