@@ -101,15 +101,11 @@ pub fn start(ctx: Arc<Outbound>, intake: Arc<Intake>, mut jobs: mpsc::UnboundedR
     tokio::spawn(pool::reaper(ctx.clone()));
     tokio::spawn(async move {
         while let Some(job) = jobs.recv().await {
-            let Ok(permit) = ctx.total.clone().acquire_owned().await else {
-                return;
-            };
             let ctx = ctx.clone();
             let intake = intake.clone();
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
                 let attempts = deliver_job(&ctx, &job).await;
-                drop(permit);
                 let (report, dsns) = intake.conclude(&job, attempts, started).await;
                 ctx.queue.record(vec![report], dsns).await;
             });
@@ -134,8 +130,11 @@ async fn deliver_job(ctx: &Outbound, job: &Job) -> Vec<Attempt> {
     }
     let mut attempts: Vec<Option<Attempt>> = vec![None; m.recipients.len()];
     for (domain, indexes) in by_domain {
+        // The domain's slot first, then one of the global connections: a job waiting for a busy (or slow)
+        // domain holds nothing that deliveries to other domains need.
         let slots = ctx.destination_slots(&domain);
         let _slot = slots.acquire().await;
+        let _permit = ctx.total.acquire().await;
         let rcpts: Vec<&crate::queue::QueuedRecipient> =
             indexes.iter().map(|&i| &m.recipients[i]).collect();
         let results = deliver::deliver_domain(ctx, m, &domain, &rcpts).await;

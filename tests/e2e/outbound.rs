@@ -559,3 +559,37 @@ async fn dkim_signatures_verify_for_ed25519_and_rsa_keys() {
         assert!(!dkim_passes(dns_addr, &tampered).await);
     }
 }
+
+#[test]
+fn a_stuck_domain_does_not_hold_the_connections_other_domains_need() {
+    // stuck.test's server never answers the final dot (within this test); fast.test answers at once.
+    let s = sinks(vec![
+        Behaviour {
+            stall_secs: 55,
+            ..Default::default()
+        },
+        Behaviour::default(),
+    ]);
+    let dns = TestDns::start(vec![
+        Rr::A("stuck.test", "127.0.0.2"),
+        Rr::A("fast.test", "127.0.0.3"),
+    ]);
+    // Two connections in all, one per domain: without domain-first ordering the queued stuck.test jobs
+    // take both global connections while they wait for stuck.test's one slot.
+    let d = sender(
+        dns,
+        s[0].addr.port(),
+        "max_connections = 2\nper_destination = 1\n",
+    );
+    for i in 0..4 {
+        send(&d, &[&format!("u{i}@stuck.test")], &format!("stuck {i}"));
+    }
+    send(&d, &["kim@fast.test"], "fast");
+    assert_eq!(
+        s[1].wait(1).len(),
+        1,
+        "fast.test waited behind stuck.test: {}",
+        d.log_text()
+    );
+    assert!(s[0].messages().is_empty());
+}

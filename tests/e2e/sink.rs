@@ -23,6 +23,8 @@ pub struct Behaviour {
     pub fail_data: usize,
     /// Greeting code other than 220 (e.g. 554).
     pub greeting: Option<u16>,
+    /// Seconds to wait before answering the final dot (a slow or stuck server).
+    pub stall_secs: u64,
 }
 
 #[derive(Default)]
@@ -250,6 +252,9 @@ async fn session(
                         break;
                     }
                     data.push_str(l.strip_prefix('.').unwrap_or(&l));
+                }
+                if b.stall_secs > 0 {
+                    tokio::time::sleep(Duration::from_secs(b.stall_secs)).await;
                 }
                 if st.data_failures.fetch_add(1, Ordering::SeqCst) < b.fail_data {
                     "451 4.3.0 temporary trouble, try again\r\n".into()
