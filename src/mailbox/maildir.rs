@@ -166,6 +166,7 @@ impl Maildir {
         let mut content = Vec::with_capacity(size);
         content.extend_from_slice(&item.prefix);
         content.extend_from_slice(&item.body);
+        let written = content.len() as i64;
         match write_unnamed_then_link(&dir.join("new"), &new, &content) {
             Ok(()) => {}
             Err(Fallback) => {
@@ -183,6 +184,7 @@ impl Maildir {
                 fs::rename(&tmp, &new).map_err(err(&new, "rename"))?;
             }
         }
+        self.account(&self.path_of(&item.mailbox)?, written, 1);
         Ok(Some(dir.join("new")))
     }
 }
@@ -307,6 +309,22 @@ impl Maildir {
 
 static IMPORT_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The sum of a `maildirsize` file's lines after the quota line; `None` when it is damaged.
+fn parse_maildirsize(text: &str) -> Option<super::Usage> {
+    let mut lines = text.lines();
+    lines.next()?;
+    let (mut bytes, mut count) = (0i64, 0i64);
+    for line in lines {
+        let mut f = line.split_whitespace();
+        bytes = bytes.checked_add(f.next()?.parse().ok()?)?;
+        count = count.checked_add(f.next()?.parse().ok()?)?;
+    }
+    (bytes >= 0 && count >= 0).then_some(super::Usage {
+        bytes: bytes as u64,
+        messages: count as u64,
+    })
+}
+
 /// The uid part of a Maildir file name: up to the `:2,` info (and flags).
 fn uid_part(name: &str) -> &str {
     name.split_once(':').map_or(name, |(u, _)| u)
@@ -401,10 +419,13 @@ impl MailboxStore for Maildir {
     fn remove(&self, mailbox: &Mailbox, folder: &str, uids: &[String]) -> Result<(), MailboxError> {
         let dir = self.folder_dir(mailbox, folder)?;
         let mut touched = Vec::new();
+        let root = self.path_of(mailbox)?;
         for (u, path, _, _) in self.files(&dir) {
             if uids.contains(&u) {
+                let size = fs::metadata(&path).map_or(0, |m| m.len() as i64);
                 match fs::remove_file(&path) {
                     Ok(()) => {
+                        self.account(&root, -size, -1);
                         touched.push(path.parent().map(Path::to_path_buf).unwrap_or_default())
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -518,13 +539,59 @@ impl Maildir {
         for d in dirs {
             sync_dir(&d)?;
         }
+        // Imported messages are counted by the next scan.
+        let _ = fs::remove_file(root.join("maildirsize"));
         Ok(())
     }
 }
 
 impl Maildir {
+    /// A mailbox's usage from its Maildir++ `maildirsize` file (which Dovecot's quota keeps too): the sum
+    /// of its lines, without a directory scan. The file is made by a scan when missing, and made again when
+    /// it has grown past 5120 octets or is older than 15 minutes (files other programs removed drift it).
     fn usage_of(&self, mailbox: &Mailbox) -> Result<super::Usage, MailboxError> {
         let root = self.path_of(mailbox)?;
+        let file = root.join("maildirsize");
+        if let Ok(meta) = fs::metadata(&file) {
+            let fresh = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age < std::time::Duration::from_secs(900));
+            if meta.len() <= 5120
+                && fresh
+                && let Ok(text) = fs::read_to_string(&file)
+                && let Some(usage) = parse_maildirsize(&text)
+            {
+                return Ok(usage);
+            }
+        }
+        let usage = self.scan_usage(&root);
+        if root.is_dir() {
+            // Written whole under a temporary name, then renamed: readers see the old or the new file.
+            let tmp = root.join(format!("maildirsize.{}.tmp", std::process::id()));
+            let text = format!("0S,0C\n{} {}\n", usage.bytes, usage.messages);
+            if fs::write(&tmp, text)
+                .and_then(|_| fs::rename(&tmp, &file))
+                .is_err()
+            {
+                let _ = fs::remove_file(&tmp);
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Adds a delivery (or, negative, a removal) to the mailbox's `maildirsize`, if it keeps one. One
+    /// O_APPEND write: lines from parallel deliveries do not mix.
+    fn account(&self, root: &Path, bytes: i64, count: i64) {
+        let file = root.join("maildirsize");
+        if let Ok(mut f) = OpenOptions::new().append(true).open(&file) {
+            let _ = f.write_all(format!("{bytes} {count}\n").as_bytes());
+        }
+    }
+
+    fn scan_usage(&self, root: &Path) -> super::Usage {
+        let root = root.to_path_buf();
         let mut usage = super::Usage::default();
         let mut dirs = vec![root.clone()];
         if let Ok(entries) = fs::read_dir(&root) {
@@ -546,7 +613,7 @@ impl Maildir {
                 }
             }
         }
-        Ok(usage)
+        usage
     }
 
     fn deliver_batch(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>> {
@@ -590,6 +657,54 @@ mod tests {
             body: Arc::new(b"Subject: x\n\nhello\n".to_vec()),
             check_existing: check,
         }
+    }
+
+    #[test]
+    fn maildirsize_keeps_usage_without_a_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Maildir::new(dir.path().join("mail"));
+        assert!(md.deliver(&[item("1.Q1_0.mx", false)])[0].is_ok());
+        let m = Mailbox::parse("alice@example.test", false).unwrap();
+        // The first look scans and writes the file; later deliveries add a line each.
+        assert_eq!(
+            md.usage(&m).unwrap(),
+            crate::mailbox::Usage {
+                bytes: 42,
+                messages: 1
+            }
+        );
+        let file = dir.path().join("mail/example.test/alice/maildirsize");
+        assert!(file.exists());
+        assert!(md.deliver(&[item("1.Q2_0.mx", false)])[0].is_ok());
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "0S,0C\n42 1\n42 1\n"
+        );
+        assert_eq!(
+            md.usage(&m).unwrap(),
+            crate::mailbox::Usage {
+                bytes: 84,
+                messages: 2
+            }
+        );
+        let uid = md.entries(&m, "INBOX").unwrap()[0].uid.clone();
+        md.remove(&m, "INBOX", &[uid]).unwrap();
+        assert_eq!(
+            md.usage(&m).unwrap(),
+            crate::mailbox::Usage {
+                bytes: 42,
+                messages: 1
+            }
+        );
+        // A damaged file is recounted.
+        std::fs::write(&file, "0S\ngarbage\n").unwrap();
+        assert_eq!(
+            md.usage(&m).unwrap(),
+            crate::mailbox::Usage {
+                bytes: 42,
+                messages: 1
+            }
+        );
     }
 
     #[test]
