@@ -426,63 +426,15 @@ async fn alias(action: AliasAction, cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `tern newaliases [FILE]`: the aliases file into the alias table. Names become name@<origin>, bare
-/// targets too; a target that is another alias of the file is replaced by that alias's targets (the table
-/// resolves one level), up to 8 levels and without loops.
+/// `tern newaliases [FILE]`: the aliases file (default /etc/aliases) into the alias table.
 async fn newaliases(file: Option<PathBuf>, cfg: Config) -> anyhow::Result<()> {
-    use std::collections::HashMap;
-    use tern::directory::aliases::AliasSpec;
     let path = file.unwrap_or_else(|| PathBuf::from("/etc/aliases"));
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let (aliases, warnings) = tern::directory::aliases_file::parse(&text, &path);
-    for w in &warnings {
-        eprintln!("newaliases: {w}");
-    }
-    let origin = cfg.origin.to_string();
-    let q = |n: &str| tern::sendmail::qualify(n, &origin);
-    let table: HashMap<String, Vec<String>> = aliases
-        .iter()
-        .map(|a| (q(&a.name), a.targets.iter().map(|t| q(t)).collect()))
-        .collect();
-    fn flatten(
-        t: &str,
-        table: &HashMap<String, Vec<String>>,
-        seen: &mut Vec<String>,
-        out: &mut Vec<String>,
-    ) {
-        match table.get(t) {
-            Some(next) if seen.len() < 8 && !seen.iter().any(|s| s == t) => {
-                seen.push(t.to_string());
-                for n in next {
-                    flatten(n, table, seen, out);
-                }
-                seen.pop();
-            }
-            Some(_) => {
-                eprintln!("newaliases: {t}: alias loop or chain deeper than 8; left as it is")
-            }
-            None if !out.iter().any(|o| o == t) => out.push(t.to_string()),
-            None => {}
-        }
-    }
     std::fs::create_dir_all(&cfg.data_dir)?;
     let dir = Directory::open(&cfg.data_dir).await?;
-    let mut added = 0;
-    for a in &aliases {
-        let source = q(&a.name);
-        let mut targets = Vec::new();
-        flatten(&source, &table, &mut Vec::new(), &mut targets);
-        let spec = match AliasSpec::parse(&source, &targets, &cfg.local_domains) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("newaliases: {}:{}: {e}; skipped", path.display(), a.line);
-                continue;
-            }
-        };
-        dir.delete_alias(&source).await?;
-        dir.add_alias(&spec).await?;
-        added += 1;
+    let (added, warnings) =
+        tern::directory::aliases_file::import(&dir, &path, &cfg.origin, &cfg.local_domains).await?;
+    for w in &warnings {
+        eprintln!("newaliases: {w}");
     }
     println!("{}: {added} aliases", path.display());
     Ok(())

@@ -200,17 +200,22 @@ struct Client {
     writer: UnixStream,
 }
 
+/// The daemon's sendmail socket, or EX_UNAVAILABLE saying where it was looked for.
+fn connect_socket(socket: &Path) -> Result<UnixStream, Failure> {
+    UnixStream::connect(socket).map_err(|e| {
+        fail(
+            exit::UNAVAILABLE,
+            format!(
+                "cannot reach the tern daemon at {}: {e} (is it running?)",
+                socket.display()
+            ),
+        )
+    })
+}
+
 impl Client {
     fn connect(socket: &Path) -> Result<Client, Failure> {
-        let stream = UnixStream::connect(socket).map_err(|e| {
-            fail(
-                exit::UNAVAILABLE,
-                format!(
-                    "cannot reach the tern daemon at {}: {e} (is it running?)",
-                    socket.display()
-                ),
-            )
-        })?;
+        let stream = connect_socket(socket)?;
         let _ = stream.set_read_timeout(Some(Duration::from_secs(600)));
         let writer = stream
             .try_clone()
@@ -275,15 +280,7 @@ pub fn qualify(name: &str, origin: &str) -> String {
 /// `sendmail -bs`: the SMTP dialogue of standard input and output, relayed to the daemon's socket as it is
 /// (the daemon applies the same rules as to any local program).
 pub fn smtp_dialogue(socket: &Path) -> Result<(), Failure> {
-    let stream = UnixStream::connect(socket).map_err(|e| {
-        fail(
-            exit::UNAVAILABLE,
-            format!(
-                "cannot reach the tern daemon at {}: {e} (is it running?)",
-                socket.display()
-            ),
-        )
-    })?;
+    let stream = connect_socket(socket)?;
     let mut to_daemon = stream
         .try_clone()
         .map_err(|e| fail(exit::SOFTWARE, e.to_string()))?;

@@ -150,6 +150,72 @@ fn expand(
     out.push(bare.to_lowercase());
 }
 
+/// Reads the aliases file at `path` into the alias table: names become name@<origin>, bare targets too; a
+/// target that is another alias of the file is replaced by that alias's targets (the table resolves one
+/// level), up to 8 levels and without loops. Returns how many aliases were written and the warnings.
+pub async fn import(
+    directory: &super::Directory,
+    path: &Path,
+    origin: &crate::smtp::Domain,
+    local_domains: &[crate::smtp::Domain],
+) -> Result<(usize, Vec<String>), super::DirectoryError> {
+    use std::collections::HashMap;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| super::DirectoryError::BadAlias(format!("{}: {e}", path.display())))?;
+    let (aliases, mut warnings) = parse(&text, path);
+    let origin = origin.to_string();
+    let q = |n: &str| crate::sendmail::qualify(n, &origin);
+    let table: HashMap<String, Vec<String>> = aliases
+        .iter()
+        .map(|a| (q(&a.name), a.targets.iter().map(|t| q(t)).collect()))
+        .collect();
+    fn flatten(
+        t: &str,
+        table: &HashMap<String, Vec<String>>,
+        seen: &mut Vec<String>,
+        out: &mut Vec<String>,
+        warnings: &mut Vec<String>,
+    ) {
+        match table.get(t) {
+            Some(next) if seen.len() < 8 && !seen.iter().any(|s| s == t) => {
+                seen.push(t.to_string());
+                for n in next {
+                    flatten(n, table, seen, out, warnings);
+                }
+                seen.pop();
+            }
+            Some(_) => warnings.push(format!(
+                "{t}: alias loop or chain deeper than 8; left as it is"
+            )),
+            None if !out.iter().any(|o| o == t) => out.push(t.to_string()),
+            None => {}
+        }
+    }
+    let mut added = 0;
+    for a in &aliases {
+        let source = q(&a.name);
+        let mut targets = Vec::new();
+        flatten(
+            &source,
+            &table,
+            &mut Vec::new(),
+            &mut targets,
+            &mut warnings,
+        );
+        let spec = match super::aliases::AliasSpec::parse(&source, &targets, local_domains) {
+            Ok(s) => s,
+            Err(e) => {
+                warnings.push(format!("{}:{}: {e}; skipped", path.display(), a.line));
+                continue;
+            }
+        };
+        directory.delete_alias(&source).await?;
+        directory.add_alias(&spec).await?;
+        added += 1;
+    }
+    Ok((added, warnings))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
