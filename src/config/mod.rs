@@ -3,11 +3,13 @@
 //! A bad file is refused with the file, the key and the reason, e.g.
 //! `config/tern.toml: listener[0].bind[1]: "127.0.0.1:99999" is not a socket address`.
 
+mod access;
 pub mod cidr;
 mod dnsbl;
 pub mod raw;
 
 use crate::smtp::{Domain, Mailbox};
+pub use access::AccessSettings;
 pub use cidr::Cidr;
 pub use dnsbl::Dnsbl;
 pub use raw::{CheckAction, ListenerKind, RawConfig, SenderPolicy, StoreKind, TlsPolicy};
@@ -184,17 +186,6 @@ pub struct Config {
     pub access: AccessSettings,
     /// The effective configuration, defaults filled in and paths resolved, for `tern check-config`.
     pub effective: RawConfig,
-}
-
-/// Mail access sessions (POP3).
-#[derive(Debug, Clone)]
-pub struct AccessSettings {
-    pub secure_networks: Vec<Cidr>,
-    pub max_connections: usize,
-    pub max_connections_per_ip: usize,
-    pub max_connections_per_user: usize,
-    pub pop3_idle: Duration,
-    pub bad_commands: usize,
 }
 
 impl Config {
@@ -642,30 +633,7 @@ impl Validator {
                 })?),
             };
 
-        let a = &raw.access;
-        let mut secure_networks = Vec::new();
-        for (i, n) in a.secure_networks.iter().enumerate() {
-            secure_networks.push(Cidr::parse(n).ok_or_else(|| {
-                self.err(
-                    format!("access.secure_networks[{i}]"),
-                    format!("{n:?} is not an address or CIDR network"),
-                )
-            })?);
-        }
-        if a.pop3_idle_secs < 600 {
-            return Err(self.err(
-                "access.pop3_idle_secs",
-                format!("{} is below RFC 1939's 600", a.pop3_idle_secs),
-            ));
-        }
-        let access = AccessSettings {
-            secure_networks,
-            max_connections: a.max_connections.max(1),
-            max_connections_per_ip: a.max_connections_per_ip.max(1),
-            max_connections_per_user: a.max_connections_per_user.max(1),
-            pop3_idle: Duration::from_secs(a.pop3_idle_secs),
-            bad_commands: a.bad_commands.max(1),
-        };
+        let access = self.access(&raw.access)?;
 
         raw.server.data_dir = data_dir.display().to_string();
         raw.sendmail.socket = Some(sendmail_socket.display().to_string());

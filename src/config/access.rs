@@ -1,0 +1,43 @@
+//! `[access]`: who may log in to mail access without TLS, and the limits of those sessions.
+
+use super::{Cidr, ConfigError, Validator, raw};
+use std::time::Duration;
+
+/// Mail access sessions (POP3).
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    pub secure_networks: Vec<Cidr>,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_user: usize,
+    pub pop3_idle: Duration,
+    pub bad_commands: usize,
+}
+
+impl Validator {
+    pub(super) fn access(&self, a: &raw::RawAccess) -> Result<AccessSettings, ConfigError> {
+        let mut secure_networks = Vec::new();
+        for (i, n) in a.secure_networks.iter().enumerate() {
+            secure_networks.push(Cidr::parse(n).ok_or_else(|| {
+                self.err(
+                    format!("access.secure_networks[{i}]"),
+                    format!("{n:?} is not an address or CIDR network"),
+                )
+            })?);
+        }
+        if a.pop3_idle_secs < 600 {
+            return Err(self.err(
+                "access.pop3_idle_secs",
+                format!("{} is below RFC 1939's 600", a.pop3_idle_secs),
+            ));
+        }
+        Ok(AccessSettings {
+            secure_networks,
+            max_connections: a.max_connections.max(1),
+            max_connections_per_ip: a.max_connections_per_ip.max(1),
+            max_connections_per_user: a.max_connections_per_user.max(1),
+            pop3_idle: Duration::from_secs(a.pop3_idle_secs),
+            bad_commands: a.bad_commands.max(1),
+        })
+    }
+}
