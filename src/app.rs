@@ -373,7 +373,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         };
         systemd::reloading();
         // A refused reload says so to systemd (STATUS=) and to `tern reload`, which exits non-zero.
-        let result = match reload(&current, &shared, &senders) {
+        let result = match reload(&current, &shared, &senders, &access) {
             Ok(new) => {
                 current = new;
                 systemd::ready();
@@ -421,6 +421,7 @@ fn reload(
     current: &Config,
     shared: &Shared,
     senders: &HashMap<ListenerKind, watch::Sender<Arc<Inbound>>>,
+    access: &crate::access::Access,
 ) -> Result<Config, String> {
     let new = match Config::load(&current.path) {
         Ok(c) => c,
@@ -488,6 +489,7 @@ fn reload(
             return Err(format!("the TLS certificate or key cannot be loaded: {e}"));
         }
     };
+    access.set_tls(tokio_rustls::TlsAcceptor::from(tls.clone()));
     for (kind, ctx) in contexts(&new, shared, tls) {
         if let Some(tx) = senders.get(&kind) {
             let _ = tx.send(ctx);

@@ -22,7 +22,8 @@ pub struct Access {
     pub store: Arc<dyn MailboxStore>,
     pub directory: Directory,
     pub throttle: Arc<AuthThrottle>,
-    pub tls: tokio_rustls::TlsAcceptor,
+    /// Swapped by a reload (SIGHUP, `tern reload`): new sessions use the new certificate.
+    tls: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
     pub limiter: Arc<ConnLimiter>,
     /// Logged-in sessions per user.
     sessions: Mutex<HashMap<String, usize>>,
@@ -80,10 +81,20 @@ impl Access {
             store,
             directory,
             throttle,
-            tls,
+            tls: std::sync::RwLock::new(tls),
             limiter,
             sessions: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The TLS configuration for the next handshake.
+    pub fn tls(&self) -> tokio_rustls::TlsAcceptor {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A reloaded certificate and key, for sessions that start from now on.
+    pub fn set_tls(&self, tls: tokio_rustls::TlsAcceptor) {
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
     }
 
     /// Whether a client may send a password without TLS.

@@ -111,7 +111,7 @@ async fn handshake(
     access: &Access,
     stream: TcpStream,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, access.tls.accept(stream)).await {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, access.tls().accept(stream)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
             tracing::info!(error = %e, "tls handshake failed");

@@ -182,3 +182,35 @@ async fn plaintext_login_is_refused_outside_the_secure_networks() {
     }
     assert!(!d.log_text().contains("alice-pw") && !d.log_text().contains("wrong"));
 }
+
+/// The certificate of a TLS session on `addr` (implicit TLS).
+async fn peer_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = crate::harness::insecure_tls_connector()
+        .connect(
+            rustls::pki_types::ServerName::try_from("mx.example.test").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_pop3_certificate_for_new_sessions() {
+    let d = daemon("");
+    let before = peer_certificate(d.listener("pop3s")).await;
+    let tls = d.dir.path().join("data/tls");
+    let made = rcgen::generate_simple_self_signed(vec!["mx.example.test".to_string()]).unwrap();
+    std::fs::write(tls.join("cert.pem"), made.cert.pem()).unwrap();
+    std::fs::write(tls.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
+    let out = tern(d.dir.path(), &["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = peer_certificate(d.listener("pop3s")).await;
+    assert_ne!(before, after, "pop3s still presents the old certificate");
+    assert_eq!(after, made.cert.der().to_vec());
+}
