@@ -282,6 +282,14 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => tern::app::serve(cfg).await,
         Command::CheckConfig => {
+            // What would stop the daemon at start is an error; what is unwise is a warning.
+            if let Some(files) = &cfg.tls_files {
+                tern::tls::server_config(Some(files), &cfg.data_dir, &cfg.hostname)
+                    .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+            }
+            for w in tern::config::warnings(&cfg) {
+                eprintln!("warning: {w}");
+            }
             print!("# {}: valid\n{}", cfg.path.display(), cfg.to_toml());
             Ok(())
         }

@@ -88,3 +88,34 @@ fn password_from_stdin_is_stored_as_argon2id() {
     assert!(text.contains("$argon2id$"), "no argon2id hash stored");
     assert!(!text.contains("correct horse"), "password stored in clear");
 }
+
+#[test]
+fn check_config_loads_the_tls_pair_and_warns_about_unwise_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tern.toml"), config_text("")).unwrap();
+    let out = tern(dir.path(), &["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("warning: server.allow_root"),
+        "{err}"
+    );
+    // A certificate and a key that do not belong together: the daemon would not start, so neither does this.
+    let a = rcgen::generate_simple_self_signed(vec!["mx.example.test".to_string()]).unwrap();
+    let b = rcgen::generate_simple_self_signed(vec!["mx.example.test".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), a.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), b.signing_key.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.path().join("tern.toml"),
+        config_text("[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"),
+    )
+    .unwrap();
+    let out = tern(dir.path(), &["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("tls:"), "{err}");
+    // Public listeners with the self-signed bootstrap are worth a warning.
+    let public = config_text("").replace("bind = [\"127.0.0.1:0\"]", "bind = [\"0.0.0.0:0\"]");
+    std::fs::write(dir.path().join("tern.toml"), public).unwrap();
+    let out = tern(dir.path(), &["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("self-signed certificate"), "{err}");
+}
