@@ -7,6 +7,7 @@ mod access;
 pub mod cidr;
 mod dnsbl;
 pub mod raw;
+mod warnings;
 
 use crate::smtp::{Domain, Mailbox};
 pub use access::AccessSettings;
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
+pub use warnings::warnings;
 
 /// The shipped default configuration (config/tern.toml), parsed in tests so it cannot rot.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/tern.toml");
@@ -680,34 +682,6 @@ impl Validator {
             effective: raw,
         })
     }
-}
-
-/// What `tern check-config` warns about: settings that start but are unwise outside a test machine.
-pub fn warnings(cfg: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    let public = cfg
-        .listeners
-        .iter()
-        .flat_map(|l| &l.bind)
-        .any(|a| !a.ip().is_loopback());
-    if cfg.allow_root && cfg.user.is_none() {
-        out.push("server.allow_root = true: the daemon keeps running as root; set server.user for production".into());
-    }
-    if cfg.tls_files.is_none() && public {
-        out.push(
-            "no [tls] cert and key: listeners outside loopback present a self-signed certificate (mail clients warn, MTA-STS checks fail)"
-                .into(),
-        );
-    }
-    if !public
-        && cfg
-            .local_domains
-            .iter()
-            .any(|d| !d.as_str().ends_with(".test") && !d.as_str().ends_with(".localhost"))
-    {
-        out.push("every listener is on loopback, but the local domains look public: no other server can reach this one".into());
-    }
-    out
 }
 
 impl Config {

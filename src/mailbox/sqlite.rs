@@ -202,6 +202,12 @@ fn reader_uid(uidvalidity: i64, uid: i64) -> String {
     format!("{uidvalidity}.{uid}")
 }
 
+/// UIDVALIDITY and UID back from [`reader_uid`]'s form.
+fn parse_reader_uid(uid: &str) -> Option<(i64, i64)> {
+    let (v, n) = uid.split_once('.')?;
+    Some((v.parse().ok()?, n.parse().ok()?))
+}
+
 impl MailboxStore for SqliteStore {
     fn entries(&self, mailbox: &Mailbox, folder: &str) -> Result<Vec<super::Entry>, MailboxError> {
         let rows = self.block_on(async {
@@ -235,10 +241,7 @@ impl MailboxStore for SqliteStore {
         folder: &str,
         uid: &str,
     ) -> Result<Option<Vec<u8>>, MailboxError> {
-        let Some((validity, n)) = uid
-            .split_once('.')
-            .and_then(|(v, n)| Some((v.parse::<i64>().ok()?, n.parse::<i64>().ok()?)))
-        else {
+        let Some((validity, n)) = parse_reader_uid(uid) else {
             return Ok(None);
         };
         let row = self.block_on(async {
@@ -266,10 +269,7 @@ impl MailboxStore for SqliteStore {
         self.block_on(async {
             let mut tx = self.pool.begin().await.map_err(db_err)?;
             for uid in uids {
-                let Some((validity, n)) = uid
-                    .split_once('.')
-                    .and_then(|(v, n)| Some((v.parse::<i64>().ok()?, n.parse::<i64>().ok()?)))
-                else {
+                let Some((validity, n)) = parse_reader_uid(uid) else {
                     continue;
                 };
                 sqlx::query(
