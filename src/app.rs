@@ -83,7 +83,10 @@ fn contexts(
                 // LMTP from another MTA on a trusted socket, and local programs through the sendmail socket.
                 ListenerKind::Lmtp | ListenerKind::Local => (false, false, false),
                 // Not SMTP: served by `access` (never in `kinds`).
-                ListenerKind::Pop3 | ListenerKind::Pop3s => (false, false, false),
+                ListenerKind::Pop3
+                | ListenerKind::Pop3s
+                | ListenerKind::Imap
+                | ListenerKind::Imaps => (false, false, false),
             };
             let l = &cfg.limits;
             let ctx = Arc::new(Inbound {
@@ -281,6 +284,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for (kind, socket) in sockets {
         tracing::info!(kind = kind.as_str(), addr = %socket.local_addr()?, "listening");
+        if matches!(kind, ListenerKind::Imap | ListenerKind::Imaps) {
+            tasks.push(tokio::spawn(crate::access::imap::serve(
+                socket,
+                kind,
+                access.clone(),
+                shutdown.clone(),
+            )));
+            continue;
+        }
         if kind.is_access() {
             tasks.push(tokio::spawn(crate::access::pop3::serve(
                 socket,

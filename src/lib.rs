@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod directory;
 pub mod dns;
+pub mod imap;
 pub mod inbound;
 pub mod intake;
 pub mod local;

@@ -2,6 +2,7 @@
 //! the mailbox store, log in with the directory's argon2id passwords and share the failed-login throttle
 //! with submission.
 
+pub mod imap;
 pub mod pop3;
 
 use crate::config::{AccessSettings, Cidr};

@@ -12,6 +12,10 @@ pub struct AccessSettings {
     pub max_connections_per_user: usize,
     pub pop3_idle: Duration,
     pub bad_commands: usize,
+    pub imap_idle: Duration,
+    pub imap_login_timeout: Duration,
+    pub imap_command_line: usize,
+    pub imap_literal_size: usize,
 }
 
 impl Validator {
@@ -31,6 +35,21 @@ impl Validator {
                 format!("{} is below RFC 1939's 600", a.pop3_idle_secs),
             ));
         }
+        if a.imap_idle_secs < 1800 {
+            return Err(self.err(
+                "access.imap_idle_secs",
+                format!("{} is below RFC 9051's 30 minutes (1800)", a.imap_idle_secs),
+            ));
+        }
+        if a.imap_command_line < 1024 {
+            return Err(self.err(
+                "access.imap_command_line",
+                format!(
+                    "{} is too short for IMAP commands (at least 1024)",
+                    a.imap_command_line
+                ),
+            ));
+        }
         Ok(AccessSettings {
             secure_networks,
             max_connections: a.max_connections.max(1),
@@ -38,6 +57,10 @@ impl Validator {
             max_connections_per_user: a.max_connections_per_user.max(1),
             pop3_idle: Duration::from_secs(a.pop3_idle_secs),
             bad_commands: a.bad_commands.max(1),
+            imap_idle: Duration::from_secs(a.imap_idle_secs),
+            imap_login_timeout: Duration::from_secs(a.imap_login_timeout_secs.max(1)),
+            imap_command_line: a.imap_command_line,
+            imap_literal_size: a.imap_literal_size.max(1024),
         })
     }
 }

@@ -61,6 +61,15 @@ pub struct RawAccess {
     pub pop3_idle_secs: u64,
     /// Erroneous commands before a session is closed. Default: 10.
     pub bad_commands: usize,
+    /// Seconds a logged-in IMAP session may be silent, IDLE included (RFC 9051 5.4: at least 30 minutes).
+    /// Default: 1800.
+    pub imap_idle_secs: u64,
+    /// Seconds an IMAP client has to log in. Default: 60.
+    pub imap_login_timeout_secs: u64,
+    /// Longest IMAP command line in octets, literals apart. Default: 65536.
+    pub imap_command_line: usize,
+    /// Largest IMAP literal in octets (APPENDLIMIT). Default: 26214400 (25 MiB).
+    pub imap_literal_size: usize,
 }
 
 impl Default for RawAccess {
@@ -72,6 +81,10 @@ impl Default for RawAccess {
             max_connections_per_user: 20,
             pop3_idle_secs: 600,
             bad_commands: 10,
+            imap_idle_secs: 1800,
+            imap_login_timeout_secs: 60,
+            imap_command_line: 65536,
+            imap_literal_size: 25 * 1024 * 1024,
         }
     }
 }
@@ -164,6 +177,10 @@ pub enum ListenerKind {
     Pop3,
     /// POP3 over implicit TLS (RFC 8314; port 995).
     Pop3s,
+    /// IMAP with STARTTLS (RFC 9051; port 143).
+    Imap,
+    /// IMAP over implicit TLS (RFC 8314; port 993).
+    Imaps,
     /// The sendmail socket for local programs (internal; not configurable as a listener).
     #[serde(skip)]
     Local,
@@ -172,7 +189,10 @@ pub enum ListenerKind {
 impl ListenerKind {
     /// Mail access (POP3) rather than SMTP.
     pub fn is_access(self) -> bool {
-        matches!(self, ListenerKind::Pop3 | ListenerKind::Pop3s)
+        matches!(
+            self,
+            ListenerKind::Pop3 | ListenerKind::Pop3s | ListenerKind::Imap | ListenerKind::Imaps
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -183,6 +203,8 @@ impl ListenerKind {
             ListenerKind::Lmtp => "lmtp",
             ListenerKind::Pop3 => "pop3",
             ListenerKind::Pop3s => "pop3s",
+            ListenerKind::Imap => "imap",
+            ListenerKind::Imaps => "imaps",
             ListenerKind::Local => "local",
         }
     }

@@ -36,7 +36,9 @@ fn embedded_default_parses_with_data_at_the_repository_root() {
             (ListenerKind::Submission, 2587),
             (ListenerKind::Submissions, 2465),
             (ListenerKind::Pop3, 2110),
-            (ListenerKind::Pop3s, 2995)
+            (ListenerKind::Pop3s, 2995),
+            (ListenerKind::Imap, 2143),
+            (ListenerKind::Imaps, 2993)
         ]
     );
     assert_eq!(

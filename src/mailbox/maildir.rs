@@ -13,12 +13,16 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+mod index;
 mod quota;
 
 pub struct Maildir {
     root: PathBuf,
     /// Maildirs known to exist, so that the common case costs no mkdir calls.
     known: Mutex<HashSet<PathBuf>>,
+    /// The IMAP state of the folders looked at lately.
+    states: Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<Mutex<index::FolderState>>>>,
+    notifier: super::index::Notifier,
 }
 
 fn err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> MailboxError + 'a {
@@ -35,6 +39,8 @@ impl Maildir {
         Maildir {
             root,
             known: Mutex::new(HashSet::new()),
+            states: Mutex::new(std::collections::HashMap::new()),
+            notifier: super::index::Notifier::default(),
         }
     }
 
@@ -472,6 +478,10 @@ impl MailboxStore for Maildir {
     fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>> {
         self.deliver_batch(items)
     }
+
+    fn index(&self) -> Option<&dyn super::index::MailIndex> {
+        Some(self)
+    }
 }
 
 impl Maildir {
@@ -553,6 +563,11 @@ impl Maildir {
                         });
                     }
                 }
+            }
+        }
+        for (item, r) in items.iter().zip(&results) {
+            if r.is_ok() {
+                self.notifier.notify(&item.mailbox);
             }
         }
         results.into_iter().map(|r| r.map(|_| ())).collect()

@@ -4,6 +4,7 @@
 //! a delivery durable before it reports success, and must be idempotent for deliveries marked `check_existing`
 //! (a retry after a crash must not leave a second copy).
 
+pub mod index;
 pub mod maildir;
 pub mod mbox;
 pub mod sqlite;
@@ -141,6 +142,11 @@ pub trait MailboxStore: Send + Sync {
 
     /// Appends messages as they are (folders, flags and dates kept); durable when it returns.
     fn import(&self, mailbox: &Mailbox, messages: &[StoredMessage]) -> Result<(), MailboxError>;
+
+    /// The mailbox index (UIDs, flags, MODSEQ) over this store, for IMAP.
+    fn index(&self) -> Option<&dyn index::MailIndex> {
+        None
+    }
 }
 
 /// The store `[store] kind` names.
@@ -174,6 +180,48 @@ pub fn read_maildir(dir: &std::path::Path) -> Result<Vec<StoredMessage>, Mailbox
         Ok(())
     })?;
     Ok(out)
+}
+
+/// A message with CRLF line endings: each LF not already after a CR gets one (what IMAP sends).
+pub fn crlf(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 32);
+    let mut prev = 0u8;
+    for &b in message {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+/// The length `crlf` would return, without the copy.
+pub fn crlf_len(message: &[u8]) -> u64 {
+    let mut n = message.len() as u64;
+    let mut prev = 0u8;
+    for &b in message {
+        if b == b'\n' && prev != b'\r' {
+            n += 1;
+        }
+        prev = b;
+    }
+    n
+}
+
+/// A message with LF line endings, as Maildir files keep it.
+pub fn lf(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len());
+    let mut i = 0;
+    while i < message.len() {
+        if message[i] == b'\r' && message.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(message[i]);
+        i += 1;
+    }
+    out
 }
 
 /// An I/O error in a mailbox operation, quoting the path.
