@@ -287,25 +287,32 @@ impl<'a> Entity<'a> {
 
     /// The entity a part path names (`1.2`), from this entity as a message.
     pub fn part(&self, path: &[u32]) -> Option<&Entity<'a>> {
-        let mut cur = self;
-        let mut as_message = true;
+        // The entity whose body the next number indexes: a message (its body's parts) or a multipart.
+        let mut ctx = self;
+        let mut found = None;
+        let mut leaf = false;
         for &n in path {
+            if leaf {
+                return None;
+            }
             let n = n as usize;
-            let container = if as_message && cur.is_message() && !std::ptr::eq(cur, self) {
-                &cur.children[0]
-            } else {
-                cur
-            };
-            cur = if container.is_multipart() {
-                container.children.get(n.checked_sub(1)?)?
+            let target = if ctx.is_multipart() {
+                ctx.children.get(n.checked_sub(1)?)?
             } else if n == 1 {
-                container
+                ctx
             } else {
                 return None;
             };
-            as_message = cur.is_message();
+            found = Some(target);
+            if target.is_message() {
+                ctx = &target.children[0];
+            } else if target.is_multipart() {
+                ctx = target;
+            } else {
+                leaf = true;
+            }
         }
-        Some(cur)
+        found
     }
 
     /// The embedded message of a message/rfc822 part, or this entity itself at the top.
@@ -499,16 +506,45 @@ enum Tok {
     Word(Vec<u8>),
     Quoted(Vec<u8>),
     Special(u8),
+    /// A (comment): the display name of `user@host (Name)`.
+    Comment(Vec<u8>),
 }
 
 fn tokens(v: &[u8]) -> Vec<Tok> {
-    let v = strip_comments(v);
     let mut out = Vec::new();
     let mut i = 0;
     while i < v.len() {
         let c = v[i];
         match c {
             b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'(' => {
+                let (mut depth, mut text) = (0usize, Vec::new());
+                while i < v.len() {
+                    match v[i] {
+                        b'\\' if i + 1 < v.len() => {
+                            i += 1;
+                            text.push(v[i]);
+                        }
+                        b'(' => {
+                            if depth > 0 {
+                                text.push(b'(');
+                            }
+                            depth += 1;
+                        }
+                        b')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                i += 1;
+                                break;
+                            }
+                            text.push(b')');
+                        }
+                        b => text.push(b),
+                    }
+                    i += 1;
+                }
+                out.push(Tok::Comment(text));
+            }
             b'"' => {
                 let mut q = Vec::new();
                 i += 1;
@@ -528,7 +564,7 @@ fn tokens(v: &[u8]) -> Vec<Tok> {
             }
             _ => {
                 let start = i;
-                while i < v.len() && !b" \t\r\n\"<>@,;:".contains(&v[i]) {
+                while i < v.len() && !b" \t\r\n\"<>@,;:()".contains(&v[i]) {
                     i += 1;
                 }
                 out.push(Tok::Word(v[start..i].to_vec()));
@@ -543,6 +579,8 @@ fn tokens(v: &[u8]) -> Vec<Tok> {
 
 struct Addr {
     name: Option<Vec<u8>>,
+    /// A source route (`@a,@b`), obsolete but still shown.
+    adl: Option<Vec<u8>>,
     mailbox: Option<Vec<u8>>,
     host: Option<Vec<u8>>,
 }
@@ -558,7 +596,12 @@ fn addresses(out: &mut Vec<u8>, v: Option<&[u8]>) {
     let mut phrase: Vec<Vec<u8>> = Vec::new();
     let mut spec: Vec<u8> = Vec::new();
     let mut i = 0;
-    let flush = |phrase: &mut Vec<Vec<u8>>, spec: &mut Vec<u8>, list: &mut Vec<Option<Addr>>| {
+    let mut comment: Option<Vec<u8>> = None;
+    let flush = |phrase: &mut Vec<Vec<u8>>,
+                 spec: &mut Vec<u8>,
+                 list: &mut Vec<Option<Addr>>,
+                 comment: &mut Option<Vec<u8>>| {
+        let name = comment.take();
         if phrase.is_empty() && spec.is_empty() {
             return;
         }
@@ -573,7 +616,8 @@ fn addresses(out: &mut Vec<u8>, v: Option<&[u8]>) {
             None => (text, None),
         };
         list.push(Some(Addr {
-            name: None,
+            name: name.filter(|n| !n.is_empty()),
+            adl: None,
             mailbox: Some(mailbox),
             host,
         }));
@@ -601,6 +645,7 @@ fn addresses(out: &mut Vec<u8>, v: Option<&[u8]>) {
                 i += 1;
             }
             Tok::Special(b'<') => {
+                comment = None;
                 let name = (!phrase.is_empty()).then(|| phrase.join(&b' '));
                 phrase.clear();
                 spec.clear();
@@ -610,12 +655,14 @@ fn addresses(out: &mut Vec<u8>, v: Option<&[u8]>) {
                     match &toks[i] {
                         Tok::Word(w) | Tok::Quoted(w) => inner.extend_from_slice(w),
                         Tok::Special(c) => inner.push(*c),
+                        Tok::Comment(_) => {}
                     }
                     i += 1;
                 }
                 i += 1;
-                // A source route (@a,@b:) is dropped.
+                let mut adl = None;
                 if let Some(colon) = inner.iter().rposition(|&b| b == b':') {
+                    adl = Some(inner[..colon].to_vec());
                     inner.drain(..=colon);
                 }
                 let (mailbox, host) = match inner.iter().rposition(|&b| b == b'@') {
@@ -624,6 +671,7 @@ fn addresses(out: &mut Vec<u8>, v: Option<&[u8]>) {
                 };
                 list.push(Some(Addr {
                     name,
+                    adl,
                     mailbox: Some(mailbox),
                     host,
                 }));
@@ -634,6 +682,7 @@ fn addresses(out: &mut Vec<u8>, v: Option<&[u8]>) {
                 phrase.clear();
                 list.push(Some(Addr {
                     name: None,
+                    adl: None,
                     mailbox: Some(name),
                     host: None,
                 }));
@@ -644,18 +693,24 @@ fn addresses(out: &mut Vec<u8>, v: Option<&[u8]>) {
                 i += 1;
             }
             Tok::Special(b';') => {
-                flush(&mut phrase, &mut spec, &mut list);
+                flush(&mut phrase, &mut spec, &mut list, &mut comment);
                 list.push(None);
                 i += 1;
             }
             Tok::Special(b',') => {
-                flush(&mut phrase, &mut spec, &mut list);
+                flush(&mut phrase, &mut spec, &mut list, &mut comment);
                 i += 1;
             }
             Tok::Special(_) => i += 1,
+            Tok::Comment(c) => {
+                if comment.is_none() {
+                    comment = Some(c.clone());
+                }
+                i += 1;
+            }
         }
     }
-    flush(&mut phrase, &mut spec, &mut list);
+    flush(&mut phrase, &mut spec, &mut list, &mut comment);
     if list.is_empty() {
         out.extend_from_slice(b"NIL");
         return;
@@ -673,7 +728,9 @@ fn addresses(out: &mut Vec<u8>, v: Option<&[u8]>) {
             Some(a) => {
                 out.push(b'(');
                 nstring(out, a.name.as_deref());
-                out.extend_from_slice(b" NIL ");
+                out.push(b' ');
+                nstring(out, a.adl.as_deref());
+                out.push(b' ');
                 nstring(out, a.mailbox.as_deref());
                 out.push(b' ');
                 // RFC 9051: a missing host in a non-group address is shown as an empty... NIL is a group.
@@ -686,6 +743,60 @@ fn addresses(out: &mut Vec<u8>, v: Option<&[u8]>) {
         }
     }
     out.push(b')');
+}
+
+/// A message sent as a binary literal (RFC 3516) with parts that hold NUL octets: those parts are stored
+/// base64-encoded instead, so BODY[] never carries NUL while BINARY[] gives back the octets sent.
+pub fn encode_binary(raw: &[u8]) -> Vec<u8> {
+    if !raw.contains(&0) {
+        return raw.to_vec();
+    }
+    let e = parse(raw);
+    let mut out = Vec::with_capacity(raw.len() * 4 / 3 + 64);
+    encode_entity(raw, &e, &mut out);
+    out
+}
+
+fn offset(outer: &[u8], inner: &[u8]) -> usize {
+    inner.as_ptr() as usize - outer.as_ptr() as usize
+}
+
+fn encode_entity(raw: &[u8], e: &Entity, out: &mut Vec<u8>) {
+    let start = offset(raw, e.header);
+    let end = offset(raw, e.body) + e.body.len();
+    if !raw[start..end].contains(&0) {
+        out.extend_from_slice(&raw[start..end]);
+        return;
+    }
+    if e.children.is_empty() || e.is_message() {
+        // A leaf (or an embedded message, kept whole): the header without its transfer encoding, then base64.
+        for line in e.header.split_inclusive(|&b| b == b'\n') {
+            if line == b"\r\n" || line == b"\n" {
+                continue;
+            }
+            let lower = line.to_ascii_lowercase();
+            if lower.starts_with(b"content-transfer-encoding:") {
+                continue;
+            }
+            out.extend_from_slice(line);
+        }
+        out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n\r\n");
+        use base64::Engine;
+        let text = base64::engine::general_purpose::STANDARD.encode(e.body);
+        for chunk in text.as_bytes().chunks(76) {
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+        return;
+    }
+    let mut pos = start;
+    for c in &e.children {
+        let c_start = offset(raw, c.header);
+        out.extend_from_slice(&raw[pos..c_start]);
+        encode_entity(raw, c, out);
+        pos = offset(raw, c.body) + c.body.len();
+    }
+    out.extend_from_slice(&raw[pos..end]);
 }
 
 /// Header lines of a block whose names are (or, with `not`, are not) in `names`, with the blank line.

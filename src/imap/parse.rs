@@ -6,7 +6,10 @@
 
 use super::ParseError;
 
-/// A sequence set: ranges of numbers, `u32::MAX` standing for `*`; or `$`, the last saved search.
+/// `*` in a sequence set.
+pub const STAR: u32 = 0;
+
+/// A sequence set: ranges of numbers, `STAR` (0, never a valid number) standing for `*`; or `$`, the last saved search.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeqSet {
     Ranges(Vec<(u32, u32)>),
@@ -17,8 +20,8 @@ impl SeqSet {
     /// Whether `n` is in the set, `*` being `largest`.
     pub fn contains(ranges: &[(u32, u32)], n: u32, largest: u32) -> bool {
         ranges.iter().any(|&(a, b)| {
-            let a = if a == u32::MAX { largest } else { a };
-            let b = if b == u32::MAX { largest } else { b };
+            let a = if a == STAR { largest } else { a };
+            let b = if b == STAR { largest } else { b };
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
             n >= lo && n <= hi
         })
@@ -444,7 +447,7 @@ impl<'a> P<'a> {
 
     fn seq_number(&mut self) -> R<u32> {
         if self.eat(b'*') {
-            Ok(u32::MAX)
+            Ok(STAR)
         } else {
             self.nz_number()
         }
@@ -1402,7 +1405,7 @@ mod tests {
                 changed_since: Some(5),
                 vanished: true,
             } => {
-                assert_eq!(r, vec![(1, u32::MAX), (7, 7)]);
+                assert_eq!(r, vec![(1, STAR), (7, 7)]);
                 assert_eq!(items.len(), 2);
                 assert_eq!(
                     items[1],

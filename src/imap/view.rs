@@ -18,6 +18,8 @@ pub struct View {
     pub recent: HashSet<u32>,
     /// UIDs saved by SEARCH RETURN (SAVE), ascending.
     pub saved: Vec<u32>,
+    /// Keywords announced in FLAGS.
+    pub keywords: Vec<String>,
 }
 
 /// What an update tells the client.
@@ -47,6 +49,50 @@ impl View {
             shown: snap,
             own: HashMap::new(),
             saved: Vec::new(),
+            keywords: Vec::new(),
+        }
+        .with_keywords()
+    }
+
+    fn with_keywords(mut self) -> View {
+        let shown = self.shown.clone();
+        for m in &shown.messages {
+            self.learn(&m.flags);
+        }
+        self
+    }
+
+    fn learn(&mut self, flags: &Flags) -> bool {
+        let mut new = false;
+        for k in &flags.keywords {
+            if !self.keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
+                self.keywords.push(k.clone());
+                new = true;
+            }
+        }
+        new
+    }
+
+    /// The FLAGS and PERMANENTFLAGS lines.
+    pub fn flags_lines(&self) -> Vec<u8> {
+        let kw: String = self.keywords.iter().map(|k| format!(" {k}")).collect();
+        let mut out = format!("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw})\r\n");
+        if self.read_only {
+            out.push_str("* OK [PERMANENTFLAGS ()] read-only\r\n");
+        } else {
+            out.push_str(&format!(
+                "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw} \\*)] flags permitted\r\n"
+            ));
+        }
+        out.into_bytes()
+    }
+
+    /// FLAGS again when these flags bring keywords the client has not been told of.
+    pub fn announce(&mut self, flags: &Flags) -> Vec<u8> {
+        if self.learn(flags) {
+            self.flags_lines()
+        } else {
+            Vec::new()
         }
     }
 
@@ -99,6 +145,13 @@ impl View {
                 }
                 self.saved.retain(|u| snap.get(*u).is_some());
             }
+        }
+        let mut learned = false;
+        for m in &snap.messages {
+            learned |= self.learn(&m.flags);
+        }
+        if learned {
+            out.extend_from_slice(&self.flags_lines());
         }
         // Flag changes of messages the client knows.
         for m in &snap.messages {

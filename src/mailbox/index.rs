@@ -146,6 +146,8 @@ pub struct FolderEntry {
     pub name: String,
     pub subscribed: bool,
     pub special_use: Option<SpecialUse>,
+    /// False for a name that is subscribed but not (or no longer) a folder.
+    pub exists: bool,
 }
 
 /// Why an index call was refused: each maps to an IMAP response code.
@@ -198,7 +200,8 @@ pub struct NewMessage {
 }
 
 pub trait MailIndex: Send + Sync {
-    /// Every folder of the mailbox, INBOX first; the default folders are made when missing.
+    /// Every folder of the mailbox, INBOX first, and the subscribed names that are not folders; the default
+    /// folders are made when missing.
     fn list(&self, mailbox: &Mailbox) -> Result<Vec<FolderEntry>, IndexError>;
 
     fn create(&self, mailbox: &Mailbox, name: &str) -> Result<(), IndexError>;

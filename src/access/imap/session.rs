@@ -353,6 +353,21 @@ impl Session {
         }
     }
 
+    /// CONDSTORE switched on by a command that uses it (RFC 7162 3.1): the client learns HIGHESTMODSEQ.
+    fn enable_condstore(&mut self) {
+        if self.condstore {
+            return;
+        }
+        self.condstore = true;
+        if let Some(v) = &self.view {
+            let line = format!(
+                "* OK [HIGHESTMODSEQ {}] CONDSTORE enabled\r\n",
+                v.shown.highest_modseq
+            );
+            self.send(&line);
+        }
+    }
+
     fn report(&self, expunges: bool) -> Report {
         Report {
             expunges,
@@ -369,7 +384,7 @@ impl Session {
         let Some(index) = self.access.store.index() else {
             return;
         };
-        match index.snapshot(&user.mailbox, &v.folder, false) {
+        match index.snapshot(&user.mailbox, &v.folder, !v.read_only) {
             Ok(snap) => {
                 let how = self.report(expunges);
                 if let Some(v) = self.view.as_mut() {
@@ -610,19 +625,7 @@ impl Session {
                 }
             }
             Command::Delete(name) => {
-                let children = index
-                    .list(&mailbox)
-                    .map(|l| {
-                        l.iter()
-                            .any(|f| f.name.starts_with(&format!("{name}{}", idx::DELIMITER)))
-                    })
-                    .unwrap_or(false);
-                if children {
-                    self.tagged(&format!(
-                        "{t} NO [HASCHILDREN] delete the folders below it first\r\n"
-                    ));
-                    return None;
-                }
+                // A folder with folders below it may go: it becomes their \\Noselect parent (RFC 9051 6.3.4).
                 if self.view.as_ref().is_some_and(|v| v.folder == name) {
                     self.view = None;
                 }
@@ -672,7 +675,7 @@ impl Session {
                         return None;
                     }
                     new.push(NewMessage {
-                        body: m.body,
+                        body: mime::encode_binary(&m.body),
                         flags,
                         internal_date: m.date.unwrap_or_else(|| crate::clock::unix_now() as i64),
                     });
@@ -820,23 +823,7 @@ impl Session {
         mailbox: &crate::smtp::Mailbox,
     ) {
         let view = View::new(name.clone(), examine, snap.clone());
-        let mut keywords: Vec<String> = Vec::new();
-        for m in &snap.messages {
-            for k in &m.flags.keywords {
-                if !keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
-                    keywords.push(k.clone());
-                }
-            }
-        }
-        let kw: String = keywords.iter().map(|k| format!(" {k}")).collect();
-        self.send(&format!(
-            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw})\r\n"
-        ));
-        if examine {
-            self.send("* OK [PERMANENTFLAGS ()] read-only\r\n");
-        } else {
-            self.send(&format!("* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw} \\*)] flags permitted\r\n"));
-        }
+        self.out.extend_from_slice(&view.flags_lines());
         self.send(&format!("* {} EXISTS\r\n", view.exists()));
         if !self.rev2 {
             self.send(&format!("* {} RECENT\r\n", view.recent.len()));
@@ -917,8 +904,14 @@ impl Session {
                 return;
             }
         };
-        // Every level of every name, the missing parents marked as such.
-        let mut names: Vec<(String, Option<&idx::FolderEntry>)> = Vec::new();
+        // Every level of every name: real folders, subscribed names, and the parents they imply.
+        #[derive(Default, Clone)]
+        struct Info {
+            exists: bool,
+            subscribed: bool,
+            special: Option<idx::SpecialUse>,
+        }
+        let mut names: std::collections::BTreeMap<String, Info> = std::collections::BTreeMap::new();
         for f in &folders {
             let mut acc = String::new();
             for (i, level) in f.name.split(idx::DELIMITER).enumerate() {
@@ -926,72 +919,102 @@ impl Session {
                     acc.push(idx::DELIMITER);
                 }
                 acc.push_str(level);
-                if !names.iter().any(|(n, _)| *n == acc) {
-                    names.push((acc.clone(), None));
-                }
+                names.entry(acc.clone()).or_default();
             }
-            if let Some(slot) = names.iter_mut().find(|(n, _)| *n == f.name) {
-                slot.1 = Some(f);
-            }
+            let e = names.entry(f.name.clone()).or_default();
+            e.exists |= f.exists;
+            e.subscribed |= f.subscribed;
+            e.special = e.special.or(f.special_use);
         }
-        let subscribed_only = lsub || options.subscribed;
-        let kind = if lsub { "LSUB" } else { "LIST" };
-        for (name, entry) in &names {
-            let matched = patterns.iter().any(|p| {
+        let matches = |name: &str| {
+            patterns.iter().any(|p| {
                 let full = format!("{reference}{p}");
-                let name_cmp = if name == "INBOX" {
-                    name.clone()
-                } else {
-                    name.clone()
-                };
-                list_match(full.as_bytes(), name_cmp.as_bytes())
+                list_match(full.as_bytes(), name.as_bytes())
                     || (name == "INBOX"
                         && list_match(full.to_ascii_uppercase().as_bytes(), b"INBOX"))
-            });
-            if !matched {
+            })
+        };
+        let below = |name: &str| {
+            let prefix = format!("{name}{}", idx::DELIMITER);
+            names
+                .iter()
+                .filter(move |(n, _)| n.starts_with(&prefix))
+                .map(|(n, i)| (n.clone(), i.clone()))
+                .collect::<Vec<_>>()
+        };
+        let subscribed_only = lsub || options.subscribed;
+        let kind = if lsub { "LSUB" } else { "LIST" };
+        for (name, info) in &names {
+            if !matches(name) {
                 continue;
             }
-            let subscribed = entry.is_some_and(|e| e.subscribed);
-            if subscribed_only && !subscribed {
+            let children = below(name);
+            let has_children = children.iter().any(|(_, i)| i.exists);
+            let mut childinfo = false;
+            if subscribed_only && !info.subscribed {
+                let subscribed_below: Vec<&String> = children
+                    .iter()
+                    .filter(|(_, i)| i.subscribed)
+                    .map(|(n, _)| n)
+                    .collect();
+                if subscribed_below.is_empty() {
+                    continue;
+                }
+                if lsub {
+                    // RFC 3501 6.3.9: a parent of subscribed names reached by % is shown as \Noselect.
+                    let pct = patterns.iter().any(|p| p.contains('%'));
+                    if !pct {
+                        continue;
+                    }
+                } else if options.recursive && subscribed_below.iter().any(|n| !matches(n)) {
+                    childinfo = true;
+                } else {
+                    continue;
+                }
+            }
+            if !subscribed_only && !info.exists && !has_children && children.is_empty() {
+                // A subscription to a folder that is gone is not a folder.
                 continue;
             }
-            let has_children = names.iter().any(|(n, _)| {
-                n.len() > name.len()
-                    && n.starts_with(name.as_str())
-                    && n.as_bytes()[name.len()] == idx::DELIMITER as u8
-            });
+            if options.special_use && info.special.is_none() {
+                continue;
+            }
             let mut attrs: Vec<&str> = Vec::new();
-            if entry.is_none() {
-                attrs.push(if options.subscribed || !options.return_status.is_empty() {
-                    "\\NonExistent"
-                } else {
-                    "\\Noselect"
-                });
-            }
-            if !lsub {
-                attrs.push(if has_children {
-                    "\\HasChildren"
-                } else {
-                    "\\HasNoChildren"
-                });
-            }
-            if subscribed && (options.return_subscribed || options.subscribed) {
-                attrs.push("\\Subscribed");
-            }
-            if let Some(u) = entry.and_then(|e| e.special_use)
-                && (!options.special_use || true)
-            {
-                attrs.push(u.attribute());
-            }
-            if options.special_use && entry.and_then(|e| e.special_use).is_none() {
-                continue;
+            if lsub {
+                if !info.subscribed {
+                    attrs.push("\\Noselect");
+                }
+            } else {
+                if !info.exists {
+                    if info.subscribed || options.subscribed {
+                        attrs.push("\\NonExistent");
+                    } else {
+                        attrs.push("\\Noselect");
+                    }
+                }
+                if !childinfo || options.return_children {
+                    attrs.push(if has_children {
+                        "\\HasChildren"
+                    } else {
+                        "\\HasNoChildren"
+                    });
+                }
+                if info.subscribed && (options.return_subscribed || options.subscribed) {
+                    attrs.push("\\Subscribed");
+                }
+                if let Some(u) = info.special {
+                    attrs.push(u.attribute());
+                }
             }
             let mut line = format!("* {kind} ({}) \".\" ", attrs.join(" ")).into_bytes();
             mailbox_name(&mut line, name);
+            if childinfo {
+                line.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+            }
             line.extend_from_slice(b"\r\n");
             self.out.extend_from_slice(&line);
             if !options.return_status.is_empty()
-                && entry.is_some()
+                && info.exists
                 && let Ok(snap) = index.snapshot(mailbox, name, false)
             {
                 let l = status_line(name, &snap, &options.return_status);
@@ -1028,8 +1051,8 @@ impl Session {
             let n = v.exists();
             let mut out: Vec<u32> = Vec::new();
             for &(a, b) in ranges {
-                let a = if a == u32::MAX { n } else { a };
-                let b = if b == u32::MAX { n } else { b };
+                let a = if a == parse::STAR { n } else { a };
+                let b = if b == parse::STAR { n } else { b };
                 let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
                 for s in lo.max(1)..=hi.min(n) {
                     if let Some(u) = v.uid_of(s) {
@@ -1050,7 +1073,7 @@ impl Session {
         };
         let n = v.exists();
         r.iter()
-            .any(|&(a, b)| (a != u32::MAX && a > n) || (b != u32::MAX && b > n))
+            .any(|&(a, b)| (a != parse::STAR && a > n) || (b != parse::STAR && b > n))
     }
 
     fn search(
@@ -1062,6 +1085,9 @@ impl Session {
         ret: Option<Vec<SearchReturn>>,
         key: SearchKey,
     ) {
+        if search::uses_modseq(&key) {
+            self.enable_condstore();
+        }
         let Some(v) = &self.view else { return };
         let need_text = search::needs_text(&key);
         let ctx = search::Context {
@@ -1144,7 +1170,29 @@ impl Session {
                             _ => {}
                         }
                     }
-                    if with_modseq && let Some(m) = top_modseq {
+                    // RFC 7162 3.1.5: the highest MODSEQ of the messages each returned item stands for.
+                    let whole = reported
+                        .iter()
+                        .any(|o| matches!(o, SearchReturn::All | SearchReturn::Count));
+                    let modseq = if whole {
+                        top_modseq
+                    } else {
+                        let by_number = |n: Option<&u32>| {
+                            n.and_then(|n| {
+                                hits.iter().find(|h| (if uid { h.1 } else { h.0 }) == *n)
+                            })
+                            .map(|h| h.2)
+                        };
+                        let mut m = None;
+                        if reported.contains(&&SearchReturn::Min) {
+                            m = m.max(by_number(numbers.iter().min()));
+                        }
+                        if reported.contains(&&SearchReturn::Max) {
+                            m = m.max(by_number(numbers.iter().max()));
+                        }
+                        m
+                    };
+                    if with_modseq && let Some(m) = modseq {
                         line.push_str(&format!(" MODSEQ {m}"));
                     }
                     self.send(&format!("{line}\r\n"));
@@ -1170,10 +1218,12 @@ impl Session {
             self.tagged(&format!("{t} BAD message sequence number out of range\r\n"));
             return;
         }
+        if changed_since.is_some() || items.contains(&FetchAtt::ModSeq) {
+            self.enable_condstore();
+        }
         let mut uids = self.resolve(&set, uid);
         let Some(v) = &self.view else { return };
         if let Some(since) = changed_since {
-            self.condstore = true;
             if vanished
                 && let SeqSet::Ranges(r) = &set
                 && let Ok(gone) = index.vanished_since(mailbox, &v.folder, since)
@@ -1352,31 +1402,13 @@ impl Session {
                         put_partial(&mut line, data.as_deref(), *partial, false);
                     }
                     FetchAtt::Binary { part, partial, .. } => {
-                        let data = entity
-                            .as_ref()
-                            .and_then(|e| {
-                                if part.is_empty() {
-                                    Some(e)
-                                } else {
-                                    e.part(part)
-                                }
-                            })
-                            .and_then(|e| e.decoded());
+                        let data = binary(entity.as_ref(), body.as_deref(), part);
                         line.extend_from_slice(format!("BINARY[{}]", part_label(part)).as_bytes());
                         put_partial(&mut line, data.as_deref(), *partial, true);
                     }
                     FetchAtt::BinarySize(part) => {
-                        let n = entity
-                            .as_ref()
-                            .and_then(|e| {
-                                if part.is_empty() {
-                                    Some(e)
-                                } else {
-                                    e.part(part)
-                                }
-                            })
-                            .and_then(|e| e.decoded())
-                            .map_or(0, |d| d.len());
+                        let n =
+                            binary(entity.as_ref(), body.as_deref(), part).map_or(0, |d| d.len());
                         line.extend_from_slice(
                             format!("BINARY.SIZE[{}] {n}", part_label(part)).as_bytes(),
                         );
@@ -1431,7 +1463,7 @@ impl Session {
             }
         };
         if unchanged_since.is_some() {
-            self.condstore = true;
+            self.enable_condstore();
         }
         let uids = self.resolve(&set, uid);
         let Some(v) = &self.view else { return };
@@ -1449,6 +1481,9 @@ impl Session {
             }
         };
         for s in &result.stored {
+            let Some(v) = self.view.as_mut() else { return };
+            let lines = v.announce(&s.flags);
+            self.out.extend_from_slice(&lines);
             let Some(v) = self.view.as_mut() else { return };
             let Some(seq) = v.seq_of(s.uid) else { continue };
             let recent = v.recent.contains(&s.uid);
@@ -1566,6 +1601,14 @@ fn list_set(uids: &[u32]) -> String {
             .collect::<Vec<_>>()
             .join(",")
     }
+}
+
+/// BINARY[part]: the part with its transfer encoding undone; the whole message for `[]`.
+fn binary(entity: Option<&mime::Entity>, whole: Option<&[u8]>, part: &[u32]) -> Option<Vec<u8>> {
+    if part.is_empty() {
+        return whole.map(<[u8]>::to_vec);
+    }
+    entity?.part(part)?.decoded()
 }
 
 fn part_label(part: &[u32]) -> String {

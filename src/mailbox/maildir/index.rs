@@ -127,6 +127,8 @@ pub(super) struct FolderState {
     /// (uid, modseq of the expunge), oldest first.
     expunged: Vec<(u32, u64)>,
     keywords: Vec<String>,
+    /// Messages from this UID on are \Recent: no read-write session has seen them yet.
+    recent_from: u32,
     /// Modification times of new/ and cur/ when they were last read.
     stamp: Option<(SystemTime, SystemTime)>,
     snapshot: Option<Arc<Snapshot>>,
@@ -163,6 +165,27 @@ fn mtime(p: &Path) -> SystemTime {
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+static LAST_UIDVALIDITY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A UIDVALIDITY for a new folder: the time, and never the same twice in a process, so a folder deleted and
+/// made again within a second still tells clients that its UIDs are new.
+fn new_uidvalidity() -> u32 {
+    let now = (crate::clock::unix_now() as u32).max(1);
+    let mut last = LAST_UIDVALIDITY.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        let next = now.max(last.wrapping_add(1)).max(1);
+        match LAST_UIDVALIDITY.compare_exchange(
+            last,
+            next,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        ) {
+            Ok(_) => return next,
+            Err(x) => last = x,
+        }
+    }
 }
 
 static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -270,10 +293,11 @@ impl FolderState {
             }
         }
         if self.uidvalidity == 0 {
-            self.uidvalidity = (crate::clock::unix_now() as u32).max(1);
+            self.uidvalidity = new_uidvalidity();
             self.next_uid = 1;
         }
         self.next_uid = self.next_uid.max(1);
+        self.recent_from = self.next_uid;
         if self.guid.is_empty() {
             let d = ring::digest::digest(
                 &ring::digest::SHA256,
@@ -468,7 +492,7 @@ impl FolderState {
             recent: self
                 .msgs
                 .iter()
-                .filter(|(_, m)| m.in_new)
+                .filter(|(u, m)| m.in_new || **u >= self.recent_from)
                 .map(|(u, _)| *u)
                 .collect(),
         });
@@ -590,14 +614,26 @@ impl MailIndex for Maildir {
         let root = self.path_of(mailbox)?;
         self.ensure_defaults(&root)?;
         let subs = Self::read_subscriptions(&root).unwrap_or_default();
-        Ok(super::folder_dirs(&root)
+        let mut out: Vec<FolderEntry> = super::folder_dirs(&root)
             .into_iter()
             .map(|(name, _)| FolderEntry {
                 subscribed: subs.iter().any(|s| *s == name),
                 special_use: crate::mailbox::index::special_use_of(&name),
+                exists: true,
                 name,
             })
-            .collect())
+            .collect();
+        for s in subs {
+            if !out.iter().any(|f| f.name == s) {
+                out.push(FolderEntry {
+                    name: s,
+                    subscribed: true,
+                    special_use: None,
+                    exists: false,
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn create(&self, mailbox: &Mailbox, name: &str) -> Result<(), IndexError> {
@@ -734,17 +770,14 @@ impl MailIndex for Maildir {
         claim_recent: bool,
     ) -> Result<Arc<Snapshot>, IndexError> {
         self.with_folder(mailbox, folder, |dir, s| {
-            if !claim_recent || !s.msgs.values().any(|m| m.in_new) {
-                let snap = s.snapshot();
-                if claim_recent {
-                    let mut own = (*snap).clone();
-                    own.recent.clear();
-                    return Ok(Arc::new(own));
-                }
-                return Ok(snap);
+            let unclaimed =
+                s.msgs.range(s.recent_from..).next().is_some() || s.msgs.values().any(|m| m.in_new);
+            if !claim_recent || !unclaimed {
+                return Ok(s.snapshot());
             }
+            let mut claimed: Vec<u32> = s.msgs.range(s.recent_from..).map(|(u, _)| *u).collect();
+            s.recent_from = s.next_uid;
             // new/ to cur/, as a Maildir reader does once it has seen a message.
-            let mut claimed = Vec::new();
             let uids: Vec<u32> = s
                 .msgs
                 .iter()
@@ -773,6 +806,8 @@ impl MailIndex for Maildir {
             sync_dir(&dir.join("cur"))?;
             sync_dir(&dir.join("new"))?;
             s.snapshot = None;
+            claimed.sort();
+            claimed.dedup();
             let mut own = (*s.snapshot()).clone();
             own.recent = claimed;
             Ok(Arc::new(own))
