@@ -9,6 +9,7 @@ mod checks;
 mod cli;
 mod delivery;
 mod durability;
+mod imap;
 mod limits;
 mod lmtp;
 mod mailbox;

@@ -944,7 +944,10 @@ impl Session {
         };
         let subscribed_only = lsub || options.subscribed;
         let kind = if lsub { "LSUB" } else { "LIST" };
-        for (name, info) in &names {
+        // INBOX first, as clients show it.
+        let mut order: Vec<(&String, &Info)> = names.iter().collect();
+        order.sort_by_key(|(n, _)| (n.as_str() != "INBOX", n.as_str()));
+        for (name, info) in order {
             if !matches(name) {
                 continue;
             }
