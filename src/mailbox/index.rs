@@ -324,6 +324,27 @@ impl Notifier {
     }
 }
 
+static LAST_UIDVALIDITY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A UIDVALIDITY for a new folder: the time, and never the same twice in a process, so a folder deleted and
+/// made again within a second still tells clients that its UIDs are new.
+pub fn new_uidvalidity() -> u32 {
+    let now = (crate::clock::unix_now() as u32).max(1);
+    let mut last = LAST_UIDVALIDITY.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        let next = now.max(last.wrapping_add(1)).max(1);
+        match LAST_UIDVALIDITY.compare_exchange(
+            last,
+            next,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        ) {
+            Ok(_) => return next,
+            Err(x) => last = x,
+        }
+    }
+}
+
 /// A name a client gave for a folder, checked: levels split by `.`, none empty, no `/`, no control
 /// characters, not longer than 255 octets. INBOX (in any case) comes back as `INBOX`.
 pub fn folder_name(name: &str) -> Result<String, IndexError> {

@@ -430,6 +430,7 @@ impl MailboxStore for Maildir {
         for d in touched {
             sync_dir(&d)?;
         }
+        self.notifier.notify(mailbox);
         Ok(())
     }
 

@@ -11,6 +11,8 @@ use sqlx::{Row, SqlitePool};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod index;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/mailbox/migrations");
 
 /// Makes temporary blob names unique between threads of one process.
@@ -24,6 +26,8 @@ struct NewMessage {
     key: String,
     date: u64,
     flags: String,
+    /// Keywords, space-separated.
+    keywords: String,
     recent: bool,
     body: Vec<u8>,
 }
@@ -33,6 +37,15 @@ pub struct SqliteStore {
     blobs: PathBuf,
     threshold: usize,
     runtime: tokio::runtime::Handle,
+    /// Folder snapshots by folder id, with the HIGHESTMODSEQ and UIDNEXT they were read at.
+    snapshots: std::sync::Mutex<
+        std::collections::HashMap<i64, (i64, i64, std::sync::Arc<super::index::Snapshot>)>,
+    >,
+    notifier: super::index::Notifier,
+    /// One writing transaction at a time: each reads the folder's counters (UIDNEXT, HIGHESTMODSEQ) and
+    /// writes them back, so two at once would hand out the same MODSEQ, and SQLite would refuse the second
+    /// upgrade from reader to writer (SQLITE_BUSY_SNAPSHOT) rather than wait.
+    writer: tokio::sync::Mutex<()>,
 }
 
 fn db_err(e: sqlx::Error) -> MailboxError {
@@ -60,6 +73,9 @@ impl SqliteStore {
             blobs: data_dir.join("blobs"),
             threshold,
             runtime: tokio::runtime::Handle::current(),
+            snapshots: std::sync::Mutex::new(std::collections::HashMap::new()),
+            notifier: super::index::Notifier::default(),
+            writer: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -121,20 +137,27 @@ impl SqliteStore {
         }
     }
 
-    /// Appends messages in one transaction.
-    async fn append(&self, items: Vec<NewMessage>) -> Result<(), MailboxError> {
+    /// Appends messages in one transaction; returns each one's (UIDVALIDITY, UID), or None for a message an
+    /// earlier attempt already delivered.
+    async fn append(
+        &self,
+        items: Vec<NewMessage>,
+    ) -> Result<Vec<Option<(u32, u32)>>, MailboxError> {
         // Large bodies first, outside the transaction: a crash leaves at most an unreferenced blob.
         let mut prepared = Vec::with_capacity(items.len());
         for m in items {
             let size = m.body.len();
             let vsize = crate::pop3::wire_size(&m.body) as i64;
+            let isize = crate::mailbox::crlf_len(&m.body) as i64;
             let (inline, blob) = if size > self.threshold {
                 (None, Some(self.write_blob(&m.body)?))
             } else {
                 (Some(m.body.clone()), None)
             };
-            prepared.push((m, size, inline, blob, vsize));
+            prepared.push((m, size, inline, blob, vsize, isize));
         }
+        let mut placed = Vec::with_capacity(prepared.len());
+        let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         for (
             NewMessage {
@@ -143,6 +166,7 @@ impl SqliteStore {
                 key,
                 date,
                 flags,
+                keywords,
                 recent,
                 ..
             },
@@ -150,25 +174,27 @@ impl SqliteStore {
             inline,
             blob,
             vsize,
+            isize,
         ) in prepared
         {
             sqlx::query("INSERT OR IGNORE INTO folders (user, name, uidvalidity, uidnext) VALUES (?, ?, ?, 1)")
                 .bind(&user)
                 .bind(&folder)
-                .bind(crate::clock::unix_now() as i64)
+                .bind(super::index::new_uidvalidity() as i64)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            let row = sqlx::query("SELECT id, uidnext FROM folders WHERE user = ? AND name = ?")
+            let row = sqlx::query("SELECT id, uidnext, uidvalidity, highestmodseq FROM folders WHERE user = ? AND name = ?")
                 .bind(&user)
                 .bind(&folder)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            let (folder_id, uid): (i64, i64) = (row.get(0), row.get(1));
+            let (folder_id, uid, validity, modseq): (i64, i64, i64, i64) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
             let inserted = sqlx::query(
-                "INSERT OR IGNORE INTO messages (folder_id, uid, unique_key, internal_date, size, flags, recent, body, blob, vsize) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO messages (folder_id, uid, unique_key, internal_date, size, flags, recent, body, blob, vsize, keywords, modseq, isize) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(folder_id)
             .bind(uid)
@@ -180,19 +206,26 @@ impl SqliteStore {
             .bind(inline)
             .bind(blob)
             .bind(vsize)
+            .bind(&keywords)
+            .bind(modseq + 1)
+            .bind(isize)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
             // Only a new message takes a UID; one delivered by an earlier attempt is left as it is.
             if inserted.rows_affected() > 0 {
-                sqlx::query("UPDATE folders SET uidnext = uidnext + 1 WHERE id = ?")
+                sqlx::query("UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 WHERE id = ?")
                     .bind(folder_id)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
+                placed.push(Some((validity as u32, uid as u32)));
+            } else {
+                placed.push(None);
             }
         }
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        Ok(placed)
     }
 }
 
@@ -267,12 +300,13 @@ impl MailboxStore for SqliteStore {
         let user = user_key(mailbox);
         let folder = folder_name(folder);
         self.block_on(async {
+            let _writer = self.writer.lock().await;
             let mut tx = self.pool.begin().await.map_err(db_err)?;
             for uid in uids {
                 let Some((validity, n)) = parse_reader_uid(uid) else {
                     continue;
                 };
-                sqlx::query(
+                let gone = sqlx::query(
                     "DELETE FROM messages WHERE uid = ? AND folder_id = \
                      (SELECT id FROM folders WHERE user = ? AND name = ? AND uidvalidity = ?)",
                 )
@@ -283,9 +317,35 @@ impl MailboxStore for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
+                if gone.rows_affected() == 0 {
+                    continue;
+                }
+                // An expunge like IMAP's: IMAP sessions and QRESYNC clients learn of it.
+                sqlx::query(
+                    "UPDATE folders SET highestmodseq = highestmodseq + 1 WHERE user = ? AND name = ? AND uidvalidity = ?",
+                )
+                .bind(&user)
+                .bind(&folder)
+                .bind(validity)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                sqlx::query(
+                    "INSERT INTO expunged (folder_id, uid, modseq) SELECT id, ?, highestmodseq FROM folders \
+                     WHERE user = ? AND name = ? AND uidvalidity = ?",
+                )
+                .bind(n)
+                .bind(&user)
+                .bind(&folder)
+                .bind(validity)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
             }
             tx.commit().await.map_err(db_err)
-        })
+        })?;
+        self.notifier.notify(mailbox);
+        Ok(())
     }
 
     fn deliver(&self, items: &[Delivery]) -> Vec<Result<(), MailboxError>> {
@@ -301,13 +361,19 @@ impl MailboxStore for SqliteStore {
                     key: d.unique.clone(),
                     date: crate::clock::unix_now(),
                     flags: String::new(),
+                    keywords: String::new(),
                     recent: true,
                     body,
                 }
             })
             .collect();
         match self.block_on(self.append(rows)) {
-            Ok(()) => items.iter().map(|_| Ok(())).collect(),
+            Ok(_) => {
+                for d in items {
+                    self.notifier.notify(&d.mailbox);
+                }
+                items.iter().map(|_| Ok(())).collect()
+            }
             Err(e) => items
                 .iter()
                 .map(|_| Err(other_error(&e.path, e.op, &e.source)))
@@ -373,6 +439,10 @@ impl MailboxStore for SqliteStore {
         Ok(())
     }
 
+    fn index(&self) -> Option<&dyn super::index::MailIndex> {
+        Some(self)
+    }
+
     fn import(&self, mailbox: &Mailbox, messages: &[StoredMessage]) -> Result<(), MailboxError> {
         let user = user_key(mailbox);
         let rows = messages
@@ -393,11 +463,12 @@ impl MailboxStore for SqliteStore {
                     key,
                     date: m.internal_date,
                     flags: m.flags.clone(),
+                    keywords: String::new(),
                     recent: m.recent,
                     body: m.body.clone(),
                 }
             })
             .collect();
-        self.block_on(self.append(rows))
+        self.block_on(self.append(rows)).map(|_| ())
     }
 }

@@ -200,8 +200,22 @@ async fn read_copy_move_append_and_restart_over_imap_from_maildir() {
 }
 
 #[tokio::test]
+async fn read_copy_move_append_and_restart_over_imap_from_sqlite() {
+    read_over_imap("[store]\nkind = \"sqlite\"\n").await;
+}
+
+#[tokio::test]
 async fn idle_sees_a_delivery_and_flags_from_another_session() {
-    let d = daemon("");
+    idle_push("").await;
+}
+
+#[tokio::test]
+async fn idle_push_from_sqlite() {
+    idle_push("[store]\nkind = \"sqlite\"\n").await;
+}
+
+async fn idle_push(extra: &str) {
+    let d = daemon(extra);
     let mut watcher = Imap::login(&d).await;
     let (done, untagged) = watcher.cmd("SELECT INBOX").await;
     assert!(done.contains("OK [READ-WRITE]"), "{done}");

@@ -167,27 +167,6 @@ fn unix(t: SystemTime) -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-static LAST_UIDVALIDITY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// A UIDVALIDITY for a new folder: the time, and never the same twice in a process, so a folder deleted and
-/// made again within a second still tells clients that its UIDs are new.
-fn new_uidvalidity() -> u32 {
-    let now = (crate::clock::unix_now() as u32).max(1);
-    let mut last = LAST_UIDVALIDITY.load(std::sync::atomic::Ordering::Relaxed);
-    loop {
-        let next = now.max(last.wrapping_add(1)).max(1);
-        match LAST_UIDVALIDITY.compare_exchange(
-            last,
-            next,
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-        ) {
-            Ok(_) => return next,
-            Err(x) => last = x,
-        }
-    }
-}
-
 static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A new Maildir base name (`<secs>.M<micros>P<pid>Q<n>.tern`) with its sizes.
@@ -293,7 +272,7 @@ impl FolderState {
             }
         }
         if self.uidvalidity == 0 {
-            self.uidvalidity = new_uidvalidity();
+            self.uidvalidity = crate::mailbox::index::new_uidvalidity();
             self.next_uid = 1;
         }
         self.next_uid = self.next_uid.max(1);
