@@ -214,7 +214,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let directory = Directory::open(&cfg.data_dir)
         .await?
-        .with_parallel_checks(cfg.auth.parallel_checks);
+        .with_parallel_checks(cfg.auth.parallel_checks)
+        .with_login_cache(cfg.auth.login_cache);
     let dns = Dns::new(cfg.nameservers.as_deref())?;
     let dsn = DsnSettings {
         hostname: cfg.hostname.clone(),

@@ -172,6 +172,13 @@ enum UserAction {
 }
 
 fn main() -> ExitCode {
+    // Large buffers (an argon2id check takes ~19 MiB, big messages more) are mapped and unmapped each time
+    // rather than kept by the allocator: glibc otherwise raises its mmap threshold after the first free and
+    // leaves that memory resident in every thread's arena, so RSS would follow past traffic, not the limits.
+    // SAFETY: mallopt only sets allocator parameters; called once, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
     // Invoked as `sendmail` (a symlink at /usr/sbin/sendmail): everything after the name is sendmail's.
     let argv: Vec<String> = std::env::args().collect();
     let invoked_as = argv

@@ -97,6 +97,7 @@ pub struct AuthSettings {
     pub block: Duration,
     pub failure_delay: Duration,
     pub parallel_checks: usize,
+    pub login_cache: Duration,
 }
 
 /// The outbound MTA's settings.
@@ -467,6 +468,7 @@ impl Validator {
             block: Duration::from_secs(a.block_secs),
             failure_delay: Duration::from_millis(a.failure_delay_ms),
             parallel_checks: a.parallel_checks,
+            login_cache: Duration::from_secs(a.login_cache_secs),
         };
         if a.parallel_checks == 0 {
             return Err(self.err("auth.parallel_checks", "must be greater than 0"));

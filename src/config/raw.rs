@@ -494,6 +494,9 @@ pub struct RawAuth {
     /// Password checks (argon2id, ~19 MiB and tens of milliseconds each) running at once; more wait.
     /// Default: 4.
     pub parallel_checks: usize,
+    /// Seconds a verified password is remembered in memory, so that a mail client's many reconnects do not
+    /// each cost an argon2id check; 0 turns it off. A password change takes effect at once. Default: 300.
+    pub login_cache_secs: u64,
 }
 
 impl Default for RawAuth {
@@ -504,6 +507,7 @@ impl Default for RawAuth {
             block_secs: 900,
             failure_delay_ms: 1000,
             parallel_checks: 4,
+            login_cache_secs: 300,
         }
     }
 }

@@ -58,6 +58,77 @@ pub struct Directory {
     pool: SqlitePool,
     /// Password checks running at once (argon2id takes ~19 MiB and a core's worth of time each).
     checks: std::sync::Arc<tokio::sync::Semaphore>,
+    logins: std::sync::Arc<LoginCache>,
+}
+
+/// Passwords verified lately: address → (the stored hash it was checked against, a keyed digest of the
+/// password, until when). Never the password itself; the key is made at each start.
+struct LoginCache {
+    ttl: std::time::Duration,
+    key: ring::hmac::Key,
+    entries:
+        std::sync::Mutex<std::collections::HashMap<String, (String, Vec<u8>, std::time::Instant)>>,
+}
+
+/// Entries past this are dropped (expired ones first, then all): memory is bounded whatever the logins.
+const LOGIN_CACHE_ENTRIES: usize = 100_000;
+
+impl LoginCache {
+    fn new(ttl: std::time::Duration) -> LoginCache {
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
+            ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                &crate::clock::unix_micros().to_be_bytes(),
+            )
+        });
+        LoginCache {
+            ttl,
+            key,
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn digest(&self, address: &str, password: &str) -> Vec<u8> {
+        let mut ctx = ring::hmac::Context::with_key(&self.key);
+        ctx.update(address.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(password.as_bytes());
+        ctx.sign().as_ref().to_vec()
+    }
+
+    fn hit(&self, address: &str, hash: &str, password: &str) -> bool {
+        if self.ttl.is_zero() {
+            return false;
+        }
+        let digest = self.digest(address, password);
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(address).is_some_and(|(h, d, until)| {
+            h == hash
+                && d.len() == digest.len()
+                && d.iter().zip(&digest).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+                && *until > std::time::Instant::now()
+        })
+    }
+
+    fn remember(&self, address: &str, hash: &str, password: &str) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let digest = self.digest(address, password);
+        let now = std::time::Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= LOGIN_CACHE_ENTRIES {
+            entries.retain(|_, (_, _, until)| *until > now);
+            if entries.len() >= LOGIN_CACHE_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            address.to_string(),
+            (hash.to_string(), digest, now + self.ttl),
+        );
+    }
 }
 
 /// Password checks at once, unless configured (`[auth] parallel_checks`).
@@ -93,7 +164,14 @@ impl Directory {
         Ok(Directory {
             pool,
             checks: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_PARALLEL_CHECKS)),
+            logins: std::sync::Arc::new(LoginCache::new(std::time::Duration::ZERO)),
         })
+    }
+
+    /// Remembers verified passwords for `ttl` (zero: never).
+    pub fn with_login_cache(mut self, ttl: std::time::Duration) -> Directory {
+        self.logins = std::sync::Arc::new(LoginCache::new(ttl));
+        self
     }
 
     /// Bounds the password checks that run at once; others wait their turn.
@@ -373,18 +451,26 @@ impl Directory {
             Some(Some(h)) => (h, true),
             _ => (dummy_hash().to_string(), false),
         };
+        let address = address.to_lowercase();
+        if real && self.logins.hit(&address, &hash, &password) {
+            return Ok(true);
+        }
         let _permit = self
             .checks
             .acquire()
             .await
             .map_err(|e| DirectoryError::Hash(e.to_string()))?;
-        let ok = tokio::task::spawn_blocking(move || {
-            Argon2::default()
+        let (ok, hash, password) = tokio::task::spawn_blocking(move || {
+            let ok = Argon2::default()
                 .verify_password(password.as_bytes(), hash.as_str())
-                .is_ok()
+                .is_ok();
+            (ok, hash, password)
         })
         .await
         .map_err(|e| DirectoryError::Hash(e.to_string()))?;
+        if ok && real {
+            self.logins.remember(&address, &hash, &password);
+        }
         Ok(ok && real)
     }
 }

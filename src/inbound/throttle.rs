@@ -243,6 +243,7 @@ mod tests {
             block: Duration::from_secs(600),
             failure_delay: Duration::from_secs(1),
             parallel_checks: 4,
+            login_cache: Duration::ZERO,
         })
     }
 

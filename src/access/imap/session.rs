@@ -73,7 +73,8 @@ pub struct Session {
 
 fn caps_common() -> &'static str {
     "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS ESEARCH SEARCHRES \
-     LIST-EXTENDED LIST-STATUS MOVE SPECIAL-USE CHILDREN CONDSTORE QRESYNC STATUS=SIZE BINARY"
+     LIST-EXTENDED LIST-STATUS MOVE SPECIAL-USE CHILDREN CONDSTORE QRESYNC STATUS=SIZE BINARY \
+     QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE"
 }
 
 fn index_error(tag: &str, e: &IndexError) -> String {
@@ -473,6 +474,7 @@ impl Session {
             self.send(&format!("{t} BAD no folder selected\r\n"));
             return None;
         }
+        let command = self.stored_names(command);
         let done = self.authenticated(t, command);
         if let Some(o) = done {
             return Some(o);
@@ -654,7 +656,7 @@ impl Session {
             }
             Command::Status(name, items) => match index.snapshot(&mailbox, &name, false) {
                 Ok(snap) => {
-                    let line = status_line(&name, &snap, &items);
+                    let line = status_line(&self.shown_name(&name), &snap, &items);
                     self.out.extend_from_slice(&line);
                     self.tagged(&format!("{t} OK STATUS completed\r\n"));
                 }
@@ -679,6 +681,18 @@ impl Session {
                         flags,
                         internal_date: m.date.unwrap_or_else(|| crate::clock::unix_now() as i64),
                     });
+                }
+                let adding: u64 = new.iter().map(|m| m.body.len() as u64).sum();
+                if let Ok((usage, limits)) = self.quota(&mailbox) {
+                    let over_bytes = limits.0.is_some_and(|b| usage.bytes + adding > b);
+                    let over_count = limits
+                        .1
+                        .is_some_and(|m| usage.messages + new.len() as u64 > m);
+                    if over_bytes || over_count {
+                        tracing::info!(user = %mailbox, "APPEND refused: over quota");
+                        self.tagged(&format!("{t} NO [OVERQUOTA] the mailbox is full\r\n"));
+                        return None;
+                    }
                 }
                 match index.append(&mailbox, &name, new) {
                     Ok((validity, uids)) => {
@@ -795,8 +809,38 @@ impl Session {
             } => {
                 self.copy(t, index, &mailbox, uid, set, &target, moving);
             }
-            Command::GetQuota(_) | Command::GetQuotaRoot(_) | Command::SetQuota => {
-                self.tagged(&format!("{t} BAD QUOTA is not offered\r\n"));
+            Command::GetQuotaRoot(name) => {
+                let mut line = b"* QUOTAROOT ".to_vec();
+                mailbox_name(&mut line, &self.shown_name(&name));
+                line.extend_from_slice(b" \"\"\r\n");
+                self.out.extend_from_slice(&line);
+                match self.quota_line(&mailbox) {
+                    Ok(q) => {
+                        self.send(&q);
+                        self.tagged(&format!("{t} OK GETQUOTAROOT completed\r\n"));
+                    }
+                    Err(why) => self.tagged(&format!("{t} NO [UNAVAILABLE] {why}\r\n")),
+                }
+            }
+            Command::GetQuota(root) => {
+                if !root.is_empty() {
+                    self.tagged(&format!(
+                        "{t} NO [NONEXISTENT] the only quota root is \"\"\r\n"
+                    ));
+                    return None;
+                }
+                match self.quota_line(&mailbox) {
+                    Ok(q) => {
+                        self.send(&q);
+                        self.tagged(&format!("{t} OK GETQUOTA completed\r\n"));
+                    }
+                    Err(why) => self.tagged(&format!("{t} NO [UNAVAILABLE] {why}\r\n")),
+                }
+            }
+            Command::SetQuota => {
+                self.tagged(&format!(
+                    "{t} NO [NOPERM] quotas are set by the administrator (tern user set-quota)\r\n"
+                ));
             }
             Command::Capability
             | Command::Noop
@@ -805,6 +849,109 @@ impl Session {
             | Command::Id => {}
         }
         None
+    }
+
+    /// A name as the store keeps it (modified UTF-7): IMAP4rev2 sessions send UTF-8; an IMAP4rev1 client
+    /// that sends 8-bit names anyway is taken to mean UTF-8 too.
+    fn stored_name(&self, name: &str) -> String {
+        if name == "INBOX" || (!self.rev2 && name.is_ascii()) {
+            name.to_string()
+        } else {
+            crate::imap::utf7::encode(name)
+        }
+    }
+
+    /// A stored name as this session shows it.
+    fn shown_name(&self, stored: &str) -> String {
+        if self.rev2 {
+            crate::imap::utf7::decode(stored).unwrap_or_else(|| stored.to_string())
+        } else {
+            stored.to_string()
+        }
+    }
+
+    fn stored_names(&self, command: Command) -> Command {
+        let n = |s: String| self.stored_name(&s);
+        match command {
+            Command::Select {
+                mailbox,
+                examine,
+                condstore,
+                qresync,
+            } => Command::Select {
+                mailbox: n(mailbox),
+                examine,
+                condstore,
+                qresync,
+            },
+            Command::Create(m) => Command::Create(n(m)),
+            Command::Delete(m) => Command::Delete(n(m)),
+            Command::Rename(a, b) => Command::Rename(n(a), n(b)),
+            Command::Subscribe(m, on) => Command::Subscribe(n(m), on),
+            Command::List {
+                reference,
+                patterns,
+                options,
+                lsub,
+            } => Command::List {
+                reference: n(reference),
+                patterns: patterns.into_iter().map(n).collect(),
+                options,
+                lsub,
+            },
+            Command::Status(m, items) => Command::Status(n(m), items),
+            Command::Append(m, msgs) => Command::Append(n(m), msgs),
+            Command::Copy {
+                uid,
+                set,
+                mailbox,
+                moving,
+            } => Command::Copy {
+                uid,
+                set,
+                mailbox: n(mailbox),
+                moving,
+            },
+            other => other,
+        }
+    }
+
+    /// The user's quota and usage (RFC 9208): the limits delivery enforces, on one root "" for the whole
+    /// mailbox. STORAGE is in units of 1024 octets.
+    fn quota(
+        &self,
+        mailbox: &crate::smtp::Mailbox,
+    ) -> Result<(crate::mailbox::Usage, (Option<u64>, Option<u64>)), String> {
+        let directory = self.access.directory.clone();
+        let address = mailbox.to_string();
+        let limits = tokio::runtime::Handle::current()
+            .block_on(directory.quota(&address))
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot read the quota");
+                "cannot read the quota now".to_string()
+            })?
+            .unwrap_or((None, None));
+        let usage = self.access.store.usage(mailbox).map_err(|e| {
+            tracing::error!(error = %e, "cannot read the mailbox usage");
+            "cannot read the usage now".to_string()
+        })?;
+        Ok((usage, limits))
+    }
+
+    fn quota_line(&self, mailbox: &crate::smtp::Mailbox) -> Result<String, String> {
+        let (usage, (bytes, messages)) = self.quota(mailbox)?;
+        let mut parts = Vec::new();
+        if let Some(b) = bytes {
+            parts.push(format!(
+                "STORAGE {} {}",
+                usage.bytes.div_ceil(1024),
+                b / 1024
+            ));
+        }
+        if let Some(m) = messages {
+            parts.push(format!("MESSAGE {} {m}", usage.messages));
+        }
+        Ok(format!("* QUOTA \"\" ({})\r\n", parts.join(" ")))
     }
 
     fn tagged(&mut self, line: &str) {
@@ -849,7 +996,8 @@ impl Session {
         ));
         if self.rev2 {
             self.out.extend_from_slice(b"* LIST () \".\" ");
-            mailbox_name(&mut self.out, &name);
+            let shown = self.shown_name(&name);
+            mailbox_name(&mut self.out, &shown);
             self.out.extend_from_slice(b"\r\n");
         }
         if let Some(q) = qresync
@@ -1010,7 +1158,7 @@ impl Session {
                 }
             }
             let mut line = format!("* {kind} ({}) \".\" ", attrs.join(" ")).into_bytes();
-            mailbox_name(&mut line, name);
+            mailbox_name(&mut line, &self.shown_name(name));
             if childinfo {
                 line.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
             }
@@ -1020,7 +1168,7 @@ impl Session {
                 && info.exists
                 && let Ok(snap) = index.snapshot(mailbox, name, false)
             {
-                let l = status_line(name, &snap, &options.return_status);
+                let l = status_line(&self.shown_name(name), &snap, &options.return_status);
                 self.out.extend_from_slice(&l);
             }
         }
