@@ -115,6 +115,21 @@ impl Access {
     ) -> Result<LoggedIn, LoginError> {
         let user = credentials.username.to_lowercase();
         let shown = Escaped(&user);
+        // A password verified moments ago (a client opening its parallel connections, a reconnect) is no
+        // guess: it skips the attempts-in-progress count, though a block still holds.
+        if self
+            .directory
+            .verified_lately(&user, &credentials.password)
+            .await
+        {
+            if self.throttle.blocked(ip, &user) {
+                tracing::warn!(user = %shown, "login refused: blocked");
+                return Err(LoginError::Throttled);
+            }
+            if let Ok(mailbox) = Mailbox::parse(&user, true) {
+                return self.open_session(mailbox, &shown);
+            }
+        }
         match self.throttle.begin(ip, &user) {
             Begin::Go => {}
             Begin::Blocked | Begin::Busy => {
@@ -145,6 +160,15 @@ impl Access {
             return Err(LoginError::Invalid);
         };
         self.throttle.succeeded(ip, &user);
+        self.open_session(mailbox, &shown)
+    }
+
+    /// Takes a session slot of the user.
+    fn open_session(
+        self: &Arc<Self>,
+        mailbox: Mailbox,
+        shown: &Escaped<'_>,
+    ) -> Result<LoggedIn, LoginError> {
         let key = mailbox.to_string();
         {
             let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());

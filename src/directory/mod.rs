@@ -168,6 +168,25 @@ impl Directory {
         })
     }
 
+    /// Whether this password was verified for this user lately and the user's hash has not changed since:
+    /// a login that needs no argon2id check, and so no slot among the attempts in progress.
+    pub async fn verified_lately(&self, address: &str, password: &str) -> bool {
+        if self.logins.ttl.is_zero() {
+            return false;
+        }
+        let hash: Option<Option<String>> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE address = ?")
+                .bind(address.to_lowercase())
+                .fetch_optional(&self.pool)
+                .await
+                .ok()
+                .flatten();
+        match hash {
+            Some(Some(h)) => self.logins.hit(&address.to_lowercase(), &h, password),
+            _ => false,
+        }
+    }
+
     /// Remembers verified passwords for `ttl` (zero: never).
     pub fn with_login_cache(mut self, ttl: std::time::Duration) -> Directory {
         self.logins = std::sync::Arc::new(LoginCache::new(ttl));
@@ -524,6 +543,45 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(d.delete_user("alice@example.test").await.unwrap());
         assert!(d.lookup(&probe).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_login_cache_follows_the_stored_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Directory::open(dir.path())
+            .await
+            .unwrap()
+            .with_login_cache(std::time::Duration::from_secs(60));
+        let domains = [Domain::parse("example.test", false).unwrap()];
+        let alice = Directory::parse_user_address("alice@example.test", &domains).unwrap();
+        d.add_user(&alice, Some("first".into())).await.unwrap();
+        assert!(!d.verified_lately("alice@example.test", "first").await);
+        assert!(
+            d.verify_password("alice@example.test", "first".into())
+                .await
+                .unwrap()
+        );
+        assert!(d.verified_lately("ALICE@example.test", "first").await);
+        assert!(!d.verified_lately("alice@example.test", "other").await);
+        // Wrong passwords are never remembered.
+        assert!(
+            !d.verify_password("alice@example.test", "other".into())
+                .await
+                .unwrap()
+        );
+        assert!(!d.verified_lately("alice@example.test", "other").await);
+        // A new password (a new hash) ends the old one's entry at once.
+        d.delete_user("alice@example.test").await.unwrap();
+        d.add_user(&alice, Some("second".into())).await.unwrap();
+        assert!(!d.verified_lately("alice@example.test", "first").await);
+        assert!(
+            !d.verify_password("alice@example.test", "first".into())
+                .await
+                .unwrap()
+        );
+        let entries = d.logins.entries.lock().unwrap();
+        assert!(entries.values().all(|(_, digest, _)| digest.len() == 32));
+        assert!(!format!("{:?}", entries.keys()).contains("first"));
     }
 
     #[test]

@@ -41,6 +41,9 @@ fn stress(port: u16, user: &str, pass: &str, clients: usize, secs: u64) -> (f64,
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let errors = text.lines().filter(|l| l.starts_with("Error")).count();
+    for l in text.lines().filter(|l| l.starts_with("Error")).take(5) {
+        eprintln!("    imaptest: {l}");
+    }
     // The last line after "Totals:" holds the command counts.
     let totals: u64 = text
         .split("Totals:")
