@@ -591,6 +591,23 @@ fn addresses(out: &mut Vec<u8>, v: Option<&[u8]>) {
         out.extend_from_slice(b"NIL");
         return;
     };
+    let list = parse_addresses(v);
+    write_addresses(out, &list);
+}
+
+/// The first entry of an address list as ENVELOPE shows it: (display name, mailbox, host); a group's start
+/// counts with the group's name as its mailbox (what SORT compares, as Dovecot does).
+pub fn first_address(v: &[u8]) -> Option<(Option<Vec<u8>>, Vec<u8>, Option<Vec<u8>>)> {
+    let a = parse_addresses(v).into_iter().next()??;
+    let is_group = a.name.as_deref() == Some(b"") && a.host.is_none();
+    Some((
+        if is_group { None } else { a.name },
+        a.mailbox.unwrap_or_default(),
+        a.host,
+    ))
+}
+
+fn parse_addresses(v: &[u8]) -> Vec<Option<Addr>> {
     let toks = tokens(v);
     let mut list: Vec<Option<Addr>> = Vec::new(); // None = group end
     let mut phrase: Vec<Vec<u8>> = Vec::new();
@@ -711,12 +728,16 @@ fn addresses(out: &mut Vec<u8>, v: Option<&[u8]>) {
         }
     }
     flush(&mut phrase, &mut spec, &mut list, &mut comment);
+    list
+}
+
+fn write_addresses(out: &mut Vec<u8>, list: &[Option<Addr>]) {
     if list.is_empty() {
         out.extend_from_slice(b"NIL");
         return;
     }
     out.push(b'(');
-    for a in &list {
+    for a in list {
         match a {
             None => out.extend_from_slice(b"(NIL NIL NIL NIL)"),
             // A group start: (NIL NIL "name" NIL), marked by an empty name.

@@ -7,6 +7,7 @@ pub mod mime;
 pub mod parse;
 pub mod response;
 pub mod search;
+pub mod sort;
 pub mod utf7;
 pub mod view;
 

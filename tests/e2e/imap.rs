@@ -502,3 +502,95 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Debian's isync (mbsync), an independent client that syncs both ways, when installed (CI installs it):
+/// a delivered message reaches the local Maildir, a flag set locally and a folder made locally reach tern.
+#[tokio::test]
+async fn mbsync_syncs_both_ways() {
+    let Some(mbsync) = ["/usr/bin/mbsync", "/usr/local/bin/mbsync"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+    else {
+        eprintln!("mbsync not installed: skipping");
+        return;
+    };
+    let d = daemon("");
+    deliver(&d, "for mbsync").await;
+    d.wait_delivered_any("alice@example.test", 1);
+    let local = d.dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let rc = d.dir.path().join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount tern\nHost 127.0.0.1\nPort {}\nUser alice@example.test\nPass alice-pw\nSSLType None\nAuthMechs LOGIN\n\n\
+             IMAPStore remote\nAccount tern\n\n\
+             MaildirStore local\nPath {}/\nInbox {}/INBOX\nSubFolders Verbatim\n\n\
+             Channel sync\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\nExpunge Both\nSyncState *\n",
+            d.listener("imap").port(),
+            local.display(),
+            local.display()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = std::process::Command::new(mbsync)
+            .args(["-c"])
+            .arg(&rc)
+            .arg("-a")
+            .output()
+            .expect("mbsync");
+        assert!(
+            out.status.success(),
+            "mbsync: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            d.log_text()
+        );
+    };
+    run();
+    let inbox = local.join("INBOX");
+    let files: Vec<_> = ["new", "cur"]
+        .iter()
+        .flat_map(|s| {
+            std::fs::read_dir(inbox.join(s))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        text.contains("Subject: for mbsync") && text.contains(".leading dot"),
+        "{text}"
+    );
+    for f in ["Sent", "Drafts", "Trash", "Junk", "Archive"] {
+        assert!(local.join(f).is_dir(), "{f} not synced");
+    }
+    // Flag it locally (Maildir: ,F in the info) and make a folder with a message; sync again.
+    let name = files[0].file_name().unwrap().to_string_lossy().to_string();
+    let base = name.split(":2,").next().unwrap();
+    std::fs::rename(&files[0], inbox.join("cur").join(format!("{base}:2,FS"))).unwrap();
+    let made = local.join("Projects");
+    for s in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(made.join(s)).unwrap();
+    }
+    std::fs::write(
+        made.join("cur/1.local:2,S"),
+        "Subject: written offline\n\nhi\n",
+    )
+    .unwrap();
+    run();
+    let mut c = Imap::login(&d).await;
+    c.cmd("SELECT INBOX").await;
+    let (_, lines) = c.cmd("FETCH 1 (FLAGS)").await;
+    assert!(
+        lines[0].contains("\\Flagged") && lines[0].contains("\\Seen"),
+        "{lines:?}"
+    );
+    let (_, lines) = c.cmd("STATUS Projects (MESSAGES)").await;
+    assert!(lines[0].contains("MESSAGES 1"), "{lines:?}");
+}

@@ -74,7 +74,7 @@ pub struct Session {
 fn caps_common() -> &'static str {
     "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS ESEARCH SEARCHRES \
      LIST-EXTENDED LIST-STATUS MOVE SPECIAL-USE CHILDREN CONDSTORE QRESYNC STATUS=SIZE BINARY \
-     QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE"
+     QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT"
 }
 
 fn index_error(tag: &str, e: &IndexError) -> String {
@@ -475,6 +475,20 @@ impl Session {
             return None;
         }
         let command = self.stored_names(command);
+        // Commands that read or change messages see the folder as it is now: what changed since the last
+        // command is reported first (expunges only where the command allows them), so FETCH never shows
+        // flags or a MODSEQ older than another session has already made.
+        if matches!(
+            command,
+            Command::Fetch { .. }
+                | Command::Store { .. }
+                | Command::Search { .. }
+                | Command::Copy { .. }
+                | Command::Sort { .. }
+                | Command::Thread { .. }
+        ) {
+            self.refresh(expunges_after);
+        }
         let done = self.authenticated(t, command);
         if let Some(o) = done {
             return Some(o);
@@ -769,8 +783,30 @@ impl Session {
                 }
             }
             Command::Search { uid, ret, key } => self.search(t, index, &mailbox, uid, ret, key),
-            Command::Sort { .. } | Command::Thread { .. } => {
-                self.tagged(&format!("{t} BAD SORT and THREAD are not offered\r\n"));
+            Command::Sort { uid, keys, key } => {
+                let items = self.sort_data(index, &mailbox, &key);
+                let mut items = items;
+                crate::imap::sort::sort(&mut items, &keys);
+                let mut line = String::from("* SORT");
+                for d in &items {
+                    line.push_str(&format!(" {}", if uid { d.uid } else { d.seq }));
+                }
+                self.send(&format!("{line}\r\n"));
+                self.tagged(&format!("{t} OK SORT completed\r\n"));
+            }
+            Command::Thread {
+                uid,
+                references,
+                key,
+            } => {
+                if references {
+                    self.tagged(&format!("{t} BAD THREAD=REFERENCES is not offered\r\n"));
+                    return None;
+                }
+                let mut items = self.sort_data(index, &mailbox, &key);
+                let threads = crate::imap::sort::ordered_subject(&mut items, uid);
+                self.send(&format!("* THREAD {threads}\r\n").replace("THREAD \r", "THREAD\r"));
+                self.tagged(&format!("{t} OK THREAD completed\r\n"));
             }
             Command::Fetch {
                 uid,
@@ -1239,8 +1275,46 @@ impl Session {
         if search::uses_modseq(&key) {
             self.enable_condstore();
         }
-        let Some(v) = &self.view else { return };
-        let need_text = search::needs_text(&key);
+        let hits = self.search_hits(index, mailbox, &key);
+        self.search_results(t, uid, ret, &key, hits);
+    }
+
+    /// What SORT and THREAD need of the messages a search program matches.
+    fn sort_data(
+        &self,
+        index: &dyn MailIndex,
+        mailbox: &crate::smtp::Mailbox,
+        key: &SearchKey,
+    ) -> Vec<crate::imap::sort::SortData> {
+        let hits = self.search_hits(index, mailbox, key);
+        let Some(v) = &self.view else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(hits.len());
+        for (seq, uid, _) in hits {
+            let Some(meta) = v.shown.get(uid) else {
+                continue;
+            };
+            let raw = match index.read(mailbox, &v.folder, uid) {
+                Ok(Some(r)) => r,
+                _ => continue,
+            };
+            out.push(crate::imap::sort::SortData::of(seq, meta, &raw));
+        }
+        out
+    }
+
+    /// The messages a search program matches: (sequence number, UID, MODSEQ), in sequence order.
+    fn search_hits(
+        &self,
+        index: &dyn MailIndex,
+        mailbox: &crate::smtp::Mailbox,
+        key: &SearchKey,
+    ) -> Vec<(u32, u32, u64)> {
+        let Some(v) = &self.view else {
+            return Vec::new();
+        };
+        let need_text = search::needs_text(key);
         let ctx = search::Context {
             max_seq: v.exists(),
             max_uid: v.uids.last().copied().unwrap_or(0),
@@ -1265,13 +1339,24 @@ impl Session {
             } else {
                 None
             };
-            if search::matches(&key, &c, &ctx, text.as_ref(), now) {
+            if search::matches(key, &c, &ctx, text.as_ref(), now) {
                 hits.push((c.seq, *u, meta.modseq));
             }
         }
+        hits
+    }
+
+    fn search_results(
+        &mut self,
+        t: &str,
+        uid: bool,
+        ret: Option<Vec<SearchReturn>>,
+        key: &SearchKey,
+        hits: Vec<(u32, u32, u64)>,
+    ) {
         let numbers: Vec<u32> = hits.iter().map(|h| if uid { h.1 } else { h.0 }).collect();
         let top_modseq = hits.iter().map(|h| h.2).max();
-        let with_modseq = search::uses_modseq(&key);
+        let with_modseq = search::uses_modseq(key);
         match ret {
             None => {
                 let mut line = String::from("* SEARCH");
@@ -1463,6 +1548,23 @@ impl Session {
             };
             let mut meta = meta;
             let mut flags_changed = false;
+            // Reading the message took time in which another session may have changed its flags: show
+            // them as they are now (the view notes it, so they are not reported twice).
+            if body.is_some()
+                && let Ok(now) = index.snapshot(&mailbox, &folder, false)
+                && let Some(current) = now.get(u)
+                && current.modseq != meta.modseq
+            {
+                meta.flags = current.flags.clone();
+                meta.modseq = current.modseq;
+                if let Some(v) = self.view.as_mut() {
+                    v.reported(u, meta.flags.clone(), meta.modseq);
+                    let lines = v.announce(&meta.flags);
+                    self.out.extend_from_slice(&lines);
+                }
+                // Marked as reported, so this line must carry them.
+                flags_changed = true;
+            }
             if sets_seen && !read_only && meta.flags.system & flag::SEEN == 0 {
                 let seen = Flags {
                     system: flag::SEEN,
