@@ -135,10 +135,15 @@ impl Maildir {
 
     fn folder_at(&self, root: &Path, folder: &str) -> Result<PathBuf, MailboxError> {
         self.ensure(root)?;
-        let name: String = folder
-            .chars()
-            .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
-            .collect();
+        // A valid IMAP folder name (levels split by '.', as Maildir++ has them) is kept as it is, so an
+        // imported hierarchy stays a hierarchy; anything else is reduced to safe characters.
+        let name: String = match super::index::folder_name(folder) {
+            Ok(n) if n != "INBOX" => n,
+            _ => folder
+                .chars()
+                .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+                .collect(),
+        };
         let dir = root.join(format!(".{name}"));
         self.ensure(&dir)?;
         let marker = dir.join("maildirfolder");
