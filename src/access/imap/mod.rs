@@ -242,7 +242,9 @@ async fn idle<S: AsyncRead + AsyncWrite + Unpin>(
     let Some(index) = access.store.index() else {
         return Ok(Outcome::Close);
     };
-    let mailbox = session.mailbox();
+    let Some(mailbox) = session.user_mailbox() else {
+        return Ok(Outcome::Close);
+    };
     let mut watch = index.watch(&mailbox);
     watch.mark_unchanged();
     let deadline = tokio::time::Instant::now() + access.settings.imap_idle;

@@ -139,13 +139,9 @@ impl Session {
         Session::new(access, false, false, false)
     }
 
-    /// The logged-in user's mailbox (only called once logged in).
-    pub fn mailbox(&self) -> crate::smtp::Mailbox {
-        match &self.user {
-            Some(u) => u.mailbox.clone(),
-            None => crate::smtp::Mailbox::parse("nobody@invalid", false)
-                .unwrap_or_else(|_| unreachable!("a valid address")),
-        }
+    /// The logged-in user's mailbox, if logged in.
+    pub fn user_mailbox(&self) -> Option<crate::smtp::Mailbox> {
+        self.user.as_ref().map(|u| u.mailbox.clone())
     }
 
     pub fn logged(&self) -> bool {
@@ -1482,6 +1478,16 @@ impl Session {
         if uid && !items.contains(&FetchAtt::Uid) {
             items.insert(0, FetchAtt::Uid);
         }
+        // An item asked for twice is answered once.
+        let mut seen = Vec::with_capacity(items.len());
+        items.retain(|i| {
+            if seen.contains(i) {
+                false
+            } else {
+                seen.push(i.clone());
+                true
+            }
+        });
         let modseq = self.condstore;
         self.fetch_on(PendingFetch {
             tag: t.to_string(),
