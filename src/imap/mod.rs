@@ -265,3 +265,43 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a client sends, in whatever pieces: frames within the limits, and a parse or an error.
+        #[test]
+        fn framer_and_parser_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2000), step in 1usize..64) {
+            let mut f = Framer::new(256, 512);
+            for chunk in data.chunks(step) {
+                f.push(chunk);
+                while let Some(frame) = f.next() {
+                    if let Frame::Command(raw) = frame {
+                        prop_assert!(raw.len() <= 256 + 512 + 2);
+                        let _ = parse::command(&raw);
+                    }
+                }
+                prop_assert!(f.buffered() <= 256 + step + 512);
+            }
+        }
+
+        /// Any message: structure, envelope, sections and the binary re-encoding never panic.
+        #[test]
+        fn mime_never_panics(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
+            let e = mime::parse(&data);
+            let mut out = Vec::new();
+            e.structure(true, &mut out, 0);
+            mime::envelope(&mime::fields(e.header), &mut out);
+            for path in [&[1][..], &[1, 1], &[2, 1, 3]] {
+                if let Some(p) = e.part(path) {
+                    let _ = p.decoded();
+                }
+            }
+            let _ = mime::encode_binary(&data);
+            let _ = search::Text::of(&data);
+        }
+    }
+}
