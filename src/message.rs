@@ -66,7 +66,8 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-fn trim(b: &[u8]) -> &[u8] {
+/// Without leading and trailing ASCII whitespace.
+pub fn trim(b: &[u8]) -> &[u8] {
     let start = b
         .iter()
         .position(|c| !c.is_ascii_whitespace())

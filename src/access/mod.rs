@@ -3,6 +3,7 @@
 //! with submission.
 
 pub mod imap;
+mod listen;
 pub mod pop3;
 
 use crate::config::{AccessSettings, Cidr};

@@ -9,71 +9,30 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::Instrument;
-
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn serve(
     listener: TcpListener,
     kind: ListenerKind,
     access: Arc<Access>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
     let cfg = Arc::new(Pop3Config {
         hostname: access.hostname.clone(),
         starttls: kind == ListenerKind::Pop3,
         bad_commands: access.settings.bad_commands,
     });
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.fired() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(listener = kind.as_str(), error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let span = tracing::info_span!("pop3", listener = kind.as_str(), client_ip = %peer.ip(), client_port = peer.port());
-        let slot = match access.limiter.try_acquire(peer.ip()) {
-            Ok(s) => s,
-            Err(over) => {
-                let _span = span.enter();
-                tracing::warn!(
-                    limit = over.scope(),
-                    "connection refused: too many connections"
-                );
-                let mut stream = stream;
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        stream.write_all(
-                            b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
-                        ),
-                    )
-                    .await;
-                });
-                continue;
-            }
-        };
-        let (access, cfg, shutdown) = (access.clone(), cfg.clone(), shutdown.clone());
-        tokio::spawn(
-            async move {
-                tracing::info!("connect");
-                let result = handle(stream, peer, kind, &access, cfg, shutdown).await;
-                match result {
-                    Ok(()) => tracing::info!("disconnect"),
-                    Err(e) => tracing::info!(error = %e, "disconnect"),
-                }
-                drop(slot);
-            }
-            .instrument(span),
-        );
-    }
+    super::listen::accept(
+        listener,
+        kind,
+        access,
+        shutdown,
+        b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
+        move |stream, peer, access, shutdown| {
+            let cfg = cfg.clone();
+            async move { handle(stream, peer, kind, &access, cfg, shutdown).await }
+        },
+    )
+    .await;
 }
 
 async fn handle(
@@ -86,7 +45,7 @@ async fn handle(
 ) -> std::io::Result<()> {
     let secure = access.is_secure_network(peer.ip());
     if kind == ListenerKind::Pop3s {
-        let Some(mut tls) = handshake(access, stream).await else {
+        let Some(mut tls) = super::listen::handshake(access, stream).await else {
             return Ok(());
         };
         let mut session = Session::new(cfg, true, secure);
@@ -98,30 +57,13 @@ async fn handle(
     let mut session = Session::new(cfg, false, secure);
     stream.write_all(&session.greeting()).await?;
     if drive(&mut session, &mut stream, peer, access, shutdown.clone()).await? {
-        let Some(mut tls) = handshake(access, stream).await else {
+        let Some(mut tls) = super::listen::handshake(access, stream).await else {
             return Ok(());
         };
         session.tls_established();
         drive(&mut session, &mut tls, peer, access, shutdown).await?;
     }
     Ok(())
-}
-
-async fn handshake(
-    access: &Access,
-    stream: TcpStream,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, access.tls().accept(stream)).await {
-        Ok(Ok(tls)) => Some(tls),
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "tls handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::info!("tls handshake timed out");
-            None
-        }
-    }
 }
 
 /// Runs the session until it closes (false) or asks for TLS (true).

@@ -21,45 +21,33 @@ pub struct Entity<'a> {
     pub children: Vec<Entity<'a>>,
 }
 
-/// Splits an entity at the blank line after its header.
+/// Splits an entity at the blank line after its header (the header keeps that line).
 fn split(raw: &[u8]) -> (&[u8], &[u8]) {
-    if raw.starts_with(b"\r\n") {
-        return (&raw[..2], &raw[2..]);
-    }
-    match find(raw, b"\r\n\r\n") {
-        Some(i) => (&raw[..i + 4], &raw[i + 4..]),
-        None => (raw, &raw[raw.len()..]),
-    }
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
+    let header = crate::message::header_block(raw);
+    (header, &raw[header.len()..])
 }
 
 /// The header fields of a block, unfolded: (name, raw value without the line breaks).
 pub fn fields(header: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
-    for line in header.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            if let Some(last) = out.last_mut() {
-                last.1.extend_from_slice(line);
-            }
-            continue;
-        }
-        if let Some(colon) = line.iter().position(|&b| b == b':') {
-            let name = String::from_utf8_lossy(&line[..colon]).trim().to_string();
-            let mut value = &line[colon + 1..];
+    crate::message::fields(header)
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, field)| {
+            let colon = field
+                .iter()
+                .position(|&b| b == b':')
+                .map_or(field.len(), |i| i + 1);
+            let mut value = &field[colon..];
             while let [b' ' | b'\t', rest @ ..] = value {
                 value = rest;
             }
-            out.push((name, value.to_vec()));
-        }
-    }
-    out
+            let unfolded = value
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\r' && b != b'\n')
+                .collect();
+            (String::from_utf8_lossy(name).into_owned(), unfolded)
+        })
+        .collect()
 }
 
 /// The first value of a header field.
@@ -70,17 +58,7 @@ pub fn field<'f>(fields: &'f [(String, Vec<u8>)], name: &str) -> Option<&'f [u8]
         .map(|(_, v)| v.as_slice())
 }
 
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
-}
+use crate::message::trim;
 
 /// Removes (comments) outside quoted strings.
 fn strip_comments(v: &[u8]) -> Vec<u8> {

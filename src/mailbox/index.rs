@@ -294,6 +294,19 @@ pub trait MailIndex: Send + Sync {
     fn watch(&self, mailbox: &Mailbox) -> tokio::sync::watch::Receiver<u64>;
 }
 
+/// RENAME of INBOX (RFC 9051 6.3.6): its messages move to the new folder; INBOX stays, empty.
+pub fn rename_inbox(index: &dyn MailIndex, mailbox: &Mailbox, to: &str) -> Result<(), IndexError> {
+    index.create(mailbox, to)?;
+    let uids: Vec<u32> = index
+        .snapshot(mailbox, "INBOX", false)?
+        .messages
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    index.copy(mailbox, "INBOX", &uids, to)?;
+    index.expunge(mailbox, "INBOX", &uids)
+}
+
 /// Change notices, per mailbox: stores bump it after each durable change, sessions wait on it.
 #[derive(Default)]
 pub struct Notifier {

@@ -12,9 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::Instrument;
 
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// During IDLE, how often the folder is looked at for changes made by other programs (in-process changes
 /// wake the session at once).
 const IDLE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -23,57 +21,17 @@ pub async fn serve(
     listener: TcpListener,
     kind: ListenerKind,
     access: Arc<Access>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.fired() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(listener = kind.as_str(), error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let span = tracing::info_span!("imap", listener = kind.as_str(), client_ip = %peer.ip(), client_port = peer.port());
-        let slot = match access.limiter.try_acquire(peer.ip()) {
-            Ok(s) => s,
-            Err(over) => {
-                let _span = span.enter();
-                tracing::warn!(
-                    limit = over.scope(),
-                    "connection refused: too many connections"
-                );
-                let mut stream = stream;
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        stream.write_all(
-                            b"* BYE [UNAVAILABLE] too many connections, try again later\r\n",
-                        ),
-                    )
-                    .await;
-                });
-                continue;
-            }
-        };
-        let (access, shutdown) = (access.clone(), shutdown.clone());
-        tokio::spawn(
-            async move {
-                tracing::info!("connect");
-                match handle(stream, peer, kind, access, shutdown).await {
-                    Ok(()) => tracing::info!("disconnect"),
-                    Err(e) => tracing::info!(error = %e, "disconnect"),
-                }
-                drop(slot);
-            }
-            .instrument(span),
-        );
-    }
+    super::listen::accept(
+        listener,
+        kind,
+        access,
+        shutdown,
+        b"* BYE [UNAVAILABLE] too many connections, try again later\r\n",
+        move |stream, peer, access, shutdown| handle(stream, peer, kind, access, shutdown),
+    )
+    .await;
 }
 
 async fn handle(
@@ -85,7 +43,7 @@ async fn handle(
 ) -> std::io::Result<()> {
     let secure = access.is_secure_network(peer.ip());
     if kind == ListenerKind::Imaps {
-        let Some(mut tls) = handshake(&access, stream).await else {
+        let Some(mut tls) = super::listen::handshake(&access, stream).await else {
             return Ok(());
         };
         let mut session = Session::new(access.clone(), true, secure, false);
@@ -97,7 +55,7 @@ async fn handle(
     let mut session = Session::new(access.clone(), false, secure, true);
     session.greeting();
     if let Some(mut session) = drive(session, &mut stream, peer, &access, shutdown.clone()).await? {
-        let Some(mut tls) = handshake(&access, stream).await else {
+        let Some(mut tls) = super::listen::handshake(&access, stream).await else {
             return Ok(());
         };
         if session.buffered() > 0 {
@@ -109,23 +67,6 @@ async fn handle(
         drive(session, &mut tls, peer, &access, shutdown).await?;
     }
     Ok(())
-}
-
-async fn handshake(
-    access: &Access,
-    stream: TcpStream,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, access.tls().accept(stream)).await {
-        Ok(Ok(tls)) => Some(tls),
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "tls handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::info!("tls handshake timed out");
-            None
-        }
-    }
 }
 
 /// Runs the session on the blocking pool and hands it back with what it asks for.

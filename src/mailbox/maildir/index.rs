@@ -672,16 +672,7 @@ impl MailIndex for Maildir {
             return Err(IndexError::Exists(to));
         }
         if from == "INBOX" {
-            // RFC 9051 6.3.6: INBOX's messages move to the new folder; INBOX stays, empty.
-            self.create(mailbox, &to)?;
-            let uids: Vec<u32> = self
-                .snapshot(mailbox, "INBOX", false)?
-                .messages
-                .iter()
-                .map(|m| m.uid)
-                .collect();
-            self.copy(mailbox, "INBOX", &uids, &to)?;
-            return self.expunge(mailbox, "INBOX", &uids);
+            return crate::mailbox::index::rename_inbox(self, mailbox, &to);
         }
         let source = root.join(format!(".{from}"));
         if !source.join("cur").is_dir() {

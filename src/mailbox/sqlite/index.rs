@@ -209,16 +209,7 @@ impl MailIndex for SqliteStore {
         }
         let user = user_key(mailbox);
         if from == "INBOX" {
-            // RFC 9051 6.3.6: INBOX's messages move to the new folder; INBOX stays, empty.
-            self.create(mailbox, &to)?;
-            let uids: Vec<u32> = self
-                .snapshot(mailbox, "INBOX", false)?
-                .messages
-                .iter()
-                .map(|m| m.uid)
-                .collect();
-            self.copy(mailbox, "INBOX", &uids, &to)?;
-            return self.expunge(mailbox, "INBOX", &uids);
+            return crate::mailbox::index::rename_inbox(self, mailbox, &to);
         }
         self.block_on(async {
             self.folder_or_err(&user, &from).await?;
