@@ -594,3 +594,50 @@ async fn mbsync_syncs_both_ways() {
     let (_, lines) = c.cmd("STATUS Projects (MESSAGES)").await;
     assert!(lines[0].contains("MESSAGES 1"), "{lines:?}");
 }
+
+/// QUOTA shows the limits delivery enforces, and APPEND past them is refused without storing anything.
+#[tokio::test]
+async fn quota_is_reported_and_enforced_on_append() {
+    let d = daemon("");
+    deliver(&d, "counts").await;
+    d.wait_delivered_any("alice@example.test", 1);
+    let out = tern(
+        d.dir.path(),
+        &[
+            "user",
+            "set-quota",
+            "alice@example.test",
+            "--messages",
+            "2",
+            "--bytes",
+            "10240",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = Imap::login(&d).await;
+    let (done, lines) = c.cmd("GETQUOTAROOT INBOX").await;
+    assert!(done.contains("OK"), "{done}");
+    assert!(
+        lines.iter().any(|l| l == "* QUOTAROOT \"INBOX\" \"\""),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("* QUOTA \"\" (STORAGE 1 10 MESSAGE 1 2)")),
+        "{lines:?}"
+    );
+    let (done, _) = c.cmd("APPEND INBOX {12+}\r\nSubject: a\r\n").await;
+    assert!(done.contains("OK [APPENDUID"), "{done}");
+    // The third message would pass the two allowed.
+    let (done, _) = c.cmd("APPEND Drafts {12+}\r\nSubject: b\r\n").await;
+    assert!(done.contains("NO [OVERQUOTA]"), "{done}");
+    let (_, lines) = c.cmd("STATUS Drafts (MESSAGES)").await;
+    assert!(lines[0].contains("MESSAGES 0"), "{lines:?}");
+    let (done, _) = c.cmd("SETQUOTA \"\" (STORAGE 1)").await;
+    assert!(done.contains("NO"), "{done}");
+}
