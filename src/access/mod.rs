@@ -17,6 +17,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+/// How often, and for how long each time, a login waits for the account's attempts in progress to finish
+/// before it is refused (at most 5 s in all).
+const BUSY_WAITS: u32 = 50;
+const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What the sessions of the access listeners share.
 pub struct Access {
     pub hostname: String,
@@ -118,24 +123,38 @@ impl Access {
         let shown = Escaped(&user);
         // A password verified moments ago (a client opening its parallel connections, a reconnect) is no
         // guess: it skips the attempts-in-progress count, though a block still holds.
-        if self
-            .directory
-            .verified_lately(&user, &credentials.password)
-            .await
-        {
-            if self.throttle.blocked(ip, &user) {
-                tracing::warn!(user = %shown, "login refused: blocked");
-                return Err(LoginError::Throttled);
+        // When the account's attempts in progress are at their limit (a client opening many connections
+        // at once before any login landed in the cache), wait a little for those to finish: the right
+        // password is then a cache hit. Bounded: BUSY_WAITS x BUSY_PAUSE.
+        let mut waits = 0;
+        loop {
+            if self
+                .directory
+                .verified_lately(&user, &credentials.password)
+                .await
+            {
+                if self.throttle.blocked(ip, &user) {
+                    tracing::warn!(user = %shown, "login refused: blocked");
+                    return Err(LoginError::Throttled);
+                }
+                if let Ok(mailbox) = Mailbox::parse(&user, true) {
+                    return self.open_session(mailbox, &shown);
+                }
             }
-            if let Ok(mailbox) = Mailbox::parse(&user, true) {
-                return self.open_session(mailbox, &shown);
-            }
-        }
-        match self.throttle.begin(ip, &user) {
-            Begin::Go => {}
-            Begin::Blocked | Begin::Busy => {
-                tracing::warn!(user = %shown, "login refused: blocked or too many attempts in progress");
-                return Err(LoginError::Throttled);
+            match self.throttle.begin(ip, &user) {
+                Begin::Go => break,
+                Begin::Busy if waits < BUSY_WAITS => {
+                    waits += 1;
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                Begin::Busy => {
+                    tracing::warn!(user = %shown, "login refused: too many attempts in progress");
+                    return Err(LoginError::Temporary);
+                }
+                Begin::Blocked => {
+                    tracing::warn!(user = %shown, "login refused: blocked");
+                    return Err(LoginError::Throttled);
+                }
             }
         }
         let verified = self

@@ -212,7 +212,14 @@ impl View {
                 if merged.get(*u).is_none()
                     && let Some(old) = self.shown.get(*u)
                 {
-                    merged.messages.push(old.clone());
+                    let mut old = old.clone();
+                    // What this session reported last, if it reported since: a ghost must not go back to
+                    // older flags or an older MODSEQ.
+                    if let Some((flags, modseq)) = self.own.get(u) {
+                        old.flags = flags.clone();
+                        old.modseq = *modseq;
+                    }
+                    merged.messages.push(old);
                 }
             }
             merged.messages.sort_by_key(|m| m.uid);
@@ -304,6 +311,27 @@ mod tests {
             },
         );
         assert_eq!(u.lines, b"* VANISHED 3\r\n");
+        // A message this session stored and another expunged before it could be told keeps, as a
+        // ghost, what was reported for it last.
+        let mut v = View::new("INBOX".into(), false, snap(&[(1, 0, 1), (2, 0, 2)]));
+        v.reported(
+            2,
+            Flags {
+                system: flag::SEEN,
+                keywords: vec![],
+            },
+            9,
+        );
+        v.update(
+            snap(&[(1, 0, 1)]),
+            Report {
+                condstore: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(v.uids, vec![1, 2]);
+        let ghost = v.shown.get(2).unwrap();
+        assert_eq!((ghost.modseq, ghost.flags.system), (9, flag::SEEN));
         assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
     }
 }

@@ -23,6 +23,9 @@ pub struct Maildir {
     /// The IMAP state of the folders looked at lately.
     states: Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<Mutex<index::FolderState>>>>,
     notifier: super::index::Notifier,
+    /// Held while a `subscriptions` file is read, changed and written back, so that two sessions
+    /// subscribing at once (or logging in for the first time at once) do not lose each other's change.
+    subscriptions: Mutex<()>,
 }
 
 fn err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> MailboxError + 'a {
@@ -40,6 +43,7 @@ impl Maildir {
             root,
             known: Mutex::new(HashSet::new()),
             states: Mutex::new(std::collections::HashMap::new()),
+            subscriptions: Mutex::new(()),
             notifier: super::index::Notifier::default(),
         }
     }

@@ -42,6 +42,9 @@ pub struct SqliteStore {
         std::collections::HashMap<i64, (i64, i64, std::sync::Arc<super::index::Snapshot>)>,
     >,
     notifier: super::index::Notifier,
+    /// Counts \Recent claims: a snapshot read while one was taken may still show the claimed messages as
+    /// \Recent, and is not shared (two sessions must never both see a message as \Recent).
+    claims: std::sync::atomic::AtomicU64,
     /// One writing transaction at a time: each reads the folder's counters (UIDNEXT, HIGHESTMODSEQ) and
     /// writes them back, so two at once would hand out the same MODSEQ, and SQLite would refuse the second
     /// upgrade from reader to writer (SQLITE_BUSY_SNAPSHOT) rather than wait.
@@ -75,6 +78,7 @@ impl SqliteStore {
             runtime: tokio::runtime::Handle::current(),
             snapshots: std::sync::Mutex::new(std::collections::HashMap::new()),
             notifier: super::index::Notifier::default(),
+            claims: std::sync::atomic::AtomicU64::new(0),
             writer: tokio::sync::Mutex::new(()),
         })
     }

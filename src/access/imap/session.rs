@@ -1317,9 +1317,16 @@ impl Session {
             saved: &v.saved,
         };
         let now = crate::clock::unix_now() as i64;
+        // Flags and MODSEQs as they are now: another session may have changed them since this one's view
+        // was last brought up to date, and a MODSEQ must never go back (RFC 7162 3.1.4).
+        let current = index.snapshot(mailbox, &v.folder, false).ok();
         let mut hits: Vec<(u32, u32, u64)> = Vec::new(); // (seq, uid, modseq)
         for (i, u) in v.uids.iter().enumerate() {
-            let Some(meta) = v.shown.get(*u) else {
+            let Some(meta) = current
+                .as_ref()
+                .and_then(|c| c.get(*u))
+                .or_else(|| v.shown.get(*u))
+            else {
                 continue;
             };
             let c = search::Candidate {
@@ -1525,6 +1532,9 @@ impl Session {
                     | FetchAtt::Binary { peek: false, .. }
             )
         });
+        // The folder as it is now, for a FETCH that reads no message: flags and MODSEQs another session
+        // has changed since this view was brought up to date are shown as they are (RFC 7162 3.1.4.1).
+        let mut current: Option<Arc<Snapshot>> = None;
         while p.next < p.uids.len() {
             if self.out.len() > FLUSH_AT {
                 self.pending = Some(p);
@@ -1556,10 +1566,18 @@ impl Session {
             let mut flags_changed = false;
             // Reading the message took time in which another session may have changed its flags: show
             // them as they are now (the view notes it, so they are not reported twice).
-            if body.is_some()
-                && let Ok(now) = index.snapshot(&mailbox, &folder, false)
+            let now = if body.is_some() {
+                // Reading took time: look again.
+                index.snapshot(&mailbox, &folder, false).ok()
+            } else {
+                if current.is_none() {
+                    current = index.snapshot(&mailbox, &folder, false).ok();
+                }
+                current.clone()
+            };
+            if let Some(now) = now
                 && let Some(current) = now.get(u)
-                && current.modseq != meta.modseq
+                && current.modseq > meta.modseq
             {
                 meta.flags = current.flags.clone();
                 meta.modseq = current.modseq;

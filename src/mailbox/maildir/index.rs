@@ -140,7 +140,10 @@ fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> In
 
 /// Replaces a file whole: write a temporary name, fsync, rename, fsync the folder.
 fn replace_file(dir: &Path, name: &str, content: &[u8]) -> Result<(), MailboxError> {
-    let tmp = dir.join(format!(".{name}.tmp"));
+    // A name of its own per write: two writers never share (and rename away) one temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -577,6 +580,10 @@ impl Maildir {
         if Self::read_subscriptions(root).is_some() {
             return Ok(());
         }
+        let _held = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        if Self::read_subscriptions(root).is_some() {
+            return Ok(());
+        }
         let mut subs = vec!["INBOX".to_string()];
         for (name, _) in crate::mailbox::index::DEFAULT_FOLDERS {
             self.folder_at(root, name)?;
@@ -701,6 +708,7 @@ impl MailIndex for Maildir {
             known.remove(a);
         }
         drop((states, known));
+        let _held = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(subs) = Self::read_subscriptions(&root) {
             let text: String = subs
                 .iter()
@@ -724,6 +732,7 @@ impl MailIndex for Maildir {
         let name = crate::mailbox::index::folder_name(name)?;
         let root = self.path_of(mailbox)?;
         self.ensure_defaults(&root)?;
+        let _held = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
         let mut subs = Self::read_subscriptions(&root).unwrap_or_default();
         subs.retain(|s| *s != name);
         if on {

@@ -10,6 +10,7 @@ use crate::mailbox::index::{
 use crate::smtp::Mailbox;
 use sqlx::Row;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// Expunges remembered per folder for QRESYNC.
 const EXPUNGES_KEPT: i64 = 10_000;
@@ -292,8 +293,24 @@ impl MailIndex for SqliteStore {
                     .map_err(db_err)?;
                 claimed = rows.iter().map(|r| r.get::<i64, _>(0) as u32).collect();
                 claimed.sort();
+                if !claimed.is_empty() {
+                    self.claims.fetch_add(1, Ordering::SeqCst);
+                }
             }
+            let claims_before = self.claims.load(Ordering::SeqCst);
             // Nothing taken: the shared snapshot serves, when the folder has not changed since it was read.
+            // A session that claims sees as \Recent only what it claimed: what arrived since is the next
+            // claim's.
+            let claimer = claim_recent;
+            let unclaimed = |snap: Arc<Snapshot>| {
+                if claimer && !snap.recent.is_empty() {
+                    let mut own = (*snap).clone();
+                    own.recent.clear();
+                    Arc::new(own)
+                } else {
+                    snap
+                }
+            };
             let claim_recent = !claimed.is_empty();
             if !claim_recent
                 && let Some((h, n, snap)) = self
@@ -304,7 +321,7 @@ impl MailIndex for SqliteStore {
                 && *h == highest
                 && *n == uidnext
             {
-                return Ok(snap.clone());
+                return Ok(unclaimed(snap.clone()));
             }
             let rows = sqlx::query(
                 "SELECT uid, flags, keywords, modseq, internal_date, isize, recent, body, blob FROM messages WHERE folder_id = ? ORDER BY uid",
@@ -344,11 +361,12 @@ impl MailIndex for SqliteStore {
                 self.forget_snapshot(id);
                 return Ok(snap);
             }
-            self.snapshots
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, (highest, uidnext, snap.clone()));
-            Ok(snap)
+            let mut shared = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+            if self.claims.load(Ordering::SeqCst) == claims_before {
+                shared.insert(id, (highest, uidnext, snap.clone()));
+            }
+            drop(shared);
+            Ok(unclaimed(snap))
         })
     }
 
