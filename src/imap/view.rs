@@ -208,8 +208,10 @@ impl View {
             self.shown = snap;
         } else {
             let mut merged = (*snap).clone();
+            // Looked up in `snap`, not in `merged`: ghosts are pushed unsorted, and a binary search over
+            // them would miss live messages and add them twice (with their old MODSEQ).
             for u in &self.uids {
-                if merged.get(*u).is_none()
+                if snap.get(*u).is_none()
                     && let Some(old) = self.shown.get(*u)
                 {
                     let mut old = old.clone();
@@ -282,6 +284,37 @@ mod tests {
     }
 
     #[test]
+    fn ghosts_never_shadow_live_messages() {
+        let old: Vec<(u32, u8, u64)> = (1..=20).map(|u| (u, 0, u as u64)).collect();
+        let mut v = View::new("INBOX".into(), false, snap(&old));
+        // 1-10 expunged elsewhere (not reportable now), 11-20 changed.
+        let new: Vec<(u32, u8, u64)> = (11..=20).map(|u| (u, flag::SEEN, 100 + u as u64)).collect();
+        v.update(
+            snap(&new),
+            Report {
+                condstore: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(v.uids.len(), 20);
+        assert_eq!(v.shown.messages.len(), 20);
+        for u in 11..=20 {
+            assert_eq!(
+                v.shown.get(u).map(|m| m.modseq),
+                Some(100 + u as u64),
+                "uid {u}"
+            );
+        }
+        for u in 1..=10 {
+            assert_eq!(
+                v.shown.get(u).map(|m| m.modseq),
+                Some(u as u64),
+                "ghost {u}"
+            );
+        }
+    }
+
+    #[test]
     fn expunges_flags_and_new_mail() {
         let mut v = View::new(
             "INBOX".into(),
@@ -331,6 +364,7 @@ mod tests {
         );
         assert_eq!(v.uids, vec![1, 2]);
         let ghost = v.shown.get(2).unwrap();
+        assert_eq!(v.shown.messages.len(), 2);
         assert_eq!((ghost.modseq, ghost.flags.system), (9, flag::SEEN));
         assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
     }

@@ -437,6 +437,9 @@ impl MailboxStore for Maildir {
         touched.sort();
         touched.dedup();
         for d in touched {
+            if let Some(folder) = d.parent() {
+                self.changed_outside(folder);
+            }
             sync_dir(&d)?;
         }
         self.notifier.notify(mailbox);
@@ -562,6 +565,10 @@ impl Maildir {
         dirs.sort();
         dirs.dedup();
         for d in dirs {
+            // IMAP sessions of this folder must read it again (not only after a second).
+            if let Some(folder) = d.parent() {
+                self.changed_outside(folder);
+            }
             if let Err(e) = sync_dir(&d) {
                 // The renames into this folder are not known to be durable: report each as failed.
                 for r in results.iter_mut() {
@@ -597,6 +604,56 @@ mod tests {
             prefix: b"Return-Path: <a@b.test>\n".to_vec(),
             body: Arc::new(b"Subject: x\n\nhello\n".to_vec()),
             check_existing: check,
+        }
+    }
+
+    #[test]
+    fn modseqs_are_journaled_and_read_back_after_a_restart() {
+        use crate::mailbox::index::{FlagOp, Flags, MailIndex, NewMessage, flag};
+        let dir = tempfile::tempdir().unwrap();
+        let m = Mailbox::parse("alice@example.test", false).unwrap();
+        let seen = Flags {
+            system: flag::SEEN,
+            keywords: vec![],
+        };
+        let (before, after) = {
+            let md = Maildir::new(dir.path().join("mail"));
+            let new = |n: u8| NewMessage {
+                body: format!("Subject: {n}\r\n\r\nx\r\n").into_bytes(),
+                flags: Flags::default(),
+                internal_date: 1_700_000_000,
+            };
+            let (_, uids) = md.append(&m, "INBOX", vec![new(1), new(2)]).unwrap();
+            let file = dir.path().join("mail/example.test/alice/tern-modseq");
+            let whole = std::fs::read_to_string(&file).unwrap();
+            let r = md
+                .store(&m, "INBOX", &uids[..1], FlagOp::Add, &seen, None)
+                .unwrap();
+            // One line appended, the rest of the file untouched.
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert_eq!(text, format!("{whole}{} {}\n", uids[0], r.stored[0].modseq));
+            let before = md.snapshot(&m, "INBOX", false).unwrap();
+            // Many more changes: the file is written whole again, never without bound.
+            for i in 0..1100 {
+                let op = if i % 2 == 0 {
+                    FlagOp::Remove
+                } else {
+                    FlagOp::Add
+                };
+                md.store(&m, "INBOX", &uids[1..], op, &seen, None).unwrap();
+            }
+            let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+            assert!(lines < 1100, "{lines} lines");
+            (before, md.snapshot(&m, "INBOX", false).unwrap())
+        };
+        assert!(after.highest_modseq > before.highest_modseq);
+        // A new process reads the same UIDs, flags and MODSEQs.
+        let md = Maildir::new(dir.path().join("mail"));
+        let again = md.snapshot(&m, "INBOX", false).unwrap();
+        assert_eq!(again.highest_modseq, after.highest_modseq);
+        for (a, b) in again.messages.iter().zip(&after.messages) {
+            assert_eq!((a.uid, a.modseq), (b.uid, b.modseq));
+            assert!(a.flags.same_as(&b.flags));
         }
     }
 

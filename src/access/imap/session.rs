@@ -1041,7 +1041,12 @@ impl Session {
                     .is_none_or(|k| SeqSet::contains(k, u, snap.uidnext.saturating_sub(1)))
             };
             if let Ok(gone) = index.vanished_since(mailbox, &name, q.modseq) {
-                let gone: Vec<u32> = gone.into_iter().filter(|u| in_known(*u)).collect();
+                // Read after the snapshot: a message expunged since is still in this view (its
+                // expunge is reported by the next update), not vanished.
+                let gone: Vec<u32> = gone
+                    .into_iter()
+                    .filter(|u| in_known(*u) && snap.get(*u).is_none())
+                    .collect();
                 if !gone.is_empty() {
                     self.send(&format!("* VANISHED (EARLIER) {}\r\n", uid_set(&gone)));
                 }
@@ -1470,7 +1475,7 @@ impl Session {
                 let largest = v.shown.uidnext.saturating_sub(1);
                 let gone: Vec<u32> = gone
                     .into_iter()
-                    .filter(|u| SeqSet::contains(r, *u, largest))
+                    .filter(|u| SeqSet::contains(r, *u, largest) && v.seq_of(*u).is_none())
                     .collect();
                 if !gone.is_empty() {
                     self.send(&format!("* VANISHED (EARLIER) {}\r\n", uid_set(&gone)));

@@ -129,8 +129,14 @@ pub(super) struct FolderState {
     keywords: Vec<String>,
     /// Messages from this UID on are \Recent: no read-write session has seen them yet.
     recent_from: u32,
-    /// Modification times of new/ and cur/ when they were last read.
+    /// Modification times of new/ and cur/ when they were last read (or last changed by this process).
     stamp: Option<(SystemTime, SystemTime)>,
+    /// When new/ and cur/ were last read whole.
+    scanned: Option<std::time::Instant>,
+    /// `stamp` was taken after this process's own change, not by reading the folder.
+    adopted: bool,
+    /// Lines appended to `tern-modseq` since it was last written whole.
+    journal: usize,
     snapshot: Option<Arc<Snapshot>>,
 }
 
@@ -157,6 +163,11 @@ fn replace_file(dir: &Path, name: &str, content: &[u8]) -> Result<(), MailboxErr
     let target = dir.join(name);
     fs::rename(&tmp, &target).map_err(err(&target, "rename"))?;
     sync_dir(dir)
+}
+
+/// The modification times of a Maildir's new/ and cur/.
+fn stamp_of(dir: &Path) -> (SystemTime, SystemTime) {
+    (mtime(&dir.join("new")), mtime(&dir.join("cur")))
 }
 
 fn mtime(p: &Path) -> SystemTime {
@@ -317,8 +328,18 @@ impl FolderState {
         if !self.loaded {
             self.load(dir);
         }
-        let stamp = (mtime(&dir.join("new")), mtime(&dir.join("cur")));
-        if self.stamp == Some(stamp) {
+        let stamp = stamp_of(dir);
+        let now = SystemTime::now();
+        let settled = |t: SystemTime| now.duration_since(t).is_ok_and(|d| d.as_secs() >= 2);
+        let scanned_lately = self
+            .scanned
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
+        // The folder is read again when it changed, and, when it changed within the last moments (another
+        // program may have changed it again within the same tick of the file system's clock, or between
+        // this process's own change and its look at the clock), at most once a second until it settles.
+        if self.stamp == Some(stamp)
+            && (scanned_lately || (!self.adopted && settled(stamp.0) && settled(stamp.1)))
+        {
             return Ok(false);
         }
         let mut on_disk: HashMap<String, (bool, String)> = HashMap::new();
@@ -413,12 +434,43 @@ impl FolderState {
         if changed {
             self.persist(dir)?;
         }
-        // A folder changed within the last moments may change again within the same tick of the file
-        // system's clock: look again next time rather than trust the stamp.
-        let now = SystemTime::now();
-        let settled = |t: SystemTime| now.duration_since(t).is_ok_and(|d| d.as_secs() >= 2);
-        self.stamp = (settled(stamp.0) && settled(stamp.1)).then_some(stamp);
+        self.stamp = Some(stamp);
+        self.scanned = Some(std::time::Instant::now());
+        self.adopted = false;
         Ok(changed)
+    }
+
+    /// After this process changed new/ or cur/ itself (under the folder's lock, memory already up to
+    /// date): the new modification times are no news. Another program's change made at the same moment
+    /// is still found by the next read of the folder, at most a second later.
+    fn adopt(&mut self, dir: &Path) {
+        self.stamp = Some(stamp_of(dir));
+        self.adopted = true;
+    }
+
+    /// Appends MODSEQs to `tern-modseq` (the last line for a UID wins when it is read), fsynced; the file
+    /// is written whole again once the appended lines outnumber the messages.
+    fn journal_modseqs(&mut self, dir: &Path, modseqs: &[(u32, u64)]) -> Result<(), IndexError> {
+        if self.journal + modseqs.len() > (self.msgs.len() + 64).max(1024) {
+            return self.persist(dir);
+        }
+        let path = dir.join("tern-modseq");
+        let mut lines = String::with_capacity(modseqs.len() * 16);
+        for (uid, m) in modseqs {
+            lines.push_str(&format!("{uid} {m}\n"));
+        }
+        let f = fs::OpenOptions::new().append(true).open(&path);
+        let mut f = match f {
+            Ok(f) => f,
+            // Not written yet: write it whole.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.persist(dir),
+            Err(e) => return Err(io(&path, "open")(e)),
+        };
+        f.write_all(lines.as_bytes()).map_err(io(&path, "write"))?;
+        f.sync_data().map_err(io(&path, "fsync"))?;
+        self.journal += modseqs.len();
+        self.snapshot = None;
+        Ok(())
     }
 
     fn persist(&mut self, dir: &Path) -> Result<(), IndexError> {
@@ -437,6 +489,7 @@ impl FolderState {
         // MODSEQs first: a crash between the two leaves MODSEQs ahead of the UIDs, never behind.
         replace_file(dir, "tern-modseq", modseqs.as_bytes())?;
         replace_file(dir, "dovecot-uidlist", list.as_bytes())?;
+        self.journal = 0;
         self.snapshot = None;
         Ok(())
     }
@@ -533,6 +586,20 @@ impl Maildir {
             return Ok(root);
         }
         Ok(root.join(format!(".{name}")))
+    }
+
+    /// A folder changed by this process outside the index (delivery, POP3): its state is read again at
+    /// the next look.
+    pub(super) fn changed_outside(&self, dir: &Path) {
+        let state = self
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(dir)
+            .cloned();
+        if let Some(state) = state {
+            state.lock().unwrap_or_else(|p| p.into_inner()).stamp = None;
+        }
     }
 
     fn state_of(&self, dir: &Path) -> Arc<Mutex<FolderState>> {
@@ -784,6 +851,7 @@ impl MailIndex for Maildir {
             }
             sync_dir(&dir.join("cur"))?;
             sync_dir(&dir.join("new"))?;
+            s.adopt(dir);
             s.snapshot = None;
             claimed.sort();
             claimed.dedup();
@@ -834,7 +902,7 @@ impl MailIndex for Maildir {
                 s.letters_for(dir, flags)?;
             }
             let mut out = StoreResult::default();
-            let mut renamed = false;
+            let mut plan: Vec<(u32, Msg, Msg)> = Vec::new();
             for &uid in uids {
                 let Some(m) = s.msgs.get(&uid).cloned() else {
                     continue;
@@ -859,28 +927,40 @@ impl MailIndex for Maildir {
                     continue;
                 }
                 let mut changed = m.clone();
-                changed.flags = next.clone();
+                changed.flags = next;
                 changed.in_new = false;
+                plan.push((uid, m, changed));
+            }
+            if plan.is_empty() {
+                return Ok(out);
+            }
+            // The new MODSEQs reach the disk before the new names: a crash between the two leaves a MODSEQ
+            // raised for flags that did not change (a client looks again), never changed flags under an
+            // old MODSEQ (a client resyncing with CHANGEDSINCE would miss them).
+            let mut modseqs = Vec::with_capacity(plan.len());
+            for (uid, _, changed) in &mut plan {
+                changed.modseq = s.bump();
+                modseqs.push((*uid, changed.modseq));
+            }
+            s.journal_modseqs(dir, &modseqs)?;
+            for (uid, m, changed) in plan {
                 let (from, to) = (s.path(dir, &m), s.path(dir, &changed));
                 match fs::rename(&from, &to) {
                     Ok(()) => {}
+                    // Gone under another program's hands: the next look at the folder expunges it.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(io(&from, "rename")(e)),
                 }
-                renamed = true;
-                let modseq = s.bump();
-                changed.modseq = modseq;
-                s.msgs.insert(uid, changed);
                 out.stored.push(Stored {
                     uid,
-                    flags: next,
-                    modseq,
+                    flags: changed.flags.clone(),
+                    modseq: changed.modseq,
                 });
+                s.msgs.insert(uid, changed);
             }
-            if renamed {
-                sync_dir(&dir.join("cur"))?;
-                s.persist(dir)?;
-            }
+            sync_dir(&dir.join("cur"))?;
+            s.adopt(dir);
+            out.stored.sort_by_key(|x| x.uid);
             Ok(out)
         })?;
         self.notifier.notify(mailbox);
@@ -940,6 +1020,7 @@ impl MailIndex for Maildir {
                 bytes += size;
             }
             s.persist(dir)?;
+            s.adopt(dir);
             Ok((s.uidvalidity, uids, bytes))
         })?;
         self.account(&root, result.2, result.1.len() as i64);
@@ -973,6 +1054,7 @@ impl MailIndex for Maildir {
                 sync_dir(&dir.join("cur"))?;
                 sync_dir(&dir.join("new"))?;
                 s.persist(dir)?;
+                s.adopt(dir);
             }
             Ok((bytes, count))
         })?;
