@@ -8,6 +8,7 @@ pub mod parse;
 pub mod response;
 pub mod search;
 pub mod sort;
+pub mod thread;
 pub mod utf7;
 pub mod view;
 

@@ -1,5 +1,5 @@
 //! SORT (RFC 5256, with RFC 5957's DISPLAYFROM/DISPLAYTO) and THREAD=ORDEREDSUBJECT: the keys of each
-//! message, the base subject, and the orderings. Ties fall back on sequence order as the RFC says.
+//! message, the base subject, and the orderings (THREAD=REFERENCES is in thread.rs). Ties fall back on sequence order as the RFC says.
 
 use super::parse::SortKey;
 use crate::mailbox::index::MessageMeta;
@@ -22,6 +22,12 @@ pub struct SortData {
     pub display_from: String,
     pub display_to: String,
     pub subject: String,
+    /// The subject marked a reply or forward.
+    pub reply: bool,
+    /// The Message-ID, without its angle brackets.
+    pub message_id: Option<String>,
+    /// The References (or else the first In-Reply-To) message IDs, oldest first.
+    pub references: Vec<String>,
 }
 
 impl SortData {
@@ -61,6 +67,17 @@ impl SortData {
             .filter(|d| d.is_valid())
             .map(|d| d.to_timestamp())
             .unwrap_or(meta.internal_date);
+        let (subject, reply) = base_subject_of(&subject);
+        let ids = |name: &str| {
+            super::mime::field(&fields, name)
+                .map(msg_ids)
+                .unwrap_or_default()
+        };
+        let message_id = ids("Message-ID").into_iter().next();
+        let mut references = ids("References");
+        if references.is_empty() {
+            references = ids("In-Reply-To").into_iter().take(1).collect();
+        }
         SortData {
             seq,
             uid: meta.uid,
@@ -72,7 +89,10 @@ impl SortData {
             cc,
             display_from,
             display_to,
-            subject: base_subject(&subject),
+            subject,
+            reply,
+            message_id,
+            references,
         }
     }
 
@@ -105,16 +125,41 @@ pub fn sort(items: &mut [SortData], keys: &[(SortKey, bool)]) {
     });
 }
 
+/// The `<id>`s in a field (Message-ID, References, In-Reply-To), brackets removed; at most 1000.
+fn msg_ids(value: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(value);
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('>') else { break };
+        let id: String = after[..close].split_whitespace().collect();
+        if !id.is_empty() && out.len() < 1000 {
+            out.push(id);
+        }
+        rest = &after[close + 1..];
+    }
+    out
+}
+
 /// The base subject (RFC 5256 2.1): whitespace collapsed, `Re:`/`Fwd:` leaders, `[blob]`s, `(fwd)` trailers
 /// and `[fwd: ...]` wrappers removed, lower-cased for comparison.
 pub fn base_subject(subject: &str) -> String {
+    base_subject_of(subject).0
+}
+
+/// The base subject, and whether the subject marked a reply or forward (a `Re:`/`Fwd:` leader, a `(fwd)`
+/// trailer or a `[fwd: ...]` wrapper), which THREAD=REFERENCES uses when it merges threads by subject.
+pub fn base_subject_of(subject: &str) -> (String, bool) {
     let mut s: String = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut reply = false;
     for _ in 0..100 {
         // (2) trailers
         loop {
             let t = s.trim_end();
             if t.len() >= 5 && t[t.len() - 5..].eq_ignore_ascii_case("(fwd)") {
                 s = t[..t.len() - 5].to_string();
+                reply = true;
             } else {
                 s = t.to_string();
                 break;
@@ -122,21 +167,23 @@ pub fn base_subject(subject: &str) -> String {
         }
         // (3) leaders, repeatedly
         loop {
-            let before = s.clone();
-            s = strip_leader(&s);
-            if s == before {
+            let (next, refwd) = strip_leader(&s);
+            reply |= refwd;
+            if next == s {
                 break;
             }
+            s = next;
         }
         // (4) a [fwd: ...] wrapper
         let lower = s.to_lowercase();
         if lower.starts_with("[fwd:") && s.ends_with(']') {
             s = s[5..s.len() - 1].trim().to_string();
+            reply = true;
             continue;
         }
         break;
     }
-    casemap(&s)
+    (casemap(&s), reply)
 }
 
 /// Comparison form (i;unicode-casemap, RFC 5051, as far as case goes): upper case, so that `[` and `_`
@@ -163,7 +210,8 @@ fn strip_blob(s: &str) -> Option<&str> {
     Some(rest[end + 1..].trim_start())
 }
 
-fn strip_leader(s: &str) -> String {
+/// One leader off the front: (the rest, whether it was a `Re:`/`Fwd:`).
+fn strip_leader(s: &str) -> (String, bool) {
     let s = s.trim_start();
     // subj-refwd: ("re" / "fw" / "fwd") *WSP [subj-blob] ":"
     let lower = s.to_ascii_lowercase();
@@ -175,7 +223,7 @@ fn strip_leader(s: &str) -> String {
                 rest_orig = after;
             }
             if let Some(after) = rest_orig.strip_prefix(':') {
-                return after.trim_start().to_string();
+                return (after.trim_start().to_string(), true);
             }
         }
     }
@@ -183,9 +231,9 @@ fn strip_leader(s: &str) -> String {
     if let Some(after) = strip_blob(s)
         && !after.is_empty()
     {
-        return after.to_string();
+        return (after.to_string(), false);
     }
-    s.to_string()
+    (s.to_string(), false)
 }
 
 /// THREAD=ORDEREDSUBJECT (RFC 5256 3): messages grouped by base subject, each group in date order with the
@@ -259,6 +307,9 @@ mod tests {
             display_from: from.into(),
             display_to: String::new(),
             subject: base_subject(subject),
+            reply: base_subject_of(subject).1,
+            message_id: None,
+            references: Vec::new(),
         }
     }
 

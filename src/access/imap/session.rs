@@ -74,7 +74,7 @@ pub struct Session {
 fn caps_common() -> &'static str {
     "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS ESEARCH SEARCHRES \
      LIST-EXTENDED LIST-STATUS MOVE SPECIAL-USE CHILDREN CONDSTORE QRESYNC STATUS=SIZE BINARY \
-     QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT"
+     QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
 }
 
 fn index_error(tag: &str, e: &IndexError) -> String {
@@ -795,12 +795,12 @@ impl Session {
                 references,
                 key,
             } => {
-                if references {
-                    self.tagged(&format!("{t} BAD THREAD=REFERENCES is not offered\r\n"));
-                    return None;
-                }
                 let mut items = self.sort_data(index, &mailbox, &key);
-                let threads = crate::imap::sort::ordered_subject(&mut items, uid);
+                let threads = if references {
+                    crate::imap::thread::references(&items, uid)
+                } else {
+                    crate::imap::sort::ordered_subject(&mut items, uid)
+                };
                 self.send(&format!("* THREAD {threads}\r\n").replace("THREAD \r", "THREAD\r"));
                 self.tagged(&format!("{t} OK THREAD completed\r\n"));
             }
