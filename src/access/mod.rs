@@ -34,6 +34,8 @@ pub struct Access {
     pub limiter: Arc<ConnLimiter>,
     /// Logged-in sessions per user.
     sessions: Mutex<HashMap<String, usize>>,
+    /// ENVELOPE and BODYSTRUCTURE of messages fetched lately (IMAP).
+    pub structures: crate::access::imap::cache::StructureCache,
 }
 
 /// Why a login was refused, with the POP3 response code it maps to.
@@ -82,6 +84,8 @@ impl Access {
         tls: tokio_rustls::TlsAcceptor,
     ) -> Arc<Access> {
         let limiter = ConnLimiter::new(settings.max_connections, settings.max_connections_per_ip);
+        let structures =
+            crate::access::imap::cache::StructureCache::new(settings.imap_structure_cache);
         Arc::new(Access {
             hostname,
             settings,
@@ -91,6 +95,7 @@ impl Access {
             tls: std::sync::RwLock::new(tls),
             limiter,
             sessions: Mutex::new(HashMap::new()),
+            structures,
         })
     }
 

@@ -16,6 +16,8 @@ pub struct AccessSettings {
     pub imap_login_timeout: Duration,
     pub imap_command_line: usize,
     pub imap_literal_size: usize,
+    /// Bytes of parsed message structure kept for IMAP FETCH.
+    pub imap_structure_cache: usize,
 }
 
 impl Validator {
@@ -61,6 +63,7 @@ impl Validator {
             imap_login_timeout: Duration::from_secs(a.imap_login_timeout_secs.max(1)),
             imap_command_line: a.imap_command_line,
             imap_literal_size: a.imap_literal_size.max(1024),
+            imap_structure_cache: a.imap_structure_cache_mb.min(1 << 20) * 1024 * 1024,
         })
     }
 }

@@ -70,6 +70,9 @@ pub struct RawAccess {
     pub imap_command_line: usize,
     /// Largest IMAP literal in octets (APPENDLIMIT). Default: 26214400 (25 MiB).
     pub imap_literal_size: usize,
+    /// Memory for the parsed structure (ENVELOPE, BODYSTRUCTURE) of messages IMAP clients fetched, in
+    /// MiB, shared by all sessions. 0 turns it off. Default: 16.
+    pub imap_structure_cache_mb: usize,
 }
 
 impl Default for RawAccess {
@@ -85,6 +88,7 @@ impl Default for RawAccess {
             imap_login_timeout_secs: 60,
             imap_command_line: 65536,
             imap_literal_size: 25 * 1024 * 1024,
+            imap_structure_cache_mb: 16,
         }
     }
 }

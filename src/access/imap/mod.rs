@@ -2,6 +2,7 @@
 //! blocking pool (the mailbox index does file I/O), checks passwords through `Access::login`, and waits in
 //! IDLE for the mailbox's change notices.
 
+pub mod cache;
 mod session;
 
 use super::Access;

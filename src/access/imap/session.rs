@@ -1518,7 +1518,8 @@ impl Session {
         let Some(index) = access.store.index() else {
             return;
         };
-        let needs_body = p.items.iter().any(|i| {
+        // The message itself is read for its content, or for its structure when that is not cached.
+        let needs_content = p.items.iter().any(|i| {
             !matches!(
                 i,
                 FetchAtt::Flags
@@ -1526,8 +1527,18 @@ impl Session {
                     | FetchAtt::Rfc822Size
                     | FetchAtt::Uid
                     | FetchAtt::ModSeq
+                    | FetchAtt::Envelope
+                    | FetchAtt::Body
+                    | FetchAtt::BodyStructure
             )
         });
+        let wants_structure = p.items.iter().any(|i| {
+            matches!(
+                i,
+                FetchAtt::Envelope | FetchAtt::Body | FetchAtt::BodyStructure
+            )
+        });
+        let owner = mailbox.to_string();
         let sets_seen = p.items.iter().any(|i| {
             matches!(
                 i,
@@ -1554,6 +1565,13 @@ impl Session {
             let folder = v.folder.clone();
             let read_only = v.read_only;
             let recent = v.recent.contains(&u);
+            let key = (owner.clone(), folder.clone(), v.uidvalidity, u, meta.size);
+            let mut structure = if wants_structure {
+                access.structures.get(&key)
+            } else {
+                None
+            };
+            let needs_body = needs_content || (wants_structure && structure.is_none());
             let body = if needs_body {
                 match index.read(&mailbox, &folder, u) {
                     Ok(Some(b)) => Some(b),
@@ -1619,6 +1637,14 @@ impl Session {
                 first = false;
             };
             let entity = body.as_deref().map(mime::parse);
+            if wants_structure
+                && structure.is_none()
+                && let Some(e) = &entity
+            {
+                let s = Arc::new(crate::access::imap::cache::Structure::of(e));
+                access.structures.insert(key, s.clone());
+                structure = Some(s);
+            }
             let mut flags_done = false;
             for item in &p.items {
                 sep(&mut line);
@@ -1640,18 +1666,20 @@ impl Session {
                     }
                     FetchAtt::Envelope => {
                         line.extend_from_slice(b"ENVELOPE ");
-                        if let Some(e) = &entity {
-                            mime::envelope(&mime::fields(e.header), &mut line);
+                        if let Some(s) = &structure {
+                            line.extend_from_slice(&s.envelope);
                         }
                     }
-                    FetchAtt::BodyStructure | FetchAtt::Body => {
-                        line.extend_from_slice(if *item == FetchAtt::Body {
-                            b"BODY "
-                        } else {
-                            b"BODYSTRUCTURE "
-                        });
-                        if let Some(e) = &entity {
-                            e.structure(*item == FetchAtt::BodyStructure, &mut line, 0);
+                    FetchAtt::Body => {
+                        line.extend_from_slice(b"BODY ");
+                        if let Some(s) = &structure {
+                            line.extend_from_slice(&s.body);
+                        }
+                    }
+                    FetchAtt::BodyStructure => {
+                        line.extend_from_slice(b"BODYSTRUCTURE ");
+                        if let Some(s) = &structure {
+                            line.extend_from_slice(&s.bodystructure);
                         }
                     }
                     FetchAtt::Rfc822 => {
