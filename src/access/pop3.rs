@@ -1,5 +1,5 @@
 //! The POP3 listener: accepts connections (plain with STLS, or implicit TLS), drives `pop3::Session`, and
-//! answers its questions from the mailbox store. The maildrop is the user's INBOX as it was at login.
+//! answers its questions from the mailbox index (the one IMAP uses). The maildrop is the user's INBOX as it was at login.
 
 use super::{Access, LoggedIn, LoginError};
 use crate::config::ListenerKind;
@@ -167,7 +167,62 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// A message's UIDL from the mailbox index: its UID and the folder's UIDVALIDITY, as Dovecot's default
+/// `pop3_uidl_format` (%08Xu%08Xv) writes them, so that POP3 clients moved over from Dovecot with their
+/// Maildir (same dovecot-uidlist, same UIDs) do not download everything again.
+fn uidl(uid: u32, uidvalidity: u32) -> String {
+    format!("{uid:08X}{uidvalidity:08X}")
+}
+
+/// The (UID, UIDVALIDITY) in a UIDL made by [`uidl`].
+fn uid_of(uidl: &str) -> Option<(u32, u32)> {
+    if uidl.len() != 16 {
+        return None;
+    }
+    let uid = u32::from_str_radix(uidl.get(..8)?, 16).ok()?;
+    let validity = u32::from_str_radix(uidl.get(8..)?, 16).ok()?;
+    Some((uid, validity))
+}
+
+/// The UIDs of these UIDLs that still name messages of INBOX: a folder made anew since the login (another
+/// UIDVALIDITY) has other messages under the same UIDs.
+fn current_uids(
+    index: &dyn crate::mailbox::index::MailIndex,
+    mailbox: &crate::smtp::Mailbox,
+    uidls: &[String],
+) -> Result<Vec<u32>, String> {
+    let snap = index
+        .snapshot(mailbox, "INBOX", false)
+        .map_err(|e| e.to_string())?;
+    Ok(uidls
+        .iter()
+        .filter_map(|u| uid_of(u))
+        .filter(|(_, v)| *v == snap.uidvalidity)
+        .map(|(u, _)| u)
+        .collect())
+}
+
 async fn maildrop(access: &Arc<Access>, user: &LoggedIn) -> Result<Vec<DropMessage>, String> {
+    if access.store.index().is_some() {
+        let (store, mailbox) = (access.store.clone(), user.mailbox.clone());
+        // INBOX as it is now, without taking \Recent from IMAP sessions.
+        let snap = tokio::task::spawn_blocking(move || match store.index() {
+            Some(index) => index
+                .snapshot(&mailbox, "INBOX", false)
+                .map_err(|e| e.to_string()),
+            None => Err("no mailbox index".to_string()),
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        return Ok(snap
+            .messages
+            .iter()
+            .map(|m| DropMessage {
+                uid: uidl(m.uid, snap.uidvalidity),
+                size: m.size,
+            })
+            .collect());
+    }
     let (store, mailbox) = (access.store.clone(), user.mailbox.clone());
     let entries = tokio::task::spawn_blocking(move || store.entries(&mailbox, "INBOX"))
         .await
@@ -184,7 +239,16 @@ async fn maildrop(access: &Arc<Access>, user: &LoggedIn) -> Result<Vec<DropMessa
 
 async fn read(access: &Arc<Access>, user: &LoggedIn, uid: String) -> Option<Vec<u8>> {
     let (store, mailbox) = (access.store.clone(), user.mailbox.clone());
-    match tokio::task::spawn_blocking(move || store.read(&mailbox, "INBOX", &uid)).await {
+    let read = tokio::task::spawn_blocking(move || match store.index() {
+        Some(index) => match current_uids(index, &mailbox, std::slice::from_ref(&uid))?.first() {
+            Some(n) => index.read(&mailbox, "INBOX", *n).map_err(|e| e.to_string()),
+            None => Ok(None),
+        },
+        None => store
+            .read(&mailbox, "INBOX", &uid)
+            .map_err(|e| e.to_string()),
+    });
+    match read.await {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot read a message");
@@ -196,8 +260,28 @@ async fn read(access: &Arc<Access>, user: &LoggedIn, uid: String) -> Option<Vec<
 
 async fn remove(access: &Arc<Access>, user: &LoggedIn, uids: Vec<String>) -> Result<(), String> {
     let (store, mailbox) = (access.store.clone(), user.mailbox.clone());
-    tokio::task::spawn_blocking(move || store.remove(&mailbox, "INBOX", &uids))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+    tokio::task::spawn_blocking(move || match store.index() {
+        Some(index) => {
+            let uids = current_uids(index, &mailbox, &uids)?;
+            index
+                .expunge(&mailbox, "INBOX", &uids)
+                .map_err(|e| e.to_string())
+        }
+        None => store
+            .remove(&mailbox, "INBOX", &uids)
+            .map_err(|e| e.to_string()),
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uidls_are_dovecots_default_form() {
+        assert_eq!(super::uidl(26, 0x5F1A2B3C), "0000001A5F1A2B3C");
+        assert_eq!(super::uid_of("0000001A5F1A2B3C"), Some((26, 0x5F1A2B3C)));
+        assert_eq!(super::uid_of("1700000000.M1P2Q3.mx"), None);
+        assert_eq!(super::uid_of("zzzzzzzz5F1A2B3C"), None);
+    }
 }

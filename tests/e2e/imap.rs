@@ -679,3 +679,55 @@ c.logout()
     assert_eq!(lines.len(), 7, "{out}");
     assert!(lines.iter().all(|l| *l == "same"), "{out}");
 }
+
+/// POP3 reads the IMAP index: its UIDLs are the IMAP UIDs with the UIDVALIDITY (Dovecot's default
+/// form), and a DELE at QUIT reaches a selected IMAP session as an EXPUNGE. Both stores.
+async fn pop3_and_imap_share_the_index(extra: &str) {
+    let d = daemon(&format!(
+        "[[listener]]\nkind = \"pop3\"\nbind = [\"127.0.0.1:0\"]\n{extra}"
+    ));
+    deliver(&d, "first").await;
+    deliver(&d, "second").await;
+    d.wait_delivered_any("alice@example.test", 2);
+    let mut c = Imap::login(&d).await;
+    let (_, untagged) = c.cmd("SELECT INBOX").await;
+    let validity: u32 = untagged
+        .iter()
+        .find_map(|l| {
+            l.split("[UIDVALIDITY ")
+                .nth(1)?
+                .split(']')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("UIDVALIDITY");
+    let (_, lines) = c.cmd("FETCH 1:2 (UID)").await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let port = d.listener("pop3").port();
+    let out = imaplib(
+        &d,
+        &format!(
+            "import poplib\np = poplib.POP3('127.0.0.1', {port})\np.user('alice@example.test')\np.pass_('alice-pw')\n\
+             print('\\n'.join(x.decode() for x in p.uidl()[1]))\np.dele(1)\np.quit()\n"
+        ),
+    );
+    let expected: Vec<String> = (1..=2u32)
+        .map(|n| format!("{n} {n:08X}{validity:08X}"))
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
+    let (_, lines) = c.cmd("NOOP").await;
+    assert!(lines.iter().any(|l| l == "* 1 EXPUNGE"), "{lines:?}");
+    let (_, lines) = c.cmd("UID FETCH 1:* (UID)").await;
+    assert_eq!(lines, vec!["* 1 FETCH (UID 2)".to_string()]);
+}
+
+#[tokio::test]
+async fn pop3_and_imap_share_the_maildir_index() {
+    pop3_and_imap_share_the_index("").await;
+}
+
+#[tokio::test]
+async fn pop3_and_imap_share_the_sqlite_index() {
+    pop3_and_imap_share_the_index("[store]\nkind = \"sqlite\"\n").await;
+}
