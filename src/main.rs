@@ -350,6 +350,18 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
     }
 }
 
+/// An index refusal during import, as a mailbox error naming the folder.
+fn import_error(folder: &str, e: tern::mailbox::index::IndexError) -> tern::mailbox::MailboxError {
+    match e {
+        tern::mailbox::index::IndexError::Storage(s) => s,
+        other => tern::mailbox::MailboxError {
+            path: folder.to_string(),
+            op: "import",
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
 async fn mailbox(action: MailboxAction, cfg: Config) -> anyhow::Result<()> {
     use tern::mailbox::{self, StoredMessage};
     std::fs::create_dir_all(&cfg.data_dir)?;
@@ -382,31 +394,109 @@ async fn mailbox(action: MailboxAction, cfg: Config) -> anyhow::Result<()> {
                 println!("exported {n} messages to {}", dir.display());
             }
             MailboxAction::Import { path, .. } => {
-                let messages: Vec<StoredMessage> = if path.is_dir() {
-                    mailbox::read_maildir(&path)?
+                // Streamed in batches of 200 (one message of an mbox in memory at a time), through the
+                // mailbox index when the store has one: new UIDs, flags and keywords kept, folders made as
+                // needed, and IMAP sessions of the user told at once.
+                let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                if let Some(index) = store.index() {
+                    // The mailbox's default folders, as a first IMAP login makes them.
+                    index
+                        .list(&mbox)
+                        .map_err(|e| anyhow::anyhow!("{}", import_error("INBOX", e)))?;
+                }
+                let mut total = 0usize;
+                let mut batch: Vec<StoredMessage> = Vec::new();
+                let mut made: std::collections::HashSet<String> = Default::default();
+                let mut flush =
+                    |batch: &mut Vec<StoredMessage>| -> Result<(), mailbox::MailboxError> {
+                        if batch.is_empty() {
+                            return Ok(());
+                        }
+                        total += batch.len();
+                        match store.index() {
+                            Some(index) => {
+                                // Unseen mail without flags keeps its place in new/ (the store's own import);
+                                // the rest goes through the index with its flags and keywords.
+                                let (unseen, rest): (Vec<StoredMessage>, Vec<StoredMessage>) =
+                                    batch.drain(..).partition(|m| {
+                                        m.recent && m.flags.is_empty() && m.keywords.is_empty()
+                                    });
+                                if !unseen.is_empty() {
+                                    store.import(&mbox, &unseen)?;
+                                }
+                                let mut by_folder: Vec<(String, Vec<mailbox::index::NewMessage>)> =
+                                    Vec::new();
+                                for m in rest {
+                                    let new = mailbox::index::NewMessage {
+                                        flags: m.index_flags(),
+                                        internal_date: m.internal_date as i64,
+                                        body: m.body,
+                                    };
+                                    match by_folder.last_mut() {
+                                        Some((f, v)) if *f == m.folder => v.push(new),
+                                        _ => by_folder.push((m.folder, vec![new])),
+                                    }
+                                }
+                                for (folder, messages) in by_folder {
+                                    if folder != "INBOX" && made.insert(folder.clone()) {
+                                        match index.create(&mbox, &folder) {
+                                            Ok(()) | Err(mailbox::index::IndexError::Exists(_)) => {
+                                            }
+                                            Err(e) => return Err(import_error(&folder, e)),
+                                        }
+                                    }
+                                    index
+                                        .append(&mbox, &folder, messages)
+                                        .map_err(|e| import_error(&folder, e))?;
+                                }
+                            }
+                            None => {
+                                store.import(&mbox, batch)?;
+                                batch.clear();
+                            }
+                        }
+                        if tty {
+                            eprint!("\rimported {total}");
+                        }
+                        Ok(())
+                    };
+                if path.is_dir() {
+                    let reader = mailbox::maildir::Maildir::new(path.clone());
+                    reader.for_each_at(&path, &mut |m| {
+                        batch.push(m);
+                        if batch.len() >= 200 {
+                            flush(&mut batch)?;
+                        }
+                        Ok(())
+                    })?;
                 } else {
-                    let data = std::fs::read(&path)
+                    let file = std::fs::File::open(&path)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                    mailbox::mbox::split(&data)
-                        .into_iter()
-                        .map(|(date, body)| StoredMessage {
+                    let mut failed: Option<mailbox::MailboxError> = None;
+                    mailbox::mbox::for_each(std::io::BufReader::new(file), &mut |date, body| {
+                        batch.push(StoredMessage {
                             folder: "INBOX".into(),
                             flags: String::new(),
+                            keywords: Vec::new(),
                             recent: true,
                             internal_date: date.unwrap_or_else(tern::clock::unix_now),
                             body,
-                        })
-                        .collect()
-                };
-                // In batches, with progress on a terminal: a mailbox of years can take a while.
-                let total = messages.len();
-                let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-                for (i, batch) in messages.chunks(200).enumerate() {
-                    store.import(&mbox, batch)?;
-                    if tty {
-                        eprint!("\rimported {}/{total}", (i * 200 + batch.len()).min(total));
-                    }
+                        });
+                        if batch.len() >= 200
+                            && let Err(e) = flush(&mut batch)
+                        {
+                            failed = Some(e);
+                            return Err(std::io::Error::other("import stopped"));
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| match failed.take() {
+                        Some(f) => anyhow::anyhow!("{f}"),
+                        None => anyhow::anyhow!("{}: {e}", path.display()),
+                    })?;
                 }
+                flush(&mut batch)?;
+                drop(flush);
                 if tty {
                     eprintln!();
                 }

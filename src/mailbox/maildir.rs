@@ -288,6 +288,17 @@ impl Maildir {
         f: &mut dyn FnMut(super::StoredMessage) -> Result<(), MailboxError>,
     ) -> Result<(), MailboxError> {
         for (folder, dir) in folder_dirs(root) {
+            // Keyword letters a-z, as Dovecot (and tern) record them in dovecot-keywords.
+            let letters: Vec<(char, String)> = fs::read_to_string(dir.join("dovecot-keywords"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let (i, name) = l.split_once(' ')?;
+                    let i: u8 = i.parse().ok().filter(|i| *i < 26)?;
+                    Some(((b'a' + i) as char, name.trim().to_string()))
+                })
+                .filter(|(_, n)| !n.is_empty())
+                .collect();
             let mut files: Vec<(u64, String, PathBuf, bool)> = Vec::new();
             for (sub, recent) in [("cur", false), ("new", true)] {
                 let Ok(entries) = fs::read_dir(dir.join(sub)) else {
@@ -311,9 +322,20 @@ impl Maildir {
             files.sort();
             for (date, name, path, recent) in files {
                 let body = fs::read(&path).map_err(err(&path, "read"))?;
+                let keywords = name
+                    .rsplit_once(":2,")
+                    .map(|(_, f)| {
+                        letters
+                            .iter()
+                            .filter(|(c, _)| f.contains(*c))
+                            .map(|(_, k)| k.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 f(super::StoredMessage {
                     folder: folder.clone(),
                     flags: flags_of(&name),
+                    keywords,
                     recent,
                     internal_date: date,
                     body,
@@ -519,7 +541,9 @@ impl Maildir {
                 crate::clock::unix_micros(),
                 m.body.len()
             );
-            let (sub, name) = if m.recent {
+            // new/ holds messages no client has seen, which have no flags yet (Maildir keeps flags in
+            // cur/ names only); a message with flags goes to cur/ even if no session has looked at it.
+            let (sub, name) = if m.recent && m.flags.is_empty() {
                 ("new", unique)
             } else {
                 ("cur", format!("{unique}:2,{}", m.flags))

@@ -3,13 +3,32 @@
 
 /// The messages of an mbox file, each with the date of its `From ` line when it has one (Unix seconds).
 pub fn split(data: &[u8]) -> Vec<(Option<u64>, Vec<u8>)> {
-    let mut out: Vec<(Option<u64>, Vec<u8>)> = Vec::new();
+    let mut out = Vec::new();
+    let _ = for_each(data, &mut |date, body| {
+        out.push((date, body));
+        Ok(())
+    });
+    out
+}
+
+/// Streams the messages of an mbox: one message in memory at a time, however large the file.
+pub fn for_each(
+    mut input: impl std::io::BufRead,
+    f: &mut dyn FnMut(Option<u64>, Vec<u8>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut current: Option<(Option<u64>, Vec<u8>)> = None;
     let mut at_line_start = true;
-    for line in data.split_inclusive(|b| *b == b'\n') {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let line = line.as_slice();
         if at_line_start && line.starts_with(b"From ") {
             if let Some(m) = current.take() {
-                out.push(finish(m));
+                let (date, body) = finish(m);
+                f(date, body)?;
             }
             current = Some((from_line_date(line), Vec::new()));
             continue;
@@ -28,9 +47,10 @@ pub fn split(data: &[u8]) -> Vec<(Option<u64>, Vec<u8>)> {
         }
     }
     if let Some(m) = current.take() {
-        out.push(finish(m));
+        let (date, body) = finish(m);
+        f(date, body)?;
     }
-    out
+    Ok(())
 }
 
 /// Drops the blank line that separates a message from the next `From ` line.

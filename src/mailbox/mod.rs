@@ -92,12 +92,36 @@ pub struct StoredMessage {
     pub folder: String,
     /// Maildir flag letters (D draft, F flagged, P passed, R replied, S seen, T trashed), sorted.
     pub flags: String,
+    /// IMAP keywords ($Junk, $Label1...).
+    pub keywords: Vec<String>,
     /// Not yet seen by any client (Maildir's new/).
     pub recent: bool,
     /// Unix seconds.
     pub internal_date: u64,
     /// The message as stored (LF line endings).
     pub body: Vec<u8>,
+}
+
+impl StoredMessage {
+    /// Its flags and keywords as the mailbox index has them (Maildir's P, passed, has no IMAP flag).
+    pub fn index_flags(&self) -> index::Flags {
+        use index::flag;
+        let mut system = 0;
+        for c in self.flags.chars() {
+            system |= match c {
+                'D' => flag::DRAFT,
+                'F' => flag::FLAGGED,
+                'R' => flag::ANSWERED,
+                'S' => flag::SEEN,
+                'T' => flag::DELETED,
+                _ => 0,
+            };
+        }
+        index::Flags {
+            system,
+            keywords: self.keywords.clone(),
+        }
+    }
 }
 
 /// One message of a folder as a reader (POP3) sees it.

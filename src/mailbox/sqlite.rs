@@ -422,7 +422,7 @@ impl MailboxStore for SqliteStore {
     ) -> Result<(), MailboxError> {
         let rows = self.block_on(async {
             sqlx::query(
-                "SELECT f.name, m.flags, m.recent, m.internal_date, m.body, m.blob FROM messages m JOIN folders f ON f.id = m.folder_id \
+                "SELECT f.name, m.flags, m.recent, m.internal_date, m.body, m.blob, m.keywords FROM messages m JOIN folders f ON f.id = m.folder_id \
                  WHERE f.user = ? ORDER BY f.name <> 'INBOX', f.name, m.uid",
             )
             .bind(user_key(mailbox))
@@ -435,6 +435,12 @@ impl MailboxStore for SqliteStore {
             f(StoredMessage {
                 folder: r.get(0),
                 flags: r.get(1),
+                keywords: r
+                    .get::<String, _>(6)
+                    .split(' ')
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect(),
                 recent: r.get(2),
                 internal_date: r.get::<i64, _>(3).max(0) as u64,
                 body,
@@ -467,7 +473,7 @@ impl MailboxStore for SqliteStore {
                     key,
                     date: m.internal_date,
                     flags: m.flags.clone(),
-                    keywords: String::new(),
+                    keywords: m.keywords.join(" "),
                     recent: m.recent,
                     body: m.body.clone(),
                 }
