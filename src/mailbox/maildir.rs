@@ -519,6 +519,56 @@ impl MailboxStore for Maildir {
     }
 }
 
+/// The letters (a-z) of these keywords in the folder's `dovecot-keywords`, adding the ones it lacks while
+/// there is room (26 in all, as Dovecot has it; keywords past that are dropped).
+fn keyword_letters(dir: &Path, keywords: &[String]) -> Result<String, MailboxError> {
+    if keywords.is_empty() {
+        return Ok(String::new());
+    }
+    let file = dir.join("dovecot-keywords");
+    let mut slots: Vec<Option<String>> = vec![None; 26];
+    for line in fs::read_to_string(&file).unwrap_or_default().lines() {
+        if let Some((i, name)) = line.split_once(' ')
+            && let Ok(i) = i.parse::<usize>()
+            && i < 26
+            && !name.trim().is_empty()
+        {
+            slots[i] = Some(name.trim().to_string());
+        }
+    }
+    let mut out = String::new();
+    let mut added = false;
+    for k in keywords {
+        let at = match slots
+            .iter()
+            .position(|s| s.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(k)))
+        {
+            Some(i) => Some(i),
+            None => slots.iter().position(Option::is_none).inspect(|&i| {
+                slots[i] = Some(k.clone());
+                added = true;
+            }),
+        };
+        if let Some(i) = at {
+            out.push((b'a' + i as u8) as char);
+        }
+    }
+    if added {
+        let text: String = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| format!("{i} {s}\n")))
+            .collect();
+        let tmp = dir.join(format!(".dovecot-keywords.{}.tmp", std::process::id()));
+        fs::write(&tmp, text).map_err(err(&tmp, "write"))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(err(&tmp, "fsync"))?;
+        fs::rename(&tmp, &file).map_err(err(&file, "rename"))?;
+    }
+    Ok(out)
+}
+
 impl Maildir {
     /// Writes messages into the Maildir at `root` (folders as Maildir++ `.Name`), flags and dates kept.
     pub fn import_at(
@@ -543,10 +593,15 @@ impl Maildir {
             );
             // new/ holds messages no client has seen, which have no flags yet (Maildir keeps flags in
             // cur/ names only); a message with flags goes to cur/ even if no session has looked at it.
-            let (sub, name) = if m.recent && m.flags.is_empty() {
+            let (sub, name) = if m.recent && m.flags.is_empty() && m.keywords.is_empty() {
                 ("new", unique)
             } else {
-                ("cur", format!("{unique}:2,{}", m.flags))
+                let mut letters: Vec<char> = m.flags.chars().collect();
+                letters.extend(keyword_letters(&dir, &m.keywords)?.chars());
+                letters.sort();
+                letters.dedup();
+                let letters: String = letters.into_iter().collect();
+                ("cur", format!("{unique}:2,{letters}"))
             };
             let tmp = dir.join("tmp").join(&name);
             let mut file = OpenOptions::new()

@@ -147,8 +147,10 @@ fn export_then_import_round_trip_keeps_bytes_flags_and_folders() {
     // A Maildir as another server or a mail client left it.
     let src = tempfile::tempdir().unwrap();
     let s = src.path();
+    // One keyword, $Work, as Dovecot records it (letter a).
+    write(&s.join("dovecot-keywords"), b"0 $Work\n");
     write(
-        &s.join("cur/1700000000.a.host:2,RS"),
+        &s.join("cur/1700000000.a.host:2,RSa"),
         b"Subject: read and replied\n\nhello\n",
     );
     write(
