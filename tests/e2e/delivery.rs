@@ -45,8 +45,8 @@ async fn lettre_over_starttls_lands_in_the_maildir_with_trace_headers() {
         "dot-stuffing round trip: {text}"
     );
     assert!(!text.contains('\r'), "Maildir files use LF line endings");
-    let log = d.log_text();
-    assert!(log.contains("status=\"sent\""), "{log}");
+    // The file is visible a moment before the delivery's log line is written.
+    assert!(d.wait_log("status=\"sent\""), "{}", d.log_text());
 }
 
 #[tokio::test]
