@@ -230,12 +230,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         hostname: cfg.hostname.clone(),
         local_domains: cfg.local_domains.clone(),
     });
+    let scripts = crate::sieve::store::ScriptStore::open(&cfg.data_dir, cfg.sieve.quota()).await?;
+    let sieve = Arc::new(crate::local::sieve::SieveRunner::new(
+        cfg.sieve.clone(),
+        scripts.clone(),
+        tokio::runtime::Handle::current(),
+    ));
     crate::local::start(
         cfg.local_workers,
         jobs.local,
         store.clone(),
         intake.clone(),
         directory.clone(),
+        Some(sieve),
     );
     // Who may send as anyone through the sendmail socket: root, the service user, trusted users.
     let mut trusted_uids = vec![0, crate::ops::privileges::service_uid(cfg.user.as_deref())];

@@ -27,5 +27,6 @@ pub mod queue;
 pub mod sasl;
 pub mod sendmail;
 pub mod shutdown;
+pub mod sieve;
 pub mod smtp;
 pub mod tls;

@@ -63,6 +63,12 @@ enum Command {
     /// Read the aliases file (default /etc/aliases, aliases(5) format) into the alias table: each
     /// `name: targets` becomes name@<origin>. Program and file targets are refused with a warning.
     Newaliases { file: Option<PathBuf> },
+    /// Users' Sieve scripts: list, get, put, activate, deactivate, delete, check; and `test` to run a
+    /// script on a message file and print the actions it would take.
+    Sieve {
+        #[command(subcommand)]
+        action: SieveAction,
+    },
     /// Read a message on standard input and queue it, as /usr/sbin/sendmail does (a symlink named
     /// `sendmail` to tern behaves the same): sendmail [-t] [-i] [-f sender] [-F name] [recipients...].
     /// Bare names (`root`) are qualified with [domains] origin. Modes: -bm (default), -bs (SMTP on
@@ -71,6 +77,41 @@ enum Command {
     Sendmail {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SieveAction {
+    /// A user's scripts; `*` marks the active one.
+    List { user: String },
+    /// Print a script.
+    Get { user: String, name: String },
+    /// Store a script (from FILE, or standard input) after compiling it; --activate makes it active.
+    Put {
+        user: String,
+        name: String,
+        file: Option<PathBuf>,
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Make a script the active one (it runs at delivery).
+    Activate { user: String, name: String },
+    /// No active script: mail is kept in INBOX.
+    Deactivate { user: String },
+    /// Delete a script that is not active.
+    Delete { user: String, name: String },
+    /// Compile a script file and report the first error with its line and column.
+    Check { file: PathBuf },
+    /// Run a script on a message file and print the actions it would take, one per line.
+    Test {
+        /// Envelope sender.
+        #[arg(long, default_value = "sender@example.com")]
+        from: String,
+        /// Envelope recipient.
+        #[arg(long, default_value = "user@example.test")]
+        to: String,
+        script: PathBuf,
+        message: PathBuf,
     },
 }
 
@@ -200,6 +241,22 @@ fn main() -> ExitCode {
     if let Command::Sendmail { args } = &cli.command {
         return sendmail(&cli.config, args);
     }
+    // Needs no configuration: a script and a message file.
+    match &cli.command {
+        Command::Sieve {
+            action:
+                SieveAction::Test {
+                    from,
+                    to,
+                    script,
+                    message,
+                },
+        } => return sieve_test(script, message, from, to),
+        Command::Sieve {
+            action: SieveAction::Check { file },
+        } => return sieve_check(file),
+        _ => {}
+    }
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         // A refused configuration is what `tern reload` must still report through the daemon (its log
@@ -234,6 +291,90 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn sieve_test(
+    script: &std::path::Path,
+    message: &std::path::Path,
+    from: &str,
+    to: &str,
+) -> ExitCode {
+    match tern::sieve::try_run::run_files(script, message, from, to) {
+        Ok((lines, error)) => {
+            for l in lines {
+                println!("{l}");
+            }
+            if let Some(e) = error {
+                eprintln!("tern: {}: {e}", script.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tern: {e}");
+            ExitCode::from(66) // EX_NOINPUT
+        }
+    }
+}
+
+fn sieve_check(file: &std::path::Path) -> ExitCode {
+    let source = match std::fs::read_to_string(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tern: {}: {e}", file.display());
+            return ExitCode::from(66);
+        }
+    };
+    match tern::sieve::compile(&source) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tern: {}: {e}", file.display());
+            ExitCode::from(65) // EX_DATAERR
+        }
+    }
+}
+
+async fn sieve(action: SieveAction, cfg: Config) -> anyhow::Result<()> {
+    let store = tern::sieve::store::ScriptStore::open(&cfg.data_dir, cfg.sieve.quota()).await?;
+    let user_of = |u: &str| -> anyhow::Result<String> {
+        Ok(tern::smtp::Mailbox::parse(u, true)
+            .map_err(|e| anyhow::anyhow!("{u:?}: {e}"))?
+            .to_string())
+    };
+    match action {
+        SieveAction::List { user } => {
+            for s in store.list(&user_of(&user)?).await? {
+                println!("{}{}", s.name, if s.active { " *" } else { "" });
+            }
+        }
+        SieveAction::Get { user, name } => print!("{}", store.get(&user_of(&user)?, &name).await?),
+        SieveAction::Put {
+            user,
+            name,
+            file,
+            activate,
+        } => {
+            let source = match file {
+                Some(f) => std::fs::read_to_string(&f)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
+                None => std::io::read_to_string(std::io::stdin())?,
+            };
+            let user = user_of(&user)?;
+            store.put(&user, &name, &source).await?;
+            if activate {
+                store.set_active(&user, Some(&name)).await?;
+            }
+        }
+        SieveAction::Activate { user, name } => {
+            store.set_active(&user_of(&user)?, Some(&name)).await?
+        }
+        SieveAction::Deactivate { user } => store.set_active(&user_of(&user)?, None).await?,
+        SieveAction::Delete { user, name } => store.delete(&user_of(&user)?, &name).await?,
+        SieveAction::Check { .. } | SieveAction::Test { .. } => {}
+    }
+    Ok(())
 }
 
 /// `tern reload` with a configuration that does not validate: the daemon is asked anyway (it refuses,
@@ -304,6 +445,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Queue { action } => queue(action, cfg).await,
         Command::Alias { action } => alias(action, cfg).await,
         Command::Mailbox { action } => mailbox(action, cfg).await,
+        Command::Sieve { action } => sieve(action, cfg).await,
         Command::Dkim {
             action:
                 DkimAction::Generate {

@@ -7,6 +7,7 @@ mod access;
 pub mod cidr;
 mod dnsbl;
 pub mod raw;
+mod sieve;
 mod warnings;
 
 use crate::smtp::{Domain, Mailbox};
@@ -14,6 +15,7 @@ pub use access::AccessSettings;
 pub use cidr::Cidr;
 pub use dnsbl::Dnsbl;
 pub use raw::{CheckAction, ListenerKind, RawConfig, SenderPolicy, StoreKind, TlsPolicy};
+pub use sieve::SieveSettings;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -187,6 +189,7 @@ pub struct Config {
     /// Subaddress separator ("+"), if subaddressing is on.
     pub subaddress_separator: Option<String>,
     pub access: AccessSettings,
+    pub sieve: SieveSettings,
     /// The effective configuration, defaults filled in and paths resolved, for `tern check-config`.
     pub effective: RawConfig,
 }
@@ -638,6 +641,7 @@ impl Validator {
             };
 
         let access = self.access(&raw.access)?;
+        let sieve = self.sieve(&raw.sieve, subaddress_separator.as_deref())?;
 
         raw.server.data_dir = data_dir.display().to_string();
         raw.sendmail.socket = Some(sendmail_socket.display().to_string());
@@ -681,6 +685,7 @@ impl Validator {
             checks,
             subaddress_separator,
             access,
+            sieve,
             effective: raw,
         })
     }

@@ -42,6 +42,62 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub access: RawAccess,
+    #[serde(default)]
+    pub sieve: RawSieve,
+}
+
+/// Users' Sieve filters at delivery, the admin's scripts around them, and the limits of a run.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSieve {
+    /// Run scripts at delivery. false: every message is kept in INBOX (or Junk) as without Sieve.
+    /// Default: true.
+    pub enabled: bool,
+    /// Admin scripts (files) run before each user's script, in order (Pigeonhole's sieve_before).
+    /// Default: [].
+    pub before: Vec<String>,
+    /// Admin scripts run after each user's script (sieve_after). Default: [].
+    pub after: Vec<String>,
+    /// Folder of scripts that `include :global "NAME"` finds as NAME.sieve; "" means none. Default: "".
+    pub global_dir: String,
+    /// Largest script a user may store, in octets. Default: 65536.
+    pub max_script_bytes: usize,
+    /// Scripts one user may store. Default: 16.
+    pub max_scripts: usize,
+    /// Redirects one run may make (Pigeonhole's default too). Default: 4.
+    pub max_redirects: usize,
+    /// Actions one run may take (stores, redirects, replies). Default: 32.
+    pub max_actions: usize,
+    /// How deep includes may nest. Default: 5.
+    pub max_include_depth: usize,
+    /// Milliseconds one run may take. Default: 1000.
+    pub max_run_ms: u64,
+    /// Days between two vacation replies to one sender when the script does not say. Default: 7.
+    pub vacation_default_days: u64,
+    /// Shortest period a script may ask for (:days, :seconds), in seconds. Default: 86400.
+    pub vacation_min_secs: u64,
+    /// Longest period, in days. Default: 90.
+    pub vacation_max_days: u64,
+}
+
+impl Default for RawSieve {
+    fn default() -> Self {
+        RawSieve {
+            enabled: true,
+            before: Vec::new(),
+            after: Vec::new(),
+            global_dir: String::new(),
+            max_script_bytes: 65536,
+            max_scripts: 16,
+            max_redirects: 4,
+            max_actions: 32,
+            max_include_depth: 5,
+            max_run_ms: 1000,
+            vacation_default_days: 7,
+            vacation_min_secs: 86_400,
+            vacation_max_days: 90,
+        }
+    }
 }
 
 /// Mail access (POP3 now; IMAP to come): who may log in without TLS, and the limits of a session.

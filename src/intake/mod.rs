@@ -189,6 +189,49 @@ impl Intake {
         }
     }
 
+    /// Queues a message tern makes itself (a Sieve redirect or vacation reply) for `to`, routed like a
+    /// RCPT through the recipient policy. `Ok(None)` when `to` names no one (nothing is sent).
+    pub async fn send_generated(
+        &self,
+        reverse_path: &str,
+        to: &Mailbox,
+        body: Vec<u8>,
+        may_sign: bool,
+    ) -> Result<Option<QueueId>, QueueError> {
+        let targets = match self.route_generated(to).await {
+            Ok(Some(t)) if !t.is_empty() => t,
+            Ok(_) => return Ok(None),
+            Err(e) => return Err(QueueError::Write(format!("resolving {to}: {e}"))),
+        };
+        let recipients = targets
+            .into_iter()
+            .map(|mailbox| Rcpt {
+                forward_path: to.to_string(),
+                mailbox,
+                notify: None,
+                orcpt: None,
+            })
+            .collect();
+        let accepted = self
+            .accept(Incoming {
+                reverse_path: reverse_path.to_string(),
+                body_type: "8BITMIME".into(),
+                smtputf8: !to.is_ascii(),
+                ret: None,
+                envid: None,
+                recipients,
+                body,
+                trace: Trace::Generated,
+                origin: Origin::Generated,
+                auth_results: None,
+                checks: String::new(),
+                folder: None,
+                may_sign,
+            })
+            .await?;
+        Ok(Some(accepted.id))
+    }
+
     /// A new queue ID (for the Message-ID of a generated message).
     pub fn next_id(&self) -> QueueId {
         self.queue.next_id()

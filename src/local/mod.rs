@@ -1,13 +1,18 @@
 //! Final delivery to our own users: turns queue jobs into mailbox writes and reports each recipient's outcome.
 //!
 //! Workers take several jobs at once, so that one blocking call writes a batch and fsyncs each Maildir folder
-//! once for it. The queue's `conclude` logs one line per recipient and decides retries and DSNs.
+//! once for it. Each recipient's Sieve scripts (`sieve`) run in that call and decide the copies; what they
+//! queue (redirects, vacation replies) is committed before the recipient's outcome is. The queue's
+//! `conclude` logs one line per recipient and decides retries and DSNs.
+
+pub mod sieve;
 
 use crate::directory::Directory;
 use crate::intake::{Attempt, Intake};
 use crate::mailbox::{Delivery, MailboxStore};
 use crate::queue::Job;
 use crate::smtp::Mailbox;
+use sieve::SieveRunner;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc};
@@ -41,6 +46,7 @@ pub fn start(
     store: Arc<dyn MailboxStore>,
     intake: Arc<Intake>,
     directory: Directory,
+    sieve: Option<Arc<SieveRunner>>,
 ) {
     let jobs = Arc::new(Mutex::new(jobs));
     let quotas = Arc::new(QuotaCache {
@@ -53,6 +59,7 @@ pub fn start(
             store.clone(),
             intake.clone(),
             quotas.clone(),
+            sieve.clone(),
         ));
     }
 }
@@ -62,6 +69,7 @@ async fn worker(
     store: Arc<dyn MailboxStore>,
     intake: Arc<Intake>,
     quotas: Arc<QuotaCache>,
+    sieve: Option<Arc<SieveRunner>>,
 ) {
     loop {
         let mut batch = Vec::with_capacity(BATCH);
@@ -81,9 +89,10 @@ async fn worker(
         let store = store.clone();
         let started = std::time::Instant::now();
         let quotas = quotas.get().await;
-        let (batch, attempts) = match tokio::task::spawn_blocking(move || {
-            let attempts = deliver(&batch, &*store, &quotas);
-            (batch, attempts)
+        let runner = sieve.clone();
+        let (batch, mut attempts, followups) = match tokio::task::spawn_blocking(move || {
+            let (attempts, followups) = deliver(&batch, &*store, &quotas, runner.as_deref());
+            (batch, attempts, followups)
         })
         .await
         {
@@ -95,6 +104,16 @@ async fn worker(
                 continue;
             }
         };
+        if let Some(runner) = &sieve {
+            for f in followups {
+                if let Err(reply) = follow_up(&intake, runner, &batch[f.job], &f).await {
+                    attempts[f.job][f.rcpt] = Attempt::Temporary {
+                        reply,
+                        relay: Some("local".into()),
+                    };
+                }
+            }
+        }
         let mut reports = Vec::with_capacity(batch.len());
         let mut dsns = Vec::new();
         for (job, attempts) in batch.iter().zip(attempts) {
@@ -106,18 +125,109 @@ async fn worker(
     }
 }
 
-/// Writes every recipient's copy of every job; returns the attempts per job, in recipient order.
+/// What a recipient's Sieve run queues once its copies are stored.
+struct FollowUp {
+    job: usize,
+    rcpt: usize,
+    mailbox: Mailbox,
+    redirects: Vec<Mailbox>,
+    vacation: Option<crate::sieve::vacation::Reply>,
+    duplicates: Vec<(String, u64)>,
+    /// The message as the script left it (CRLF), for redirects.
+    edited: Option<Vec<u8>>,
+}
+
+/// Queues what a recipient's script asked for (redirects, a vacation reply) and remembers its duplicate
+/// keys; an error is the reply of a temporary failure (the delivery is tried again).
+async fn follow_up(
+    intake: &Intake,
+    runner: &SieveRunner,
+    job: &Job,
+    f: &FollowUp,
+) -> Result<(), String> {
+    let m = &job.message;
+    let user = f.mailbox.to_string().to_lowercase();
+    let now = crate::clock::unix_now() as i64;
+    for to in &f.redirects {
+        // RFC 5228 section 4.2: the original envelope sender stays; the header marks the loop guard.
+        let mut body = format!("X-Sieve-Redirected-From: <{}>\r\n", f.mailbox).into_bytes();
+        body.extend_from_slice(f.edited.as_deref().unwrap_or(&m.body));
+        match intake
+            .send_generated(&m.reverse_path, to, body, false)
+            .await
+        {
+            Ok(Some(id)) => {
+                tracing::info!(queue_id = %m.id, mailbox = %f.mailbox, to = %to, redirect_queue_id = %id, "sieve: redirected")
+            }
+            Ok(None) => {
+                tracing::warn!(queue_id = %m.id, mailbox = %f.mailbox, to = %to, "sieve: redirect target names no mailbox")
+            }
+            Err(e) => {
+                return Err(format!(
+                    "4.3.0 cannot queue the Sieve redirect to {to}: {e}"
+                ));
+            }
+        }
+    }
+    if let Some(reply) = &f.vacation {
+        let Ok(to) = Mailbox::parse(&reply.to, true) else {
+            return Ok(());
+        };
+        let due = runner
+            .scripts
+            .claim_vacation(&user, &reply.handle, &reply.to, reply.seconds, now)
+            .await
+            .map_err(|e| format!("4.3.0 vacation memory: {e}"))?;
+        if due {
+            let id = intake.next_id();
+            let body = reply.render(
+                &f.mailbox.to_string(),
+                &crate::clock::rfc5322_date(now.max(0) as u64),
+                &format!("<{id}.vacation@{}>", intake.hostname),
+            );
+            // From <>, so that nothing answers the answer (RFC 3834 section 3.3).
+            match intake.send_generated("", &to, body, true).await {
+                Ok(_) => {
+                    tracing::info!(queue_id = %m.id, mailbox = %f.mailbox, to = %to, "sieve: vacation reply queued")
+                }
+                Err(e) => {
+                    tracing::error!(queue_id = %m.id, mailbox = %f.mailbox, to = %to, error = %e, "sieve: vacation reply not queued")
+                }
+            }
+        } else {
+            tracing::debug!(queue_id = %m.id, mailbox = %f.mailbox, to = %to, "sieve: vacation reply already sent in this period");
+        }
+    }
+    if !f.duplicates.is_empty()
+        && let Err(e) = runner.scripts.remember(&user, &f.duplicates, now).await
+    {
+        tracing::warn!(mailbox = %f.mailbox, error = %e, "sieve: duplicate keys not remembered");
+    }
+    Ok(())
+}
+
+/// One recipient's copies: the first failure, and the reply for the log line.
+struct Pending {
+    failed: Option<String>,
+    reply: String,
+}
+
+/// Writes every recipient's copies of every job; returns the attempts per job, in recipient order, and
+/// what the recipients' scripts queue once their copies are stored.
 fn deliver(
     batch: &[Job],
     store: &dyn MailboxStore,
     quotas: &HashMap<String, (Option<u64>, Option<u64>)>,
-) -> Vec<Vec<Attempt>> {
+    sieve: Option<&SieveRunner>,
+) -> (Vec<Vec<Attempt>>, Vec<FollowUp>) {
     let mut attempts: Vec<Vec<Option<Attempt>>> = batch
         .iter()
         .map(|j| vec![None; j.message.recipients.len()])
         .collect();
     let mut origins = Vec::new();
     let mut deliveries = Vec::new();
+    let mut pending: HashMap<(usize, usize), Pending> = HashMap::new();
+    let mut followups = Vec::new();
     let mut planned: HashMap<String, (u64, u64)> = HashMap::new();
     for (j, job) in batch.iter().enumerate() {
         let m = &job.message;
@@ -162,34 +272,136 @@ fn deliver(
             let mut prefix = format!("Return-Path: <{}>\n", m.reverse_path);
             prefix.push_str(&m.trace.replace("\r\n", "\n"));
             prefix.push_str(&format!("\n\tfor <{}>; {date}\n", rcpt.forward_path));
-            origins.push((j, r));
-            deliveries.push(Delivery {
-                mailbox,
-                folder: (!rcpt.folder.is_empty()).then(|| rcpt.folder.clone()),
-                unique: format!("{}.{}_{}.tern", m.received_at, m.id, rcpt.idx),
-                prefix: prefix.into_bytes(),
-                body: body.clone(),
-                check_existing: job.from_disk,
+            let default_folder = (!rcpt.folder.is_empty()).then(|| rcpt.folder.clone());
+            let unique = format!("{}.{}_{}.tern", m.received_at, m.id, rcpt.idx);
+            let plan = sieve.and_then(|s| {
+                s.plan(
+                    store,
+                    &mailbox,
+                    &rcpt.forward_path,
+                    &m.reverse_path,
+                    &m.body,
+                )
             });
+            let Some(plan) = plan else {
+                let reply = match &default_folder {
+                    Some(f) => format!("2.0.0 delivered to mailbox {mailbox} folder {f}"),
+                    None => format!("2.0.0 delivered to mailbox {mailbox}"),
+                };
+                pending.insert(
+                    (j, r),
+                    Pending {
+                        failed: None,
+                        reply,
+                    },
+                );
+                origins.push((j, r));
+                deliveries.push(Delivery {
+                    mailbox,
+                    folder: default_folder,
+                    unique,
+                    prefix: prefix.into_bytes(),
+                    body: body.clone(),
+                    check_existing: job.from_disk,
+                    flags: Default::default(),
+                });
+                continue;
+            };
+            let summary = format!("(sieve={})", plan.summary);
+            if let Some(reason) = &plan.reject {
+                // RFC 5429 section 2.1: refused after the SMTP session; the DSN tells the sender why.
+                attempts[j][r] = Some(Attempt::Permanent {
+                    reply: format!("5.7.1 refused by the recipient's filter: {reason} {summary}"),
+                    relay: Some("local".into()),
+                });
+                continue;
+            }
+            let copy_body = match &plan.edited {
+                Some(e) => Arc::new(e.clone()),
+                None => body.clone(),
+            };
+            let folders: Vec<String> = plan
+                .copies
+                .iter()
+                .map(|c| {
+                    c.folder
+                        .clone()
+                        .or(default_folder.clone())
+                        .unwrap_or_else(|| "INBOX".into())
+                })
+                .collect();
+            let reply = if plan.copies.is_empty() {
+                format!("2.0.0 discarded for mailbox {mailbox} {summary}")
+            } else {
+                format!(
+                    "2.0.0 delivered to mailbox {mailbox} folder {} {summary}",
+                    folders.join(",")
+                )
+            };
+            pending.insert(
+                (j, r),
+                Pending {
+                    failed: None,
+                    reply,
+                },
+            );
+            for (n, copy) in plan.copies.into_iter().enumerate() {
+                origins.push((j, r));
+                deliveries.push(Delivery {
+                    mailbox: mailbox.clone(),
+                    folder: copy.folder.or(default_folder.clone()),
+                    // Stable per copy, so a retry finds what an earlier attempt stored.
+                    unique: if n == 0 {
+                        unique.clone()
+                    } else {
+                        format!("{unique}.s{n}")
+                    },
+                    prefix: prefix.clone().into_bytes(),
+                    body: copy_body.clone(),
+                    check_existing: job.from_disk,
+                    flags: copy.flags,
+                });
+            }
+            if !plan.redirects.is_empty() || plan.vacation.is_some() || !plan.duplicates.is_empty()
+            {
+                followups.push(FollowUp {
+                    job: j,
+                    rcpt: r,
+                    mailbox,
+                    redirects: plan.redirects,
+                    vacation: plan.vacation,
+                    duplicates: plan.duplicates,
+                    edited: plan.edited.map(|e| crate::mailbox::crlf(&e)),
+                });
+            }
         }
     }
     let results = store.deliver(&deliveries);
-    for (((j, r), d), result) in origins.into_iter().zip(&deliveries).zip(results) {
-        attempts[j][r] = Some(match result {
-            Ok(()) => Attempt::Delivered {
-                reply: match &d.folder {
-                    Some(f) => format!("2.0.0 delivered to mailbox {} folder {f}", d.mailbox),
-                    None => format!("2.0.0 delivered to mailbox {}", d.mailbox),
-                },
+    for ((j, r), result) in origins.into_iter().zip(results) {
+        if let (Err(e), Some(p)) = (result, pending.get_mut(&(j, r)))
+            && p.failed.is_none()
+        {
+            p.failed = Some(format!("4.2.0 mailbox write failed: {e}"));
+        }
+    }
+    for ((j, r), p) in pending {
+        attempts[j][r] = Some(match p.failed {
+            None => Attempt::Delivered {
+                reply: p.reply,
                 relay: "local".into(),
             },
-            Err(e) => Attempt::Temporary {
-                reply: format!("4.2.0 mailbox write failed: {e}"),
+            Some(reply) => Attempt::Temporary {
+                reply,
                 relay: Some("local".into()),
             },
         });
     }
-    attempts
+    // Follow-ups only for recipients whose copies are all stored.
+    let followups = followups
+        .into_iter()
+        .filter(|f| matches!(attempts[f.job][f.rcpt], Some(Attempt::Delivered { .. })))
+        .collect();
+    let attempts = attempts
         .into_iter()
         .map(|v| {
             v.into_iter()
@@ -201,7 +413,8 @@ fn deliver(
                 })
                 .collect()
         })
-        .collect()
+        .collect();
+    (attempts, followups)
 }
 
 /// Maildir files use the local (LF) line ending; SMTP carries CRLF.

@@ -178,13 +178,37 @@ impl Maildir {
             .filter(|&&b| b == b'\n')
             .count();
         let name = format!("{},S={size},W={}", item.unique, size + lines);
-        let new = dir.join("new").join(&name);
+        // A copy with flags goes to cur/ with them in its name (Maildir keeps flags nowhere else).
+        let (sub, name) = if item.flags.system == 0 && item.flags.keywords.is_empty() {
+            ("new", name)
+        } else {
+            let mut letters: Vec<char> = super::index::flag::NAMES
+                .iter()
+                .filter(|(bit, _)| item.flags.system & bit != 0)
+                .filter_map(|(bit, _)| match *bit {
+                    super::index::flag::DRAFT => Some('D'),
+                    super::index::flag::FLAGGED => Some('F'),
+                    super::index::flag::ANSWERED => Some('R'),
+                    super::index::flag::SEEN => Some('S'),
+                    super::index::flag::DELETED => Some('T'),
+                    _ => None,
+                })
+                .collect();
+            letters.extend(keyword_letters(&dir, &item.flags.keywords)?.chars());
+            letters.sort();
+            letters.dedup();
+            (
+                "cur",
+                format!("{name}:2,{}", letters.into_iter().collect::<String>()),
+            )
+        };
+        let new = dir.join(sub).join(&name);
         // One write call for the whole file.
         let mut content = Vec::with_capacity(size);
         content.extend_from_slice(&item.prefix);
         content.extend_from_slice(&item.body);
         let written = content.len() as i64;
-        match write_unnamed_then_link(&dir.join("new"), &new, &content) {
+        match write_unnamed_then_link(&dir.join(sub), &new, &content) {
             Ok(()) => {}
             Err(Fallback) => {
                 let tmp = dir.join("tmp").join(&name);
@@ -202,7 +226,7 @@ impl Maildir {
             }
         }
         self.account(&self.path_of(&item.mailbox)?, written, 1);
-        Ok(Some(dir.join("new")))
+        Ok(Some(dir.join(sub)))
     }
 }
 
@@ -683,6 +707,7 @@ mod tests {
             prefix: b"Return-Path: <a@b.test>\n".to_vec(),
             body: Arc::new(b"Subject: x\n\nhello\n".to_vec()),
             check_existing: check,
+            flags: Default::default(),
         }
     }
 

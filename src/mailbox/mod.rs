@@ -59,6 +59,8 @@ pub struct Delivery {
     pub body: Arc<Vec<u8>>,
     /// An earlier attempt may have completed: look for it before writing.
     pub check_existing: bool,
+    /// Flags and keywords the copy is stored with (Sieve's imap4flags); none for plain delivery.
+    pub flags: index::Flags,
 }
 
 /// What a mailbox holds, for quotas.

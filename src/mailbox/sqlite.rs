@@ -364,8 +364,8 @@ impl MailboxStore for SqliteStore {
                     folder,
                     key: d.unique.clone(),
                     date: crate::clock::unix_now(),
-                    flags: String::new(),
-                    keywords: String::new(),
+                    flags: index::flag_letters(&d.flags),
+                    keywords: d.flags.keywords.join(" "),
                     recent: true,
                     body,
                 }

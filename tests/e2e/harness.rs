@@ -12,6 +12,16 @@ use tokio::net::TcpStream;
 
 pub const TERN: &str = env!("CARGO_BIN_EXE_tern");
 
+/// A string no other call in this test run returns (for Message-IDs).
+pub fn unique() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{t}.{}.{n}", std::process::id())
+}
+
 pub struct Daemon {
     /// The DNS server the daemon resolves through (kept alive with it), unless the test brought its own.
     pub dns: Option<crate::dns::TestDns>,

@@ -19,6 +19,8 @@ mod pop3;
 mod protocol;
 mod safety;
 mod sendmail;
+mod sieve;
+mod sieve_corpus;
 mod sink;
 mod submission;
 mod tls;

@@ -40,12 +40,16 @@ fn flags_of(letters: &str, keywords: &str) -> Flags {
 
 /// Maildir letters of the system flags (what `tern mailbox export` writes), and the keywords.
 fn columns_of(f: &Flags) -> (String, String) {
-    let letters: String = LETTERS
+    (flag_letters(f), f.keywords.join(" "))
+}
+
+/// The Maildir letters of the system flags, as the flags column keeps them.
+pub fn flag_letters(f: &Flags) -> String {
+    LETTERS
         .iter()
         .filter(|(bit, _)| f.system & bit != 0)
         .map(|(_, c)| *c)
-        .collect();
-    (letters, f.keywords.join(" "))
+        .collect()
 }
 
 impl SqliteStore {

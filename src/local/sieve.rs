@@ -1,0 +1,356 @@
+//! Running Sieve at final delivery: the admin's scripts before and after the user's active one, on the
+//! blocking pool beside the mailbox writes, and turning the run's actions into a plan local delivery
+//! carries out: copies to store (with their folders and flags), redirects and a vacation reply to queue,
+//! a refusal to report, duplicate keys to remember once the copies are stored.
+
+use crate::config::SieveSettings;
+use crate::mailbox::MailboxStore;
+use crate::mailbox::index::{Flags, flag};
+use crate::sieve::ast::{Location, Program};
+use crate::sieve::store::ScriptStore;
+use crate::sieve::vacation::Reply;
+use crate::sieve::{Action, Envelope, Environment};
+use crate::smtp::Mailbox;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// What the sieve stage needs, shared by the delivery workers.
+pub struct SieveRunner {
+    pub settings: SieveSettings,
+    pub scripts: ScriptStore,
+    pub handle: tokio::runtime::Handle,
+    /// `include :global` scripts: path → (modification time, program).
+    globals: Mutex<HashMap<PathBuf, (std::time::SystemTime, Arc<Program>)>>,
+}
+
+/// One copy to store.
+#[derive(Debug)]
+pub struct Copy {
+    /// `None`: the recipient's default folder (INBOX, or Junk for quarantined mail).
+    pub folder: Option<String>,
+    pub flags: Flags,
+}
+
+/// What a run decided for one recipient.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub copies: Vec<Copy>,
+    /// The message as editheader left it (LF line endings), for the copies and redirects.
+    pub edited: Option<Vec<u8>>,
+    pub redirects: Vec<Mailbox>,
+    pub vacation: Option<Reply>,
+    /// Refused by reject/ereject, with the reason (one line).
+    pub reject: Option<String>,
+    pub duplicates: Vec<(String, u64)>,
+    /// `fileinto:Lists,redirect:a@b`, for the delivery log line.
+    pub summary: String,
+}
+
+impl SieveRunner {
+    pub fn new(
+        settings: SieveSettings,
+        scripts: ScriptStore,
+        handle: tokio::runtime::Handle,
+    ) -> Self {
+        SieveRunner {
+            settings,
+            scripts,
+            handle,
+            globals: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs the scripts for one recipient (blocking: call it from the blocking pool). `None` when no
+    /// script applies: plain delivery.
+    pub fn plan(
+        &self,
+        store: &dyn MailboxStore,
+        mailbox: &Mailbox,
+        forward_path: &str,
+        reverse_path: &str,
+        message: &[u8],
+    ) -> Option<Plan> {
+        if !self.settings.enabled {
+            return None;
+        }
+        let user = mailbox.to_string().to_lowercase();
+        let personal = match self.handle.block_on(self.scripts.active(&user)) {
+            Ok(p) => p,
+            Err(e) => {
+                // A script that no longer compiles (or storage trouble) never loses mail: keep.
+                tracing::warn!(mailbox = %mailbox, error = %e, "sieve: cannot load the active script; keeping the message");
+                None
+            }
+        };
+        if personal.is_none() && self.settings.before.is_empty() && self.settings.after.is_empty() {
+            return None;
+        }
+        let mut programs: Vec<&Program> = self.settings.before.iter().map(|(_, p)| &**p).collect();
+        if let Some(p) = &personal {
+            programs.push(p);
+        }
+        programs.extend(self.settings.after.iter().map(|(_, p)| &**p));
+        let env = DeliveryEnv {
+            runner: self,
+            store,
+            mailbox,
+            user: &user,
+            folders: std::cell::OnceCell::new(),
+        };
+        let envelope = Envelope {
+            from: reverse_path.to_string(),
+            to: forward_path.to_string(),
+        };
+        let outcome = crate::sieve::interp::run(
+            &programs,
+            message,
+            &envelope,
+            &[mailbox.to_string()],
+            &env,
+            &self.settings.limits,
+        );
+        if let Some(e) = &outcome.error {
+            tracing::warn!(mailbox = %mailbox, error = %crate::log::Escaped(e), "sieve: runtime error; keeping the message");
+        }
+        let mut plan = Plan {
+            summary: outcome.summary(),
+            duplicates: outcome.duplicates.clone(),
+            edited: outcome.edited.as_deref().map(crate::mailbox::lf),
+            ..Plan::default()
+        };
+        // Mail already redirected by this user came back: a loop (RFC 5228 section 4.2 asks for a guard).
+        let looped = crate::message::fields(message).any(|(name, field)| {
+            name.eq_ignore_ascii_case(b"X-Sieve-Redirected-From")
+                && String::from_utf8_lossy(field)
+                    .to_lowercase()
+                    .contains(&user)
+        });
+        for action in outcome.actions {
+            match action {
+                Action::Store {
+                    folder,
+                    flags,
+                    create,
+                    special_use,
+                    ..
+                } => {
+                    let folder = self.target_folder(&env, &folder, create, special_use.as_deref());
+                    plan.copies.push(Copy {
+                        folder,
+                        flags: index_flags(&flags),
+                    });
+                }
+                Action::Redirect { address } => {
+                    if looped {
+                        tracing::warn!(mailbox = %mailbox, to = %address, "sieve: redirect loop; keeping the message instead");
+                        if !plan.copies.iter().any(|c| c.folder.is_none()) {
+                            plan.copies.push(Copy {
+                                folder: None,
+                                flags: Flags::default(),
+                            });
+                        }
+                        continue;
+                    }
+                    match Mailbox::parse(&address, true) {
+                        Ok(m) => plan.redirects.push(m),
+                        Err(e) => {
+                            tracing::warn!(mailbox = %mailbox, to = %crate::log::Escaped(&address), error = %e, "sieve: redirect address refused")
+                        }
+                    }
+                }
+                Action::Reject { reason, .. } => {
+                    let line: String = reason
+                        .split(['\r', '\n'])
+                        .filter(|l| !l.trim().is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(200)
+                        .collect();
+                    plan.reject = Some(if line.is_empty() {
+                        "rejected by the recipient's filter".into()
+                    } else {
+                        line
+                    });
+                }
+                Action::Vacation(r) => plan.vacation = Some(r),
+            }
+        }
+        Some(plan)
+    }
+
+    /// Where a store goes: INBOX is the default folder; a folder that does not exist is INBOX unless the
+    /// script said :create (RFC 5490 section 3.2), or a folder with the special use it named (RFC 8579).
+    fn target_folder(
+        &self,
+        env: &DeliveryEnv,
+        folder: &str,
+        create: bool,
+        special_use: Option<&str>,
+    ) -> Option<String> {
+        if let Some(u) = special_use
+            && let Some(f) = env.folder_with_use(u)
+        {
+            return Some(f);
+        }
+        let name = match crate::sieve::interp::folder_of(folder) {
+            Ok(n) => n,
+            Err(_) => return None,
+        };
+        if name == "INBOX" {
+            return None;
+        }
+        let encoded = crate::imap::utf7::encode(&name);
+        if create || env.exists(&encoded) {
+            Some(encoded)
+        } else {
+            tracing::info!(mailbox = %env.mailbox, folder = %crate::log::Escaped(folder), "sieve: no such folder; stored in INBOX");
+            None
+        }
+    }
+
+    fn global(&self, name: &str) -> Result<Option<Arc<Program>>, String> {
+        let Some(dir) = &self.settings.global_dir else {
+            return Ok(None);
+        };
+        if !crate::sieve::store::valid_name(name) {
+            return Err(format!("{name:?} is not a script name"));
+        }
+        let path = dir.join(format!("{name}.sieve"));
+        let modified = match std::fs::metadata(&path).and_then(|m| m.modified()) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        if let Ok(g) = self.globals.lock()
+            && let Some((m, p)) = g.get(&path)
+            && *m == modified
+        {
+            return Ok(Some(p.clone()));
+        }
+        let source =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let program = Arc::new(
+            crate::sieve::compile(&source).map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+        if let Ok(mut g) = self.globals.lock() {
+            g.insert(path, (modified, program.clone()));
+        }
+        Ok(Some(program))
+    }
+}
+
+/// Sieve flag names as the mailbox index has them: system flags by name, other valid atoms as keywords
+/// (RFC 5232 section 3: an invalid flag is ignored; \Recent cannot be set).
+pub fn index_flags(flags: &[String]) -> Flags {
+    let mut out = Flags::default();
+    for f in flags {
+        if let Some((bit, _)) = flag::NAMES.iter().find(|(_, n)| n.eq_ignore_ascii_case(f)) {
+            out.system |= bit;
+        } else if !f.starts_with('\\')
+            && f.len() <= 64
+            && f.bytes()
+                .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b))
+            && !out.has_keyword(f)
+        {
+            out.keywords.push(f.clone());
+        }
+    }
+    out
+}
+
+struct DeliveryEnv<'a> {
+    runner: &'a SieveRunner,
+    store: &'a dyn MailboxStore,
+    mailbox: &'a Mailbox,
+    user: &'a str,
+    folders: std::cell::OnceCell<Vec<crate::mailbox::index::FolderEntry>>,
+}
+
+impl DeliveryEnv<'_> {
+    fn list(&self) -> &[crate::mailbox::index::FolderEntry] {
+        self.folders.get_or_init(|| {
+            self.store
+                .index()
+                .and_then(|i| i.list(self.mailbox).ok())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Whether a folder (its index name, modified UTF-7) exists.
+    fn exists(&self, encoded: &str) -> bool {
+        encoded == "INBOX" || self.list().iter().any(|f| f.exists && f.name == encoded)
+    }
+
+    fn folder_with_use(&self, attribute: &str) -> Option<String> {
+        self.list()
+            .iter()
+            .find(|f| {
+                f.exists
+                    && f.special_use
+                        .is_some_and(|u| u.attribute().eq_ignore_ascii_case(attribute))
+            })
+            .map(|f| f.name.clone())
+    }
+}
+
+impl Environment for DeliveryEnv<'_> {
+    fn mailbox_exists(&self, name: &str) -> bool {
+        match crate::sieve::interp::folder_of(name) {
+            Ok(n) => self.exists(&crate::imap::utf7::encode(&n)),
+            Err(_) => false,
+        }
+    }
+
+    fn special_use_exists(&self, mailbox: Option<&str>, uses: &[String]) -> bool {
+        match mailbox {
+            None => uses.iter().all(|u| self.folder_with_use(u).is_some()),
+            Some(m) => {
+                let Ok(n) = crate::sieve::interp::folder_of(m) else {
+                    return false;
+                };
+                let encoded = crate::imap::utf7::encode(&n);
+                self.list().iter().any(|f| {
+                    f.exists
+                        && f.name == encoded
+                        && uses.iter().all(|u| {
+                            f.special_use
+                                .is_some_and(|s| s.attribute().eq_ignore_ascii_case(u))
+                        })
+                })
+            }
+        }
+    }
+
+    fn include(&self, location: Location, name: &str) -> Result<Option<Arc<Program>>, String> {
+        match location {
+            Location::Personal => self
+                .runner
+                .handle
+                .block_on(self.runner.scripts.personal(self.user, name))
+                .map_err(|e| e.to_string()),
+            Location::Global => self.runner.global(name),
+        }
+    }
+
+    fn seen(&self, key: &str) -> bool {
+        self.runner
+            .handle
+            .block_on(self.runner.scripts.seen(self.user, key, self.now()))
+            .unwrap_or(false)
+    }
+
+    fn spam_score(&self, _percent: bool) -> Option<String> {
+        None
+    }
+
+    fn virus_score(&self) -> Option<String> {
+        None
+    }
+
+    fn now(&self) -> i64 {
+        crate::clock::unix_now() as i64
+    }
+}
