@@ -50,6 +50,7 @@ struct Shared {
     intake: Arc<crate::intake::Intake>,
     trusted_uids: Arc<Vec<u32>>,
     local_limits: Arc<ConnLimiter>,
+    sieve: Arc<crate::local::sieve::SieveRunner>,
 }
 
 /// The per-listener contexts for `cfg`, with the TLS configuration `tls`.
@@ -121,6 +122,8 @@ fn contexts(
                 trusted_uids: shared.trusted_uids.clone(),
                 origin: cfg.origin.clone(),
                 local_limits: shared.local_limits.clone(),
+                sieve: Some(shared.sieve.clone()),
+                store: shared.store.clone(),
             });
             (kind, ctx)
         })
@@ -242,7 +245,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         store.clone(),
         intake.clone(),
         directory.clone(),
-        Some(sieve),
+        Some(sieve.clone()),
     );
     // Who may send as anyone through the sendmail socket: root, the service user, trusted users.
     let mut trusted_uids = vec![0, crate::ops::privileges::service_uid(cfg.user.as_deref())];
@@ -272,6 +275,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         intake: intake.clone(),
         trusted_uids: Arc::new(trusted_uids),
         local_limits: ConnLimiter::new(cfg.sendmail_connections.0, cfg.sendmail_connections.1),
+        sieve,
     };
     let (trigger, shutdown) = crate::shutdown::channel();
     let mut senders: HashMap<ListenerKind, watch::Sender<Arc<Inbound>>> = HashMap::new();

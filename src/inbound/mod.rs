@@ -45,6 +45,9 @@ pub struct Inbound {
     pub origin: crate::smtp::Domain,
     /// Sessions on the sendmail socket: in total and per Unix user.
     pub local_limits: Arc<ConnLimiter>,
+    /// Users' Sieve scripts, for ereject while the session is still open (RFC 5429 section 2.1).
+    pub sieve: Option<Arc<crate::local::sieve::SieveRunner>>,
+    pub store: Arc<dyn crate::mailbox::MailboxStore>,
 }
 
 impl Inbound {

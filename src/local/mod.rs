@@ -148,7 +148,19 @@ async fn follow_up(
     let m = &job.message;
     let user = f.mailbox.to_string().to_lowercase();
     let now = crate::clock::unix_now() as i64;
+    let rcpt = &m.recipients[f.rcpt];
     for to in &f.redirects {
+        // A run repeated after a crash (or a failed commit) must not send a redirect twice: each is
+        // remembered under its (message, recipient, target) once queued.
+        let key = crate::sieve::vacation::digest(&[
+            "redirect",
+            &m.id.to_string(),
+            &rcpt.idx.to_string(),
+            &to.to_string(),
+        ]);
+        if runner.scripts.seen(&user, &key, now).await.unwrap_or(false) {
+            continue;
+        }
         // RFC 5228 section 4.2: the original envelope sender stays; the header marks the loop guard.
         let mut body = format!("X-Sieve-Redirected-From: <{}>\r\n", f.mailbox).into_bytes();
         body.extend_from_slice(f.edited.as_deref().unwrap_or(&m.body));
@@ -168,6 +180,13 @@ async fn follow_up(
                 ));
             }
         }
+        if let Err(e) = runner
+            .scripts
+            .remember(&user, &[(key, 7 * 86_400)], now)
+            .await
+        {
+            tracing::warn!(mailbox = %f.mailbox, error = %e, "sieve: redirect not remembered");
+        }
     }
     if let Some(reply) = &f.vacation {
         let Ok(to) = Mailbox::parse(&reply.to, true) else {
@@ -180,6 +199,25 @@ async fn follow_up(
             .map_err(|e| format!("4.3.0 vacation memory: {e}"))?;
         if due {
             let id = intake.next_id();
+            // :from may name only the user's own address (with any display name): a vacation reply is
+            // not a way to send as someone else.
+            let own = |a: &str| {
+                let a = a.trim();
+                let addr = a
+                    .rfind('<')
+                    .and_then(|i| a[i + 1..].split('>').next())
+                    .unwrap_or(a)
+                    .trim();
+                addr.eq_ignore_ascii_case(&f.mailbox.to_string())
+                    || addr.eq_ignore_ascii_case(&rcpt.forward_path)
+            };
+            let mut reply = reply.clone();
+            if let Some(from) = &reply.from
+                && !own(from)
+            {
+                tracing::warn!(mailbox = %f.mailbox, from = %crate::log::Escaped(from), "sieve: vacation :from is not the user's address; using the user's");
+                reply.from = None;
+            }
             let body = reply.render(
                 &f.mailbox.to_string(),
                 &crate::clock::rfc5322_date(now.max(0) as u64),

@@ -42,6 +42,8 @@ pub struct Plan {
     pub vacation: Option<Reply>,
     /// Refused by reject/ereject, with the reason (one line).
     pub reject: Option<String>,
+    /// The refusal was ereject's (which prefers an SMTP reply).
+    pub extended: bool,
     pub duplicates: Vec<(String, u64)>,
     /// `fileinto:Lists,redirect:a@b`, for the delivery log line.
     pub summary: String,
@@ -159,7 +161,8 @@ impl SieveRunner {
                         }
                     }
                 }
-                Action::Reject { reason, .. } => {
+                Action::Reject { reason, extended } => {
+                    plan.extended = extended;
                     let line: String = reason
                         .split(['\r', '\n'])
                         .filter(|l| !l.trim().is_empty())
@@ -179,6 +182,51 @@ impl SieveRunner {
             }
         }
         Some(plan)
+    }
+
+    /// The reason to refuse at SMTP time, when the recipient's scripts use ereject and decide so for this
+    /// message. Scripts without ereject cost one lookup of the active script's version.
+    pub async fn smtp_refusal(
+        self: &Arc<Self>,
+        store: Arc<dyn MailboxStore>,
+        mailbox: &Mailbox,
+        forward_path: &str,
+        reverse_path: &str,
+        message: &[u8],
+    ) -> Option<String> {
+        if !self.settings.enabled {
+            return None;
+        }
+        let uses = |p: &Program| p.requires.iter().any(|r| r == "ereject");
+        let personal = self
+            .scripts
+            .active(&mailbox.to_string().to_lowercase())
+            .await
+            .ok()
+            .flatten();
+        let wanted = personal.as_deref().is_some_and(uses)
+            || self.settings.before.iter().any(|(_, p)| uses(p))
+            || self.settings.after.iter().any(|(_, p)| uses(p));
+        if !wanted {
+            return None;
+        }
+        let (runner, mailbox, forward_path, reverse_path, message) = (
+            self.clone(),
+            mailbox.clone(),
+            forward_path.to_string(),
+            reverse_path.to_string(),
+            message.to_vec(),
+        );
+        let plan = tokio::task::spawn_blocking(move || {
+            runner.plan(&*store, &mailbox, &forward_path, &reverse_path, &message)
+        })
+        .await
+        .ok()
+        .flatten()?;
+        match (plan.reject, plan.extended) {
+            (Some(reason), true) => Some(reason),
+            _ => None,
+        }
     }
 
     /// Where a store goes: INBOX is the default folder; a folder that does not exist is INBOX unless the

@@ -268,6 +268,17 @@ impl Reply {
             format!("Message contains a bare {which}; lines must end with <CR><LF>"),
         )
     }
+    /// The recipient's own filter refused the message (Sieve ereject, RFC 5429 section 2.1); the reason is
+    /// the script's, made one printable line.
+    pub fn refused_by_filter(reason: &str) -> Reply {
+        let text: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(200)
+            .collect();
+        Reply::new(550, EnhancedCode(5, 7, 1), text.trim().to_string())
+    }
+
     pub fn no_valid_recipients() -> Reply {
         Reply::new(554, EnhancedCode(5, 5, 1), "No valid recipients")
     }

@@ -207,3 +207,98 @@ async fn kill_9_with_the_sqlite_store_loses_nothing_either() {
     }
     assert_exactly_once(&acked, &seen);
 }
+
+/// Tokens (Subject:) of the complete messages in a Maildir folder's new/ and cur/.
+fn tokens_in(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            let token = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .expect("subject")
+                .to_string();
+            assert!(
+                text.ends_with(&format!("END {token}\n")),
+                "half-written {}",
+                e.path().display()
+            );
+            out.push(token);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn kill_9_during_sieve_deliveries_stores_each_copy_once() {
+    let d = Daemon::start("");
+    let script = d.dir.path().join("copy.sieve");
+    std::fs::write(
+        &script,
+        "require [\"fileinto\", \"copy\", \"mailbox\", \"imap4flags\"];\n\
+         fileinto :copy :create :flags \"\\\\Flagged\" \"Copies\";\n",
+    )
+    .unwrap();
+    let out = crate::harness::tern(
+        d.dir.path(),
+        &[
+            "sieve",
+            "put",
+            "alice@example.test",
+            "copy",
+            &script.display().to_string(),
+            "--activate",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let tasks = load(d.addr, 20, &["alice@example.test"], 500, acked.clone());
+    until_acked(&acked, 200).await;
+    let stopped = d.kill9();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 200, "only {} acknowledged", acked.len());
+    let d = Daemon::restart(stopped);
+    let inbox = d.maildir("alice@example.test");
+    let copies = inbox.join(".Copies");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline
+        && (tokens_in(&inbox).len() < acked.len() || tokens_in(&copies).len() < acked.len())
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (name, dir) in [("INBOX", &inbox), ("Copies", &copies)] {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for t in tokens_in(dir) {
+            *seen.entry(t).or_default() += 1;
+        }
+        assert!(
+            seen.values().all(|&n| n == 1),
+            "{name}: a copy stored twice"
+        );
+        for t in &acked {
+            assert_eq!(
+                seen.get(t),
+                Some(&1),
+                "{name}: acknowledged {t} not stored once"
+            );
+        }
+    }
+    // The copies carry the script's flag.
+    let flagged = std::fs::read_dir(copies.join("cur"))
+        .unwrap()
+        .flatten()
+        .all(|e| e.file_name().to_string_lossy().contains(":2,F"));
+    assert!(flagged);
+}

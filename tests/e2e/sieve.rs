@@ -311,3 +311,37 @@ fn cli_refuses_scripts_that_do_not_compile() {
     let listed = tern(d.dir.path(), &["sieve", "list", "alice@example.test"]);
     assert_eq!(String::from_utf8_lossy(&listed.stdout), "");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ereject_refuses_at_data_while_the_session_is_open() {
+    let (d, s) = daemon("");
+    let script = "require \"ereject\";\nif header :contains \"subject\" \"spam\" { ereject \"No spam,\r\n please.\"; }\n";
+    assert!(put(&d, "main", script, true).status.success());
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO remote.test").await;
+    let msg =
+        "From: <a@remote.test>\r\nTo: <alice@example.test>\r\nSubject: cheap spam\r\n\r\nx\r\n";
+    let (code, text) = c
+        .send_message("a@remote.test", "alice@example.test", msg)
+        .await;
+    assert_eq!(code, 550, "{text}");
+    assert!(
+        text.contains("5.7.1") && text.contains("No spam,  please."),
+        "{text}"
+    );
+    // The session goes on, and other mail is delivered.
+    let msg = "From: <a@remote.test>\r\nTo: <alice@example.test>\r\nSubject: hello\r\n\r\nx\r\n";
+    let (code, text) = c
+        .send_message("a@remote.test", "alice@example.test", msg)
+        .await;
+    assert_eq!(code, 250, "{text}");
+    assert!(wait_log(&d, "sieve=keep", 1), "{}", d.log_text());
+    let view = imap_view(&d, &["INBOX"]).await;
+    assert_eq!(view.lines().count(), 1, "{view}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        s[0].messages().is_empty(),
+        "no bounce after an SMTP refusal: {:?}",
+        s[0].messages()
+    );
+}

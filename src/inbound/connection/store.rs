@@ -154,6 +154,26 @@ impl Conn {
                 }
             }
         }
+        // ereject refuses at SMTP time where it can: one recipient, so the reply is that recipient's.
+        if !lmtp
+            && let [r] = env.recipients.as_slice()
+            && let [mailbox] = r.mailboxes.as_slice()
+            && self.ctx.policy.local_domains.contains(mailbox.domain())
+            && let Some(runner) = &self.ctx.sieve
+            && let Some(reason) = runner
+                .smtp_refusal(
+                    self.ctx.store.clone(),
+                    mailbox,
+                    &r.forward_path.to_string(),
+                    &env.reverse_path.to_string(),
+                    &body,
+                )
+                .await
+        {
+            let reply = Reply::refused_by_filter(&reason);
+            tracing::info!(from = %env.reverse_path, to = %r.forward_path, reply = %reply.summary(), "message refused by the recipient's Sieve script (ereject)");
+            return reply;
+        }
         let trace = match &self.peer {
             Peer::Tcp(addr) => {
                 let tls = if tls_on { self.tls.clone() } else { None };
