@@ -357,6 +357,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         control_socket,
         intake.clone(),
         reload_tx,
+        scripts.clone(),
         shutdown.clone(),
     )));
     // Any local user may write to the sendmail socket, as any local user may run sendmail.

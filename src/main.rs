@@ -343,6 +343,13 @@ async fn sieve(action: SieveAction, cfg: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{u:?}: {e}"))?
             .to_string())
     };
+    let changed = match &action {
+        SieveAction::Put { user, .. }
+        | SieveAction::Activate { user, .. }
+        | SieveAction::Deactivate { user }
+        | SieveAction::Delete { user, .. } => Some(user_of(user)?),
+        _ => None,
+    };
     match action {
         SieveAction::List { user } => {
             for s in store.list(&user_of(&user)?).await? {
@@ -373,6 +380,10 @@ async fn sieve(action: SieveAction, cfg: Config) -> anyhow::Result<()> {
         SieveAction::Deactivate { user } => store.set_active(&user_of(&user)?, None).await?,
         SieveAction::Delete { user, name } => store.delete(&user_of(&user)?, &name).await?,
         SieveAction::Check { .. } | SieveAction::Test { .. } => {}
+    }
+    // A running daemon caches who has which script: tell it (nothing to tell when it is not running).
+    if let Some(user) = changed {
+        let _ = tern::ops::control::request(&cfg.data_dir, &format!("SIEVE {user}")).await;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The control socket (data_dir/control.sock, mode 0600): one line per request, one line per answer.
 //!
-//! Requests: `FLUSH`, `FLUSH <queue-id>`, `DELETE <queue-id>`, `BOUNCE <queue-id>`.
+//! Requests: `FLUSH`, `FLUSH <queue-id>`, `DELETE <queue-id>`, `BOUNCE <queue-id>`, `RELOAD`, and
+//! `SIEVE <user>` (the user's scripts changed on disk: `tern sieve` tells the daemon so).
 //! Answers: `OK <text>` or `ERR <text>`.
 
 use crate::queue::{Queue, QueueId};
@@ -33,6 +34,7 @@ pub async fn serve(
     listener: UnixListener,
     intake: std::sync::Arc<crate::intake::Intake>,
     reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
+    scripts: crate::sieve::store::ScriptStore,
     mut shutdown: Shutdown,
 ) {
     loop {
@@ -41,7 +43,12 @@ pub async fn serve(
             _ = shutdown.fired() => return,
         };
         if let Ok((stream, _)) = accepted {
-            tokio::spawn(handle(stream, intake.clone(), reloads.clone()));
+            tokio::spawn(handle(
+                stream,
+                intake.clone(),
+                reloads.clone(),
+                scripts.clone(),
+            ));
         }
     }
 }
@@ -50,12 +57,20 @@ async fn handle(
     stream: UnixStream,
     intake: std::sync::Arc<crate::intake::Intake>,
     reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
+    scripts: crate::sieve::store::ScriptStore,
 ) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let answer = if line.trim().eq_ignore_ascii_case("RELOAD") {
             reload(&reloads).await
+        } else if let Some(user) = line
+            .trim()
+            .strip_prefix("SIEVE ")
+            .or_else(|| line.trim().strip_prefix("sieve "))
+        {
+            scripts.changed(user.trim());
+            "OK scripts read again".to_string()
         } else {
             answer(&intake, line.trim()).await
         };

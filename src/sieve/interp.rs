@@ -347,7 +347,7 @@ impl Run<'_> {
         out
     }
 
-    fn expand_list(&self, scope: &Scope, l: &StrList) -> Vec<String> {
+    fn expand_list(&self, scope: &Scope, l: &[Str]) -> Vec<String> {
         l.iter().map(|s| self.expand(scope, s)).collect()
     }
 
@@ -1025,7 +1025,7 @@ impl Run<'_> {
         keys: &[Str],
         scope: &Scope,
     ) -> Result<bool, Flow> {
-        let keys = self.expand_list(scope, &keys.to_vec());
+        let keys = self.expand_list(scope, keys);
         if let MatchType::Count(_) = m.match_type {
             let n = values.len().to_string();
             for k in &keys {
@@ -1063,7 +1063,7 @@ impl Run<'_> {
         scope: &Scope,
     ) -> Result<bool, Flow> {
         // RFC 5173: the body test does not set match variables.
-        let keys = self.expand_list(scope, &keys.to_vec());
+        let keys = self.expand_list(scope, keys);
         for v in values {
             for k in &keys {
                 self.step()?;

@@ -41,13 +41,35 @@ impl Regexes {
             if self.0.len() >= 256 {
                 self.0.clear();
             }
-            let r = regex(pattern, comparator)?;
+            let r = shared(&key, comparator)?;
             self.0.insert(key.clone(), r);
         }
         self.0
             .get(&key)
             .ok_or_else(|| "regular expression cache".to_string())
     }
+}
+
+/// Patterns compiled once for every run of the process (scripts repeat theirs for every message); a
+/// regex is a shared handle, so a copy costs a reference count.
+fn shared(key: &(String, bool), comparator: Comparator) -> Result<regex::Regex, String> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<(String, bool), regex::Regex>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Ok(c) = cache.lock()
+        && let Some(r) = c.get(key)
+    {
+        return Ok(r.clone());
+    }
+    let r = regex(&key.0, comparator)?;
+    if let Ok(mut c) = cache.lock() {
+        // Bounded: whatever users upload, the cache holds at most this many patterns.
+        if c.len() >= 1024 {
+            c.clear();
+        }
+        c.insert(key.clone(), r.clone());
+    }
+    Ok(r)
 }
 
 /// Whether `value` matches `key`. For :matches and :regex, `captures` gets the match variables when the

@@ -68,7 +68,14 @@ pub struct ScriptStore {
     quota: Quota,
     /// user → (version of the active script, its program).
     cache: Arc<Mutex<HashMap<String, (i64, Arc<Program>)>>>,
+    /// user → (when last looked up, the active script's version or none): one lookup per user per
+    /// `RECHECK` whatever the traffic. Changes made through this store are seen at once; changes made
+    /// by another process (`tern sieve`) within `RECHECK`.
+    recent: Arc<Mutex<HashMap<String, (std::time::Instant, Option<i64>)>>>,
 }
+
+/// How long the active script's version, once looked up, is taken as current.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ScriptStore {
     pub async fn open(data_dir: &Path, quota: Quota) -> Result<ScriptStore, StoreError> {
@@ -79,6 +86,7 @@ impl ScriptStore {
             pool,
             quota,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            recent: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -159,6 +167,7 @@ impl ScriptStore {
         .execute(&self.pool)
         .await
         .map_err(db)?;
+        self.forget(user);
         Ok(())
     }
 
@@ -260,22 +269,51 @@ impl ScriptStore {
         Ok(())
     }
 
+    /// The user's scripts changed elsewhere (another process): look them up again.
+    pub fn changed(&self, user: &str) {
+        self.forget(&user.to_lowercase());
+    }
+
     fn forget(&self, user: &str) {
         if let Ok(mut c) = self.cache.lock() {
             c.remove(user);
+        }
+        if let Ok(mut r) = self.recent.lock() {
+            r.remove(user);
         }
     }
 
     /// The user's active script, compiled (once per change of the script).
     pub async fn active(&self, user: &str) -> Result<Option<Arc<Program>>, StoreError> {
         let user = &user.to_lowercase();
-        let row = sqlx::query("SELECT version FROM scripts WHERE user = ? AND active = 1")
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        let Some(row) = row else { return Ok(None) };
-        let version: i64 = row.get(0);
+        let known = self
+            .recent
+            .lock()
+            .ok()
+            .and_then(|r| r.get(user).copied())
+            .filter(|(at, _)| at.elapsed() < RECHECK)
+            .map(|(_, v)| v);
+        let version = match known {
+            Some(v) => v,
+            None => {
+                let v = sqlx::query("SELECT version FROM scripts WHERE user = ? AND active = 1")
+                    .bind(user)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?
+                    .map(|row| row.get::<i64, _>(0));
+                if let Ok(mut r) = self.recent.lock() {
+                    if r.len() > 100_000 {
+                        r.clear();
+                    }
+                    r.insert(user.to_string(), (std::time::Instant::now(), v));
+                }
+                v
+            }
+        };
+        let Some(version) = version else {
+            return Ok(None);
+        };
         if let Ok(c) = self.cache.lock()
             && let Some((v, p)) = c.get(user)
             && *v == version
