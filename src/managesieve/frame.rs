@@ -118,7 +118,7 @@ impl Framer {
         }
     }
 
-    pub fn next(&mut self) -> Option<Frame> {
+    pub fn next_frame(&mut self) -> Option<Frame> {
         loop {
             if self.skip > 0 {
                 let n = self
@@ -216,7 +216,7 @@ mod tests {
         let mut out = Vec::new();
         for chunk in input.chunks(step) {
             f.push(chunk);
-            while let Some(fr) = f.next() {
+            while let Some(fr) = f.next_frame() {
                 out.push(fr);
             }
         }
@@ -261,7 +261,7 @@ mod tests {
         let mut f = Framer::new(40, 20);
         f.push(b"PUTSCRIPT \"a\" {4000000000+}\r\n");
         f.push(&vec![b'x'; 100_000]);
-        assert_eq!(f.next(), None);
+        assert_eq!(f.next_frame(), None);
         assert!(f.buf.is_empty() && f.command.is_empty());
     }
 

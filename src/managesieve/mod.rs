@@ -16,7 +16,7 @@ pub mod session;
 mod tests;
 
 pub use parse::{Command, NameError, ParseError, check_name};
-pub use response::{Code, Refusal, Response, Status};
+pub use response::{BUSY, Code, Refusal, Response, Status, bye_idle, bye_shutdown};
 pub use session::{Action, Done, LoginRefusal, ManageSieveConfig, ScriptOp, Session};
 
 /// Longest command line in octets, literals apart (and the largest literal that is not a script).

@@ -138,6 +138,21 @@ impl Response {
     }
 }
 
+/// Sent to a client over the connection limits, before closing.
+pub const BUSY: &[u8] = b"BYE (TRYLATER) \"too many connections, try again later\"\r\n";
+
+/// The BYE of a session that waited too long for a command.
+pub fn bye_idle() -> Vec<u8> {
+    Response::bye("idle for too long").to_bytes()
+}
+
+/// The BYE of a session cut short by the server's shutdown.
+pub fn bye_shutdown() -> Vec<u8> {
+    Response::bye("server shutting down")
+        .with(Code::TryLater)
+        .to_bytes()
+}
+
 /// Why the script store refused an operation, as the driver learns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -187,6 +202,39 @@ mod tests {
 
     fn text(r: Response) -> String {
         String::from_utf8(r.to_bytes()).unwrap()
+    }
+
+    #[test]
+    fn every_code_is_written_as_the_rfc_spells_it() {
+        let codes = [
+            (Code::AuthTooWeak, "AUTH-TOO-WEAK"),
+            (Code::EncryptNeeded, "ENCRYPT-NEEDED"),
+            (Code::Quota, "QUOTA"),
+            (Code::QuotaMaxScripts, "QUOTA/MAXSCRIPTS"),
+            (Code::QuotaMaxSize, "QUOTA/MAXSIZE"),
+            (
+                Code::Referral("sieve://a.example".into()),
+                "REFERRAL sieve://a.example",
+            ),
+            (Code::Sasl("dGVzdA==".into()), "SASL \"dGVzdA==\""),
+            (Code::TransitionNeeded, "TRANSITION-NEEDED"),
+            (Code::TryLater, "TRYLATER"),
+            (Code::Active, "ACTIVE"),
+            (Code::Nonexistent, "NONEXISTENT"),
+            (Code::AlreadyExists, "ALREADYEXISTS"),
+            (Code::Warnings, "WARNINGS"),
+            (Code::Tag("x".into()), "TAG \"x\""),
+        ];
+        for (code, word) in codes {
+            assert_eq!(
+                text(Response::no("t").with(code)),
+                format!("NO ({word}) \"t\"\r\n")
+            );
+        }
+        assert_eq!(
+            String::from_utf8(bye_shutdown()).unwrap(),
+            "BYE (TRYLATER) \"server shutting down\"\r\n"
+        );
     }
 
     #[test]

@@ -159,7 +159,7 @@ impl Session {
             if self.waiting || matches!(self.state, State::Done) {
                 return None;
             }
-            match self.framer.next()? {
+            match self.framer.next_frame()? {
                 Frame::Command(raw) => {
                     if matches!(self.state, State::Sasl(_)) {
                         self.sasl_response(&raw);
