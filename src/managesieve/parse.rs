@@ -55,8 +55,8 @@ pub enum ParseError {
     Syntax { command: &'static str, why: String },
 }
 
-/// A script name that RFC 5804 section 1.6 allows, and that holds no `/` (nor is `.` or `..`), so that no
-/// store can take it for a path.
+/// A script name that RFC 5804 section 1.6 allows, and that holds no `/` or `\` (nor is `.` or `..`), so
+/// that no store can take it for a path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     #[error("a script name cannot be empty")]
@@ -65,7 +65,7 @@ pub enum NameError {
     TooLong(String),
     #[error("{0:?} holds a control character")]
     Control(String),
-    #[error("{0:?} holds a \"/\" or is a dot name")]
+    #[error("{0:?} holds a \"/\" or \"\\\" or is a dot name")]
     Path(String),
 }
 
@@ -85,7 +85,7 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     {
         return Err(NameError::Control(name.to_string()));
     }
-    if name.contains('/') || name == "." || name == ".." {
+    if name.contains(['/', '\\']) || name == "." || name == ".." {
         return Err(NameError::Path(name.to_string()));
     }
     Ok(())
@@ -464,9 +464,10 @@ mod tests {
             check_name(&"é".repeat(129)),
             Err(NameError::TooLong(_))
         ));
+        assert_eq!(check_name("a\\b"), Err(NameError::Path("a\\b".into())));
         assert_eq!(
             NameError::Path("../x".into()).to_string(),
-            "\"../x\" holds a \"/\" or is a dot name"
+            "\"../x\" holds a \"/\" or \"\\\" or is a dot name"
         );
     }
 }

@@ -277,10 +277,10 @@ fn bad_names_are_refused() {
     );
     assert_eq!(
         out,
-        "NO \"\\\"../x\\\" holds a \\\"/\\\" or is a dot name\"\r\n\
+        "NO \"\\\"../x\\\" holds a \\\"/\\\" or \\\"\\\\\\\" or is a dot name\"\r\n\
          NO \"\\\"a\\\\u{1}b\\\" holds a control character\"\r\n\
          NO \"a script name cannot be empty\"\r\n\
-         NO \"\\\"b/c\\\" holds a \\\"/\\\" or is a dot name\"\r\n"
+         NO \"\\\"b/c\\\" holds a \\\"/\\\" or \\\"\\\\\\\" or is a dot name\"\r\n"
     );
 }
 
