@@ -87,7 +87,8 @@ fn contexts(
                 ListenerKind::Pop3
                 | ListenerKind::Pop3s
                 | ListenerKind::Imap
-                | ListenerKind::Imaps => (false, false, false),
+                | ListenerKind::Imaps
+                | ListenerKind::ManageSieve => (false, false, false),
             };
             let l = &cfg.limits;
             let ctx = Arc::new(Inbound {
@@ -301,6 +302,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 socket,
                 kind,
                 access.clone(),
+                shutdown.clone(),
+            )));
+            continue;
+        }
+        if kind == ListenerKind::ManageSieve {
+            tasks.push(tokio::spawn(crate::access::managesieve::serve(
+                socket,
+                kind,
+                access.clone(),
+                scripts.clone(),
                 shutdown.clone(),
             )));
             continue;

@@ -19,6 +19,7 @@ pub mod intake;
 pub mod local;
 pub mod log;
 pub mod mailbox;
+pub mod managesieve;
 pub mod message;
 pub mod ops;
 pub mod outbound;

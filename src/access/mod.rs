@@ -1,9 +1,10 @@
-//! Mail access listeners: users reading their mail (POP3 now). They drive the sans-IO protocol cores over
-//! the mailbox store, log in with the directory's argon2id passwords and share the failed-login throttle
-//! with submission.
+//! Mail access listeners: users reading their mail (IMAP, POP3) and managing their Sieve scripts
+//! (ManageSieve). They drive the sans-IO protocol cores over the mailbox store and the script store, log
+//! in with the directory's argon2id passwords and share the failed-login throttle with submission.
 
 pub mod imap;
 mod listen;
+pub mod managesieve;
 pub mod pop3;
 
 use crate::config::{AccessSettings, Cidr};

@@ -3,7 +3,7 @@
 use super::{Cidr, ConfigError, Validator, raw};
 use std::time::Duration;
 
-/// Mail access sessions (POP3).
+/// Mail access sessions (POP3, IMAP, ManageSieve).
 #[derive(Debug, Clone)]
 pub struct AccessSettings {
     pub secure_networks: Vec<Cidr>,
@@ -18,6 +18,7 @@ pub struct AccessSettings {
     pub imap_literal_size: usize,
     /// Bytes of parsed message structure kept for IMAP FETCH.
     pub imap_structure_cache: usize,
+    pub managesieve_idle: Duration,
 }
 
 impl Validator {
@@ -64,6 +65,7 @@ impl Validator {
             imap_command_line: a.imap_command_line,
             imap_literal_size: a.imap_literal_size.max(1024),
             imap_structure_cache: a.imap_structure_cache_mb.min(1 << 20) * 1024 * 1024,
+            managesieve_idle: Duration::from_secs(a.managesieve_idle_secs.max(1)),
         })
     }
 }

@@ -100,7 +100,7 @@ impl Default for RawSieve {
     }
 }
 
-/// Mail access (POP3 now; IMAP to come): who may log in without TLS, and the limits of a session.
+/// Mail access (POP3, IMAP, ManageSieve): who may log in without TLS, and the limits of a session.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAccess {
@@ -129,6 +129,8 @@ pub struct RawAccess {
     /// Memory for the parsed structure (ENVELOPE, BODYSTRUCTURE) of messages IMAP clients fetched, in
     /// MiB, shared by all sessions. 0 turns it off. Default: 16.
     pub imap_structure_cache_mb: usize,
+    /// Seconds a ManageSieve session may wait for a command. Default: 600.
+    pub managesieve_idle_secs: u64,
 }
 
 impl Default for RawAccess {
@@ -145,6 +147,7 @@ impl Default for RawAccess {
             imap_command_line: 65536,
             imap_literal_size: 25 * 1024 * 1024,
             imap_structure_cache_mb: 16,
+            managesieve_idle_secs: 600,
         }
     }
 }
@@ -241,17 +244,23 @@ pub enum ListenerKind {
     Imap,
     /// IMAP over implicit TLS (RFC 8314; port 993).
     Imaps,
+    /// ManageSieve with STARTTLS: users manage their Sieve scripts (RFC 5804; port 4190).
+    ManageSieve,
     /// The sendmail socket for local programs (internal; not configurable as a listener).
     #[serde(skip)]
     Local,
 }
 
 impl ListenerKind {
-    /// Mail access (POP3) rather than SMTP.
+    /// Mail access (POP3, IMAP, ManageSieve) rather than SMTP.
     pub fn is_access(self) -> bool {
         matches!(
             self,
-            ListenerKind::Pop3 | ListenerKind::Pop3s | ListenerKind::Imap | ListenerKind::Imaps
+            ListenerKind::Pop3
+                | ListenerKind::Pop3s
+                | ListenerKind::Imap
+                | ListenerKind::Imaps
+                | ListenerKind::ManageSieve
         )
     }
 
@@ -265,6 +274,7 @@ impl ListenerKind {
             ListenerKind::Pop3s => "pop3s",
             ListenerKind::Imap => "imap",
             ListenerKind::Imaps => "imaps",
+            ListenerKind::ManageSieve => "managesieve",
             ListenerKind::Local => "local",
         }
     }

@@ -38,7 +38,8 @@ fn embedded_default_parses_with_data_at_the_repository_root() {
             (ListenerKind::Pop3, 2110),
             (ListenerKind::Pop3s, 2995),
             (ListenerKind::Imap, 2143),
-            (ListenerKind::Imaps, 2993)
+            (ListenerKind::Imaps, 2993),
+            (ListenerKind::ManageSieve, 24190)
         ]
     );
     assert_eq!(

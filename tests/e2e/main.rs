@@ -13,6 +13,7 @@ mod imap;
 mod limits;
 mod lmtp;
 mod mailbox;
+mod managesieve;
 mod ops;
 mod outbound;
 mod pop3;
