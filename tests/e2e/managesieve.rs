@@ -368,3 +368,43 @@ async fn garbage_commands_end_in_bye() {
     assert_eq!(ms.response().await, "BYE \"too many bad commands\"");
     assert!(ms.raw.closed().await);
 }
+
+/// A script uploaded with sieve-connect decides where the next message goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_uploaded_with_sieve_connect_files_the_next_message() {
+    if !std::path::Path::new(SIEVE_CONNECT).exists() {
+        eprintln!("{SIEVE_CONNECT} not found: skipping");
+        return;
+    }
+    let d = daemon("");
+    let script = "require [\"fileinto\", \"mailbox\"];\nif header :contains \"subject\" \"[lists]\" { fileinto :create \"Lists\"; }\n";
+    std::fs::write(d.dir.path().join("lists.sieve"), script).unwrap();
+    let (ok, out) = sieve_connect(
+        &d,
+        &[
+            "--upload",
+            "--localsieve",
+            "lists.sieve",
+            "--remotesieve",
+            "lists",
+        ],
+    );
+    assert!(ok, "upload: {out}");
+    let (ok, out) = sieve_connect(&d, &["--activate", "--remotesieve", "lists"]);
+    assert!(ok, "activate: {out}");
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO remote.test").await;
+    let msg =
+        "From: <a@remote.test>\r\nTo: <alice@example.test>\r\nSubject: [lists] hello\r\n\r\nx\r\n";
+    let (code, text) = c
+        .send_message("a@remote.test", "alice@example.test", msg)
+        .await;
+    assert_eq!(code, 250, "{text}");
+    let folder = d.maildir("alice@example.test").join(".Lists").join("new");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let count = || std::fs::read_dir(&folder).map(|e| e.count()).unwrap_or(0);
+    while count() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(count(), 1, "{}", d.log_text());
+}
