@@ -526,6 +526,7 @@ fn reload(
         }
     };
     access.set_tls(tokio_rustls::TlsAcceptor::from(tls.clone()));
+    shared.sieve.set_settings(new.sieve.clone());
     for (kind, ctx) in contexts(&new, shared, tls) {
         if let Some(tx) = senders.get(&kind) {
             let _ = tx.send(ctx);

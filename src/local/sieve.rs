@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 
 /// What the sieve stage needs, shared by the delivery workers.
 pub struct SieveRunner {
-    pub settings: SieveSettings,
+    /// Replaced whole by a reload; each run reads one version.
+    settings: std::sync::RwLock<Arc<SieveSettings>>,
     pub scripts: ScriptStore,
     pub handle: tokio::runtime::Handle,
     /// `include :global` scripts: path → (modification time, program).
@@ -56,11 +57,24 @@ impl SieveRunner {
         handle: tokio::runtime::Handle,
     ) -> Self {
         SieveRunner {
-            settings,
+            settings: std::sync::RwLock::new(Arc::new(settings)),
             scripts,
             handle,
             globals: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The settings now in force.
+    pub fn settings(&self) -> Arc<SieveSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// New `[sieve]` settings (a reload): the next runs use them.
+    pub fn set_settings(&self, settings: SieveSettings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
     }
 
     /// Runs the scripts for one recipient (blocking: call it from the blocking pool). `None` when no
@@ -73,7 +87,8 @@ impl SieveRunner {
         reverse_path: &str,
         message: &[u8],
     ) -> Option<Plan> {
-        if !self.settings.enabled {
+        let settings = self.settings();
+        if !settings.enabled {
             return None;
         }
         let user = mailbox.to_string().to_lowercase();
@@ -85,14 +100,14 @@ impl SieveRunner {
                 None
             }
         };
-        if personal.is_none() && self.settings.before.is_empty() && self.settings.after.is_empty() {
+        if personal.is_none() && settings.before.is_empty() && settings.after.is_empty() {
             return None;
         }
-        let mut programs: Vec<&Program> = self.settings.before.iter().map(|(_, p)| &**p).collect();
+        let mut programs: Vec<&Program> = settings.before.iter().map(|(_, p)| &**p).collect();
         if let Some(p) = &personal {
             programs.push(p);
         }
-        programs.extend(self.settings.after.iter().map(|(_, p)| &**p));
+        programs.extend(settings.after.iter().map(|(_, p)| &**p));
         let env = DeliveryEnv {
             runner: self,
             store,
@@ -110,7 +125,7 @@ impl SieveRunner {
             &envelope,
             &[mailbox.to_string()],
             &env,
-            &self.settings.limits,
+            &settings.limits,
         );
         if let Some(e) = &outcome.error {
             tracing::warn!(mailbox = %mailbox, error = %crate::log::Escaped(e), "sieve: runtime error; keeping the message");
@@ -194,7 +209,8 @@ impl SieveRunner {
         reverse_path: &str,
         message: &[u8],
     ) -> Option<String> {
-        if !self.settings.enabled {
+        let settings = self.settings();
+        if !settings.enabled {
             return None;
         }
         let uses = |p: &Program| p.requires.iter().any(|r| r == "ereject");
@@ -205,8 +221,8 @@ impl SieveRunner {
             .ok()
             .flatten();
         let wanted = personal.as_deref().is_some_and(uses)
-            || self.settings.before.iter().any(|(_, p)| uses(p))
-            || self.settings.after.iter().any(|(_, p)| uses(p));
+            || settings.before.iter().any(|(_, p)| uses(p))
+            || settings.after.iter().any(|(_, p)| uses(p));
         if !wanted {
             return None;
         }
@@ -260,7 +276,8 @@ impl SieveRunner {
     }
 
     fn global(&self, name: &str) -> Result<Option<Arc<Program>>, String> {
-        let Some(dir) = &self.settings.global_dir else {
+        let settings = self.settings();
+        let Some(dir) = &settings.global_dir else {
             return Ok(None);
         };
         if !crate::sieve::store::valid_name(name) {

@@ -19,6 +19,9 @@ pub fn protected(name: &str) -> bool {
         .any(|p| p.eq_ignore_ascii_case(name))
 }
 
+/// Octets of the body the body test looks at, at most.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
 pub struct MessageView<'a> {
     /// The message with CRLF line endings.
     raw: &'a [u8],
@@ -82,10 +85,13 @@ impl<'a> MessageView<'a> {
 
     /// The text the body test compares (RFC 5173): one string per part that applies.
     pub fn body(&mut self, transform: &BodyTransform, types: &[String]) -> Vec<String> {
+        // The body test reads the first BODY_LIMIT octets of the body: a large attachment costs no more
+        // memory or time than that.
+        let end = self.raw.len().min(self.body_at + BODY_LIMIT);
         if let BodyTransform::Raw = transform {
-            return vec![String::from_utf8_lossy(&self.raw[self.body_at..]).into_owned()];
+            return vec![String::from_utf8_lossy(&self.raw[self.body_at..end]).into_owned()];
         }
-        let raw = self.raw;
+        let raw = &self.raw[..end];
         let parsed = self
             .parsed
             .get_or_insert_with(|| mail_parser::MessageParser::default().parse(raw));

@@ -67,12 +67,17 @@ pub struct ScriptStore {
     pool: SqlitePool,
     quota: Quota,
     /// user → (version of the active script, its program).
-    cache: Arc<Mutex<HashMap<String, (i64, Arc<Program>)>>>,
+    cache: Arc<Mutex<HashMap<String, Compiled>>>,
     /// user → (when last looked up, the active script's version or none): one lookup per user per
     /// `RECHECK` whatever the traffic. Changes made through this store are seen at once; changes made
     /// by another process (`tern sieve`) within `RECHECK`.
-    recent: Arc<Mutex<HashMap<String, (std::time::Instant, Option<i64>)>>>,
+    recent: Arc<Mutex<HashMap<String, Looked>>>,
 }
+
+/// A compiled active script and the version it was compiled from.
+type Compiled = (i64, Arc<Program>);
+/// When the active script's version was looked up, and what it was (none: no active script).
+type Looked = (std::time::Instant, Option<i64>);
 
 /// How long the active script's version, once looked up, is taken as current.
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);

@@ -383,3 +383,153 @@ fn multiline_strings_and_comments() {
     };
     assert_eq!(reason, "line one\r\n.dot\r\n");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const WORDS: &[&str] = &[
+        "require",
+        "if",
+        "elsif",
+        "else",
+        "stop",
+        "keep",
+        "discard",
+        "fileinto",
+        "redirect",
+        "reject",
+        "vacation",
+        "set",
+        "addflag",
+        "setflag",
+        "removeflag",
+        "include",
+        "return",
+        "global",
+        "addheader",
+        "deleteheader",
+        "header",
+        "address",
+        "envelope",
+        "exists",
+        "size",
+        "allof",
+        "anyof",
+        "not",
+        "true",
+        "false",
+        "body",
+        "date",
+        "currentdate",
+        "string",
+        "hasflag",
+        "duplicate",
+        "mailboxexists",
+        ":is",
+        ":contains",
+        ":matches",
+        ":regex",
+        ":value",
+        ":count",
+        ":comparator",
+        ":over",
+        ":under",
+        ":all",
+        ":localpart",
+        ":domain",
+        ":user",
+        ":detail",
+        ":index",
+        ":last",
+        ":copy",
+        ":create",
+        ":flags",
+        ":days",
+        ":seconds",
+        ":subject",
+        ":from",
+        ":text",
+        ":raw",
+        ":content",
+        ":zone",
+        ":lower",
+        ":upper",
+        ":length",
+        "\"fileinto\"",
+        "\"variables\"",
+        "\"imap4flags\"",
+        "\"regex\"",
+        "\"relational\"",
+        "\"include\"",
+        "\"vacation\"",
+        "\"editheader\"",
+        "\"body\"",
+        "\"date\"",
+        "\"index\"",
+        "\"subject\"",
+        "\"from\"",
+        "\"to\"",
+        "\"*a*\"",
+        "\"${1}\"",
+        "\"${x}\"",
+        "\"ge\"",
+        "\"i;ascii-numeric\"",
+        "\"\\\\Seen\"",
+        "\"a@b.example\"",
+        "\"(\"",
+        "\"[a-z]+\"",
+        "\"Lists\"",
+        "1",
+        "100K",
+        ";",
+        "{",
+        "}",
+        "[",
+        "]",
+        "(",
+        ")",
+        ",",
+        "text:\n.\n",
+    ];
+
+    fn soup() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(WORDS), 0..60).prop_map(|w| w.join(" "))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_text_compiles_or_errs_without_panic(src in "\\PC{0,200}") {
+            let _ = compile(&src);
+        }
+
+        #[test]
+        fn token_soup_that_compiles_runs_within_its_limits(src in soup()) {
+            let mut env = Env::default();
+            env.includes.push(("a", "require \"include\"; include \"a\";"));
+            if let Ok(p) = compile(&src) {
+                let envelope = Envelope { from: "a@b.example".into(), to: "c+d@e.example".into() };
+                let out = interp::run(&[&p], MSG.as_bytes(), &envelope, &[], &env, &Limits::default());
+                // Never lost: something is stored, or the script chose not to (discard, reject, redirect).
+                if out.error.is_some() {
+                    prop_assert_eq!(normalized(&out), vec!["error runtime".to_string(), "store INBOX".to_string()]);
+                }
+                prop_assert!(out.actions.len() <= Limits::default().max_actions + 1);
+            }
+        }
+
+        #[test]
+        fn any_message_runs_through_a_script_of_every_test(msg in prop::collection::vec(any::<u8>(), 0..2000)) {
+            let src = "require [\"body\", \"date\", \"index\", \"variables\", \"relational\", \"editheader\", \"regex\"];\n\
+                if anyof (header :matches \"subject\" \"*?*\", address :domain \"from\" \"x\", exists \"to\",\n\
+                  body :text :contains \"x\", body :raw :regex \"a+b\", date :zone \"+0100\" \"date\" \"year\" \"2026\",\n\
+                  header :count \"gt\" \"received\" \"1\", size :over 1) { addheader \"X-A\" \"${1}\"; deleteheader :index 1 \"subject\"; }";
+            let p = compile(src).unwrap();
+            let envelope = Envelope::default();
+            let out = interp::run(&[&p], &msg, &envelope, &[], &Env::default(), &Limits::default());
+            prop_assert!(!out.actions.is_empty());
+        }
+    }
+}

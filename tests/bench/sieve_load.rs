@@ -38,6 +38,7 @@ struct Figures {
     accepted_per_s: f64,
     delivered_per_s: f64,
     p50_ms: f64,
+    failed: usize,
     rss_kb: String,
     /// The daemon's CPU time (user + system) per delivered message, in microseconds.
     cpu_us: f64,
@@ -116,6 +117,7 @@ fn one(messages: usize, size: usize, connections: usize, script: Option<&str>) -
         accepted_per_s: accepted as f64 / run.elapsed.as_secs_f64(),
         delivered_per_s: delivered as f64 / delivered_secs.as_secs_f64(),
         p50_ms: run.percentile(0.50).as_secs_f64() * 1e3,
+        failed: run.failures,
         rss_kb,
         cpu_us: cpu * 1e6 / delivered.max(1) as f64,
     }
@@ -192,8 +194,8 @@ fn main() {
     for (name, v) in [("no script", &without), ("20-rule script", &with)] {
         for f in v.iter() {
             println!(
-                "  {name:>15}: accepted {:.0} msg/s, delivered {:.0} msg/s, p50 {:.2} ms, daemon CPU {:.0} us/msg, peak RSS {} kB",
-                f.accepted_per_s, f.delivered_per_s, f.p50_ms, f.cpu_us, f.rss_kb
+                "  {name:>15}: accepted {:.0} msg/s ({} failed), delivered {:.0} msg/s, p50 {:.2} ms, daemon CPU {:.0} us/msg, peak RSS {} kB",
+                f.accepted_per_s, f.failed, f.delivered_per_s, f.p50_ms, f.cpu_us, f.rss_kb
             );
         }
     }

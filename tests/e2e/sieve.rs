@@ -345,3 +345,96 @@ async fn ereject_refuses_at_data_while_the_session_is_open() {
         s[0].messages()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_scripts_run_around_the_users_and_reload_with_the_configuration() {
+    let scripts = tempfile::tempdir().unwrap();
+    let before = scripts.path().join("before.sieve");
+    std::fs::write(
+        &before,
+        "require [\"fileinto\", \"mailbox\"];\nif header :is \"x-spam\" \"yes\" { fileinto :create \"Junk\"; stop; }\n",
+    )
+    .unwrap();
+    let (d, _s) = daemon(&format!(
+        "[sieve]\nbefore = [{:?}]\n",
+        before.display().to_string()
+    ));
+    // The user's script files everything else; the admin's runs first and stops for spam.
+    assert!(
+        put(
+            &d,
+            "main",
+            "require \"fileinto\";\nfileinto \"INBOX\";\n",
+            true
+        )
+        .status
+        .success()
+    );
+    send(&d, "a@remote.test", "Subject: one\r\nX-Spam: yes\r\n", "x").await;
+    send(&d, "a@remote.test", "Subject: two\r\n", "x").await;
+    assert!(wait_log(&d, "sieve=", 2), "{}", d.log_text());
+    let view = imap_view(&d, &["INBOX", "Junk"]).await;
+    assert_eq!(
+        view.lines().filter(|l| l.starts_with("INBOX:")).count(),
+        1,
+        "{view}"
+    );
+    assert_eq!(
+        view.lines().filter(|l| l.starts_with("Junk:")).count(),
+        1,
+        "{view}"
+    );
+
+    // A broken admin script refuses the reload with its line and column; the running one stays.
+    std::fs::write(
+        &before,
+        "require \"fileinto\";\nif heder \"x\" \"y\" { stop; }\n",
+    )
+    .unwrap();
+    let out = tern(d.dir.path(), &["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2, column 4: unknown test \"heder\""),
+        "{err}"
+    );
+    send(
+        &d,
+        "a@remote.test",
+        "Subject: three\r\nX-Spam: yes\r\n",
+        "x",
+    )
+    .await;
+    // A good one is taken by the reload: now nothing is filed into Junk, and List mail is.
+    std::fs::write(
+        &before,
+        "require [\"fileinto\", \"mailbox\"];\nif exists \"list-id\" { fileinto :create \"Junk\"; stop; }\n",
+    )
+    .unwrap();
+    let out = tern(d.dir.path(), &["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    send(&d, "a@remote.test", "Subject: four\r\nX-Spam: yes\r\n", "x").await;
+    send(
+        &d,
+        "a@remote.test",
+        "Subject: five\r\nList-Id: <l.remote.test>\r\n",
+        "x",
+    )
+    .await;
+    assert!(wait_log(&d, "sieve=", 5), "{}", d.log_text());
+    let view = imap_view(&d, &["INBOX", "Junk"]).await;
+    assert_eq!(
+        view.lines().filter(|l| l.starts_with("INBOX:")).count(),
+        2,
+        "{view}"
+    );
+    assert_eq!(
+        view.lines().filter(|l| l.starts_with("Junk:")).count(),
+        3,
+        "{view}"
+    );
+}
