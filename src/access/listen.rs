@@ -90,3 +90,42 @@ pub async fn handshake(
         }
     }
 }
+
+/// Writes what is pending, then waits for the client's next bytes: `Some(n)` read into `buf`, `None` when
+/// the session is over (the client left, stayed silent past `idle`, or the server is shutting down; the
+/// last two are told `bye_idle` or `bye_shutdown` first).
+pub async fn flush_and_read<S>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    buf: &mut [u8],
+    idle: std::time::Duration,
+    shutdown: &mut Shutdown,
+    bye_idle: &[u8],
+    bye_shutdown: &[u8],
+) -> std::io::Result<Option<usize>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+        stream.flush().await?;
+        out.clear();
+    }
+    tokio::select! {
+        read = tokio::time::timeout(idle, stream.read(buf)) => match read {
+            Ok(Ok(0)) => Ok(None),
+            Ok(Ok(n)) => Ok(Some(n)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                tracing::info!("timeout");
+                let _ = stream.write_all(bye_idle).await;
+                Ok(None)
+            }
+        },
+        _ = shutdown.fired() => {
+            let _ = stream.write_all(bye_shutdown).await;
+            Ok(None)
+        }
+    }
+}

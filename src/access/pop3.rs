@@ -7,7 +7,7 @@ use crate::pop3::{Action, DropMessage, Pop3Config, Session};
 use crate::shutdown::Shutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub async fn serve(
@@ -143,26 +143,19 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            stream.flush().await?;
-            out.clear();
-        }
-        tokio::select! {
-            read = tokio::time::timeout(idle, stream.read(&mut buf)) => match read {
-                Ok(Ok(0)) => return Ok(false),
-                Ok(Ok(n)) => session.receive(&buf[..n]),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    tracing::info!("timeout");
-                    let _ = stream.write_all(b"-ERR autologout: idle for too long\r\n").await;
-                    return Ok(false);
-                }
-            },
-            _ = shutdown.fired() => {
-                let _ = stream.write_all(b"-ERR [SYS/TEMP] server shutting down\r\n").await;
-                return Ok(false);
-            }
+        match super::listen::flush_and_read(
+            stream,
+            &mut out,
+            &mut buf,
+            idle,
+            &mut shutdown,
+            b"-ERR autologout: idle for too long\r\n",
+            b"-ERR [SYS/TEMP] server shutting down\r\n",
+        )
+        .await?
+        {
+            Some(n) => session.receive(&buf[..n]),
+            None => return Ok(false),
         }
     }
 }

@@ -69,6 +69,34 @@ pub trait Environment {
     fn now(&self) -> i64;
 }
 
+/// An environment with nothing around the script: only INBOX exists, nothing is remembered, nothing can
+/// be included, no content filter scored the message (benchmarks, fuzzing).
+pub struct Detached;
+
+impl Environment for Detached {
+    fn mailbox_exists(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case("INBOX")
+    }
+    fn special_use_exists(&self, _: Option<&str>, _: &[String]) -> bool {
+        false
+    }
+    fn include(&self, _: Location, _: &str) -> Result<Option<Arc<Program>>, String> {
+        Ok(None)
+    }
+    fn seen(&self, _: &str) -> bool {
+        false
+    }
+    fn spam_score(&self, _: bool) -> Option<String> {
+        None
+    }
+    fn virus_score(&self) -> Option<String> {
+        None
+    }
+    fn now(&self) -> i64 {
+        0
+    }
+}
+
 /// One action the run decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {

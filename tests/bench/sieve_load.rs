@@ -125,34 +125,6 @@ fn one(messages: usize, size: usize, connections: usize, script: Option<&str>) -
 
 /// The interpreter alone, in this process: microseconds per run of SCRIPT on the benchmark's message.
 fn interpreter_us(size: usize) -> f64 {
-    struct Nothing;
-    impl tern::sieve::Environment for Nothing {
-        fn mailbox_exists(&self, _: &str) -> bool {
-            true
-        }
-        fn special_use_exists(&self, _: Option<&str>, _: &[String]) -> bool {
-            false
-        }
-        fn include(
-            &self,
-            _: tern::sieve::ast::Location,
-            _: &str,
-        ) -> Result<Option<std::sync::Arc<tern::sieve::Program>>, String> {
-            Ok(None)
-        }
-        fn seen(&self, _: &str) -> bool {
-            false
-        }
-        fn spam_score(&self, _: bool) -> Option<String> {
-            None
-        }
-        fn virus_score(&self) -> Option<String> {
-            None
-        }
-        fn now(&self) -> i64 {
-            0
-        }
-    }
     let program = tern::sieve::compile(SCRIPT).expect("script compiles");
     let mut message = b"From: <load@bench.test>\r\nTo: <alice@example.test>\r\n".to_vec();
     message.extend_from_slice(&load::body(size));
@@ -164,8 +136,14 @@ fn interpreter_us(size: usize) -> f64 {
     let runs = 20_000;
     let started = Instant::now();
     for _ in 0..runs {
-        let out =
-            tern::sieve::interp::run(&[&program], &message, &envelope, &[], &Nothing, &limits);
+        let out = tern::sieve::interp::run(
+            &[&program],
+            &message,
+            &envelope,
+            &[],
+            &tern::sieve::interp::Detached,
+            &limits,
+        );
         assert!(out.error.is_none());
     }
     started.elapsed().as_secs_f64() * 1e6 / runs as f64

@@ -3,35 +3,6 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-struct Env;
-impl tern::sieve::Environment for Env {
-    fn mailbox_exists(&self, _: &str) -> bool {
-        false
-    }
-    fn special_use_exists(&self, _: Option<&str>, _: &[String]) -> bool {
-        false
-    }
-    fn include(
-        &self,
-        _: tern::sieve::ast::Location,
-        _: &str,
-    ) -> Result<Option<std::sync::Arc<tern::sieve::Program>>, String> {
-        Ok(None)
-    }
-    fn seen(&self, _: &str) -> bool {
-        false
-    }
-    fn spam_score(&self, _: bool) -> Option<String> {
-        None
-    }
-    fn virus_score(&self) -> Option<String> {
-        None
-    }
-    fn now(&self) -> i64 {
-        0
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|&b| b == 0).unwrap_or(data.len());
     let Ok(source) = std::str::from_utf8(&data[..split]) else {
@@ -48,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
             message,
             &envelope,
             &[],
-            &Env,
+            &tern::sieve::interp::Detached,
             &tern::sieve::Limits::default(),
         );
     }
