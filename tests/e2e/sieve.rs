@@ -142,7 +142,16 @@ vacation :days 1 :subject "Away" "I am away until Monday.";
     )
     .await;
     send(&d, "dan@remote.test", "Subject: junk mail\r\n", "spam").await;
-    assert!(wait_log(&d, "sieve=", 5), "{}", d.log_text());
+    // Neither a list post nor a bounce (<>) gets a vacation reply.
+    send(
+        &d,
+        "erin@remote.test",
+        "Subject: list post\r\nList-Id: <other.lists.remote.test>\r\n",
+        "post",
+    )
+    .await;
+    send(&d, "", "Subject: delivery report\r\n", "report").await;
+    assert!(wait_log(&d, "sieve=", 7), "{}", d.log_text());
 
     // The redirects (original sender kept, loop guard added) and one vacation reply (from <>).
     let got = s[0].wait(3);
@@ -173,7 +182,7 @@ vacation :days 1 :subject "Away" "I am away until Monday.";
         r.contains("In-Reply-To: <") && r.contains("I am away until Monday."),
         "{r}"
     );
-    // Nothing more: no second reply to boss, none to the bulk sender, the list or the discarded mail.
+    // Nothing more: no second reply to boss, none to the bulk sender, the lists, <> or the discarded mail.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(s[0].messages().len(), 3, "{:?}", s[0].messages());
 
@@ -181,8 +190,8 @@ vacation :days 1 :subject "Away" "I am away until Monday.";
     let inbox: Vec<_> = view.lines().filter(|l| l.starts_with("INBOX:")).collect();
     assert_eq!(
         inbox.len(),
-        3,
-        "boss twice and carol; junk discarded:\n{view}"
+        5,
+        "boss twice, carol, erin, the report; junk discarded:\n{view}"
     );
     assert_eq!(
         inbox.iter().filter(|l| l.contains("\\Flagged")).count(),
