@@ -15,6 +15,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// Folders a mailbox may have before `fileinto :create` stops making new ones.
+pub const MAX_FOLDERS: usize = 1000;
+
 /// What the sieve stage needs, shared by the delivery workers.
 pub struct SieveRunner {
     /// Replaced whole by a reload; each run reads one version.
@@ -137,11 +140,12 @@ impl SieveRunner {
             ..Plan::default()
         };
         // Mail already redirected by this user came back: a loop (RFC 5228 section 4.2 asks for a guard).
+        let marker = format!("<{user}>");
         let looped = crate::message::fields(message).any(|(name, field)| {
             name.eq_ignore_ascii_case(b"X-Sieve-Redirected-From")
                 && String::from_utf8_lossy(field)
                     .to_lowercase()
-                    .contains(&user)
+                    .contains(&marker)
         });
         for action in outcome.actions {
             match action {
@@ -267,8 +271,13 @@ impl SieveRunner {
             return None;
         }
         let encoded = crate::imap::utf7::encode(&name);
-        if create || env.exists(&encoded) {
+        if env.exists(&encoded) || (create && env.list().len() < MAX_FOLDERS) {
             Some(encoded)
+        } else if create {
+            // Folder names can come from the message (`fileinto :create "${1}"`): a stranger must not be
+            // able to fill a mailbox with folders.
+            tracing::warn!(mailbox = %env.mailbox, folder = %crate::log::Escaped(folder), "sieve: the mailbox has {MAX_FOLDERS} folders; stored in INBOX instead of creating another");
+            None
         } else {
             tracing::info!(mailbox = %env.mailbox, folder = %crate::log::Escaped(folder), "sieve: no such folder; stored in INBOX");
             None

@@ -17,6 +17,7 @@ CREATE TABLE vacation_sent (
     expires INTEGER NOT NULL,
     PRIMARY KEY (user, handle, sender)
 );
+CREATE INDEX vacation_sent_expires ON vacation_sent (expires);
 
 CREATE TABLE duplicates (
     user TEXT NOT NULL,
@@ -24,3 +25,4 @@ CREATE TABLE duplicates (
     expires INTEGER NOT NULL,
     PRIMARY KEY (user, key)
 );
+CREATE INDEX duplicates_expires ON duplicates (expires);
