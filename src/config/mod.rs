@@ -77,6 +77,8 @@ pub struct QueueSettings {
     pub max_lifetime: Duration,
     /// How long finished messages are kept in the history table.
     pub history: Duration,
+    /// Octets of message bodies that jobs may hold at once.
+    pub delivery_memory: u64,
 }
 
 /// What authenticated users may do, and who may relay without authenticating.
@@ -429,6 +431,7 @@ impl Validator {
             retry_max: Duration::from_secs(q.retry_max_secs),
             max_lifetime: Duration::from_secs(q.max_lifetime_secs),
             history: Duration::from_secs(q.history_secs),
+            delivery_memory: q.delivery_memory_mb.clamp(1, 1 << 20) << 20,
         };
         if raw.delivery.local_workers == 0 || raw.delivery.local_workers > 256 {
             return Err(self.err("delivery.local_workers", "must be between 1 and 256"));

@@ -411,6 +411,9 @@ pub struct RawQueue {
     pub min_free: u64,
     /// Seconds a finished message's recipients (delivered or failed) are kept in the history. Default: 604800.
     pub history_secs: u64,
+    /// MiB of message bodies that deliveries waiting or under way may hold in memory, all together; past
+    /// it, due messages stay on disk until deliveries finish. Default: 256.
+    pub delivery_memory_mb: u64,
 }
 
 impl Default for RawQueue {
@@ -421,6 +424,7 @@ impl Default for RawQueue {
             max_lifetime_secs: 5 * 86400,
             min_free: 100 << 20,
             history_secs: 7 * 86400,
+            delivery_memory_mb: 256,
         }
     }
 }

@@ -174,6 +174,8 @@ pub struct Job {
     /// This job's hold on (message, transport): nobody else delivers these recipients until it reports. A
     /// job dropped without a report (a panic) gives the hold back and defers its recipients.
     pub claim: Arc<claims::Claim>,
+    /// The job's share of `[queue] delivery_memory`, given back when the job (and every clone) is dropped.
+    pub memory: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 /// The outcomes of one job.
@@ -288,6 +290,22 @@ struct Shared {
     remote: mpsc::UnboundedSender<Job>,
     wake: mpsc::UnboundedSender<Wake>,
     claims: Arc<claims::Claims>,
+    /// `[queue] delivery_memory` in KiB permits: a job holds its body's share from the moment the body is
+    /// in memory for it until it is dropped.
+    memory: Arc<tokio::sync::Semaphore>,
+    memory_kib: u32,
+}
+
+/// Every job counts at least this much (its envelope and bookkeeping), in KiB.
+const MIN_JOB_KIB: u32 = 4;
+
+impl Shared {
+    /// The permits a body of `octets` takes (never more than the whole budget, so that a message larger
+    /// than the budget still goes, alone).
+    fn kib_for(&self, octets: usize) -> u32 {
+        let kib = u32::try_from(octets.div_ceil(1024)).unwrap_or(u32::MAX);
+        kib.max(MIN_JOB_KIB).min(self.memory_kib)
+    }
 }
 
 impl Shared {
@@ -298,7 +316,9 @@ impl Shared {
         message: Arc<QueuedMessage>,
         from_disk: bool,
         claimed: Vec<Arc<claims::Claim>>,
+        memory: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
+        let memory = memory.map(Arc::new);
         let total = message.recipients.len();
         for claim in claimed {
             let transport = claim.transport();
@@ -330,6 +350,7 @@ impl Shared {
                 from_disk,
                 whole,
                 claim,
+                memory: memory.clone(),
             });
         }
     }
@@ -374,11 +395,16 @@ impl Queue {
         for (id, due) in pending {
             let _ = wake_tx.send(Wake::At(due, id));
         }
+        let memory_kib = u32::try_from(settings.delivery_memory / 1024)
+            .unwrap_or(u32::MAX)
+            .clamp(MIN_JOB_KIB, tokio::sync::Semaphore::MAX_PERMITS as u32);
         let shared = Arc::new(Shared {
             local: local_tx,
             remote: remote_tx,
             wake: wake_tx.clone(),
             claims: claims.clone(),
+            memory: Arc::new(tokio::sync::Semaphore::new(memory_kib as usize)),
+            memory_kib,
         });
         tokio::spawn(writer(
             pool.clone(),
@@ -497,6 +523,22 @@ fn claim_new(claims: &Arc<claims::Claims>, m: &QueuedMessage) -> Vec<Arc<claims:
         .collect()
 }
 
+/// A message just committed goes to delivery at once while its body fits `[queue] delivery_memory`;
+/// otherwise it waits on disk, where the scheduler finds it as soon as there is room (the writer never
+/// waits for room: deliveries report through it).
+fn hand_out_fresh(shared: &Arc<Shared>, message: Arc<QueuedMessage>, now: u64) {
+    let kib = shared.kib_for(message.body.len());
+    match shared.memory.clone().try_acquire_many_owned(kib) {
+        Ok(permit) => {
+            let claimed = claim_new(&shared.claims, &message);
+            shared.dispatch(message, false, claimed, Some(permit));
+        }
+        Err(_) => {
+            let _ = shared.wake.send(Wake::At(now, message.id));
+        }
+    }
+}
+
 async fn writer(
     pool: SqlitePool,
     mut rx: mpsc::Receiver<Write>,
@@ -523,8 +565,7 @@ async fn writer(
             match w {
                 Write::Insert(message, done) => {
                     if result.is_ok() {
-                        let claimed = claim_new(&shared.claims, &message);
-                        shared.dispatch(message, false, claimed);
+                        hand_out_fresh(&shared, message, now);
                     }
                     let _ = done.send(result.clone());
                 }
@@ -536,8 +577,7 @@ async fn writer(
                             }
                         }
                         for dsn in dsns {
-                            let claimed = claim_new(&shared.claims, &dsn);
-                            shared.dispatch(dsn, false, claimed);
+                            hand_out_fresh(&shared, dsn, now);
                         }
                     } else {
                         // Not recorded, nor their DSNs: these recipients are tried again from disk shortly.
@@ -641,8 +681,22 @@ async fn scheduler(
                 continue;
             }
             let transports: Vec<Transport> = claimed.iter().map(|c| c.transport()).collect();
+            // Room for the body first, then the body: however long the queue, the bodies in memory stay
+            // within [queue] delivery_memory. The wait holds only this message's claims.
+            let size = store::body_size(&pool, id).await.unwrap_or(0);
+            let permit = match shared
+                .memory
+                .clone()
+                .acquire_many_owned(shared.kib_for(size))
+                .await
+            {
+                Ok(p) => p,
+                Err(_) => return,
+            };
             match store::load_due(&pool, id, now, &transports).await {
-                Ok(Some(message)) => shared.dispatch(Arc::new(message), true, claimed),
+                Ok(Some(message)) => {
+                    shared.dispatch(Arc::new(message), true, claimed, Some(permit))
+                }
                 Ok(None) => claimed.iter().for_each(|c| c.release_unused()),
                 Err(e) => {
                     tracing::error!(queue_id = %id, error = %e, "queue: cannot load message, will try again");

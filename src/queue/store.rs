@@ -223,6 +223,17 @@ pub(super) async fn max_id(pool: &SqlitePool) -> Result<Option<QueueId>, sqlx::E
     Ok(id.and_then(|s| QueueId::parse(&s)))
 }
 
+/// Octets of a message's body, without reading it.
+pub(super) async fn body_size(pool: &SqlitePool, id: QueueId) -> Result<usize, sqlx::Error> {
+    let row = sqlx::query("SELECT length(body) FROM messages WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row
+        .and_then(|r| r.try_get::<i64, _>(0).ok())
+        .map_or(0, |n| n.max(0) as usize))
+}
+
 /// Loads a message with its recipients of these transports that are queued and due at `now`; `None` when
 /// it has none.
 pub(super) async fn load_due(

@@ -51,3 +51,91 @@ async fn idle_client_is_cut_off_with_421_4_4_2() {
     assert!(text.starts_with("421 4.4.2"), "{text}");
     assert!(c.closed().await);
 }
+
+/// A destination that stalls every delivery, and mail for it pouring in: the bodies held by waiting
+/// deliveries stay within `[queue] delivery_memory_mb`, whatever the queue holds (100 MB here); the rest
+/// waits on disk. The same after a kill -9 and a restart with everything due at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_destination_holds_no_more_than_delivery_memory() {
+    use crate::dns::{Rr, TestDns};
+    use crate::sink::{Behaviour, sinks};
+    use std::time::Duration;
+    let s = sinks(vec![Behaviour {
+        stall_secs: 120,
+        ..Behaviour::default()
+    }]);
+    let dns = TestDns::start(vec![Rr::A("remote.test", "127.0.0.2")]);
+    let mut d = Daemon::start_with_dns(&format!(
+        "[delivery]\nremote_port = {}\nallow_private_addresses = true\nmax_connections = 2\n\
+         [queue]\ndelivery_memory_mb = 8\n[submission]\ntrusted_networks = [\"127.0.0.1/32\"]\n{}",
+        s[0].addr.port(),
+        dns.config()
+    ));
+    d.dns = Some(dns);
+    const MESSAGES: usize = 400;
+    const SIZE: usize = 256 * 1024;
+    let line = "x".repeat(1000);
+    let mut body =
+        String::from("From: <a@example.test>\r\nTo: <bob@remote.test>\r\nSubject: big\r\n\r\n");
+    while body.len() < SIZE {
+        body.push_str(&line);
+        body.push_str("\r\n");
+    }
+    let body = std::sync::Arc::new(body);
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let (addr, body) = (d.addr, body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut raw = Raw::connect(addr).await;
+            raw.cmd("EHLO load.test").await;
+            for _ in 0..MESSAGES / 4 {
+                let (code, text) = raw
+                    .send_message("a@load.test", "bob@remote.test", &body)
+                    .await;
+                assert_eq!(code, 250, "session {c}: {text}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss, peak) = d.rss_kib();
+    eprintln!("stalled destination, 100 MB queued: RSS {rss} kB, peak {peak} kB");
+    // 100 MB of mail is queued; the budget is 8 MiB. Without it, every waiting delivery held its body.
+    assert!(
+        peak < 90 * 1024,
+        "peak RSS {peak} kB (now {rss} kB) with 100 MB queued and delivery_memory_mb = 8"
+    );
+    assert!(
+        s[0].state
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+
+    // A restart finds all of it due at once: still within the budget.
+    let stopped = d.kill9();
+    let d = Daemon::restart(stopped);
+    let out = crate::harness::tern(d.dir.path(), &["queue", "flush"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss, peak) = d.rss_kib();
+    eprintln!("after a restart with 100 MB due: RSS {rss} kB, peak {peak} kB");
+    assert!(
+        peak < 90 * 1024,
+        "after a restart: peak RSS {peak} kB (now {rss} kB) with 100 MB due"
+    );
+    let queued = crate::harness::tern(d.dir.path(), &["queue", "list", "--json"]);
+    let text = String::from_utf8_lossy(&queued.stdout);
+    assert_eq!(
+        text.matches("bob@remote.test").count(),
+        MESSAGES,
+        "nothing lost: {}",
+        &text[..text.len().min(300)]
+    );
+}
