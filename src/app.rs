@@ -51,6 +51,7 @@ struct Shared {
     trusted_uids: Arc<Vec<u32>>,
     local_limits: Arc<ConnLimiter>,
     sieve: Arc<crate::local::sieve::SieveRunner>,
+    data_memory: Arc<tokio::sync::Semaphore>,
 }
 
 /// The per-listener contexts for `cfg`, with the TLS configuration `tls`.
@@ -124,6 +125,7 @@ fn contexts(
                 origin: cfg.origin.clone(),
                 local_limits: shared.local_limits.clone(),
                 sieve: Some(shared.sieve.clone()),
+                data_memory: shared.data_memory.clone(),
                 store: shared.store.clone(),
             });
             (kind, ctx)
@@ -277,6 +279,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         trusted_uids: Arc::new(trusted_uids),
         local_limits: ConnLimiter::new(cfg.sendmail_connections.0, cfg.sendmail_connections.1),
         sieve,
+        data_memory: Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(cfg.limits.data_memory / 1024)
+                .unwrap_or(usize::MAX)
+                .clamp(64, tokio::sync::Semaphore::MAX_PERMITS),
+        )),
     };
     let (trigger, shutdown) = crate::shutdown::channel();
     let mut senders: HashMap<ListenerKind, watch::Sender<Arc<Inbound>>> = HashMap::new();

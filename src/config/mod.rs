@@ -66,6 +66,8 @@ pub struct Limits {
     pub message_timeout: Duration,
     pub connections: usize,
     pub connections_per_ip: usize,
+    /// Octets of message content the SMTP sessions may hold together while it arrives.
+    pub data_memory: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -414,6 +416,7 @@ impl Validator {
             message_timeout: Duration::from_secs(l.message_timeout_secs.max(1)),
             connections: l.connections,
             connections_per_ip: l.connections_per_ip,
+            data_memory: l.data_memory_mb.clamp(1, 1 << 20) << 20,
         };
         let q = &raw.queue;
         if q.retry_base_secs == 0 {

@@ -376,6 +376,9 @@ pub struct RawLimits {
     pub connections: usize,
     /// Concurrent SMTP connections from one client IP address. Default: 50.
     pub connections_per_ip: usize,
+    /// MiB of message content all SMTP sessions together may hold while it arrives; a message that does
+    /// not fit gets 452 4.3.1 at the end of its data (the client tries again). Default: 512.
+    pub data_memory_mb: u64,
 }
 
 impl Default for RawLimits {
@@ -394,6 +397,7 @@ impl Default for RawLimits {
             message_timeout_secs: 1800,
             connections: 4000,
             connections_per_ip: 50,
+            data_memory_mb: 512,
         }
     }
 }

@@ -192,6 +192,36 @@ fn tls_version_name(v: rustls::ProtocolVersion) -> String {
     }
 }
 
+/// Keeps `held` equal (in KiB) to what the message being received holds; when the shared budget has no
+/// room for its growth, the message is shed (read to its end, then 452 4.3.1) rather than waited for:
+/// sessions waiting on each other for memory would never finish.
+fn account_data_memory(
+    session: &mut Session,
+    budget: &Arc<tokio::sync::Semaphore>,
+    held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let want = u32::try_from(session.message_memory().div_ceil(1024)).unwrap_or(u32::MAX);
+    let have = held.as_ref().map_or(0, |p| p.num_permits() as u32);
+    if want == 0 {
+        *held = None;
+    } else if want > have {
+        match budget.clone().try_acquire_many_owned(want - have) {
+            Ok(more) => match held {
+                Some(p) => p.merge(more),
+                None => *held = Some(more),
+            },
+            Err(_) => {
+                tracing::warn!(
+                    octets = session.message_memory(),
+                    "message refused for now: [limits] data_memory_mb is in use by other sessions"
+                );
+                session.shed_message();
+                *held = None;
+            }
+        }
+    }
+}
+
 async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     session: &mut Session,
     stream: &mut S,
@@ -206,6 +236,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut data_started: Option<tokio::time::Instant> = None;
     // A session must complete a message every session_idle, or it is holding a slot for nothing.
     let mut idle_since = conn.idle_since;
+    // This session's share of [limits] data_memory: what the message being received holds.
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     loop {
         while let Some(action) = session.poll() {
             last_command = tokio::time::Instant::now();
@@ -317,6 +349,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
+        account_data_memory(session, &conn.ctx.data_memory, &mut held);
         if !out.is_empty() {
             stream.write_all(&out).await?;
             stream.flush().await?;

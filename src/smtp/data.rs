@@ -15,6 +15,8 @@ pub enum ContentError {
     BareCr,
     /// The header section (up to the first empty line) is longer than this many octets.
     HeaderTooBig(usize),
+    /// The server had no memory left for it (shed by the driver); a temporary failure.
+    NoMemory,
 }
 
 /// Limits shared by the DATA and BDAT readers.
@@ -118,6 +120,17 @@ pub struct DataReader {
 }
 
 impl DataReader {
+    /// Octets the content buffer holds (its capacity: what it costs).
+    pub fn held(&self) -> usize {
+        self.sink.body.capacity()
+    }
+
+    /// Drops the content read so far and reads the rest without keeping it; the end of data then
+    /// reports `NoMemory`.
+    pub fn shed(&mut self) {
+        self.sink.fail(ContentError::NoMemory);
+    }
+
     pub fn new(limits: ContentLimits) -> DataReader {
         DataReader {
             pos: Pos::LineStart,
@@ -193,6 +206,16 @@ pub struct ChunkReader {
 }
 
 impl ChunkReader {
+    /// Octets the content buffer holds.
+    pub fn held(&self) -> usize {
+        self.sink.body.capacity()
+    }
+
+    /// As [`DataReader::shed`].
+    pub fn shed(&mut self) {
+        self.sink.fail(ContentError::NoMemory);
+    }
+
     pub fn new(limits: ContentLimits) -> ChunkReader {
         ChunkReader {
             sink: Sink::new(limits),

@@ -139,3 +139,60 @@ async fn a_stalled_destination_holds_no_more_than_delivery_memory() {
         &text[..text.len().min(300)]
     );
 }
+
+/// Many large messages at once: what the sessions hold while the content arrives stays within
+/// `[limits] data_memory_mb`; the messages past it are read to their end and answered 452 4.3.1 (the
+/// client tries again), never half-stored, and every 250 is delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_large_messages_stay_within_data_memory() {
+    use std::time::Duration;
+    let d = Daemon::start("[limits]\ndata_memory_mb = 16\nconnections_per_ip = 100\n");
+    const SESSIONS: usize = 40;
+    const SIZE: usize = 4 * 1024 * 1024;
+    let line = "y".repeat(998);
+    let mut body =
+        String::from("From: <a@remote.test>\r\nTo: <alice@example.test>\r\nSubject: large\r\n\r\n");
+    while body.len() < SIZE {
+        body.push_str(&line);
+        body.push_str("\r\n");
+    }
+    let body = std::sync::Arc::new(body);
+    let mut tasks = Vec::new();
+    for _ in 0..SESSIONS {
+        let (addr, body) = (d.addr, body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut raw = Raw::connect(addr).await;
+            raw.cmd("EHLO load.test").await;
+            raw.send_message("a@remote.test", "alice@example.test", &body)
+                .await
+        }));
+    }
+    let mut stored = 0;
+    let mut shed = 0;
+    for t in tasks {
+        let (code, text) = t.await.unwrap();
+        match code {
+            250 => stored += 1,
+            452 if text.contains("4.3.1") => shed += 1,
+            _ => panic!("unexpected reply {code} {text}"),
+        }
+    }
+    let (rss, peak) = d.rss_kib();
+    eprintln!(
+        "{SESSIONS} x 4 MiB at once, data_memory_mb = 16: {stored} stored, {shed} told to retry; RSS {rss} kB, peak {peak} kB"
+    );
+    assert!(stored >= 1, "some got through");
+    assert!(
+        peak < 110 * 1024,
+        "peak RSS {peak} kB with {SESSIONS} concurrent 4 MiB messages and a 16 MiB budget"
+    );
+    // Every 250 is a delivered message; nothing of the refused ones was kept.
+    let delivered = d.wait_delivered("alice@example.test", stored);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        d.delivered("alice@example.test").len(),
+        stored,
+        "{delivered:?}"
+    );
+    assert!(d.log_text().contains("data_memory_mb is in use") || shed == 0);
+}

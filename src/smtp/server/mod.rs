@@ -225,6 +225,25 @@ impl Session {
         (self.input.len() - self.pos, self.input.capacity())
     }
 
+    /// Octets the message being received holds in memory (0 outside DATA and BDAT).
+    pub fn message_memory(&self) -> usize {
+        match &self.phase {
+            Phase::Data(_, reader) => reader.held(),
+            Phase::Chunking(_, chunk) => chunk.held(),
+            _ => 0,
+        }
+    }
+
+    /// The driver has no memory for the message being received: it is read to its end without being kept
+    /// and refused with 452 4.3.1 then.
+    pub fn shed_message(&mut self) {
+        match &mut self.phase {
+            Phase::Data(_, reader) => reader.shed(),
+            Phase::Chunking(_, chunk) => chunk.shed(),
+            _ => {}
+        }
+    }
+
     /// Whether the session is reading message content (the driver applies the data timeout): DATA, a BDAT
     /// chunk, or the octets of a refused BDAT chunk being read and thrown away.
     pub fn in_data(&self) -> bool {
@@ -602,5 +621,6 @@ fn content_refusal(e: super::data::ContentError, limits: &SessionLimits) -> Repl
         ContentError::BareLf => Reply::bare_line_ending("LF"),
         ContentError::BareCr => Reply::bare_line_ending("CR"),
         ContentError::HeaderTooBig(max) => Reply::header_too_big(max),
+        ContentError::NoMemory => Reply::insufficient_storage(),
     }
 }

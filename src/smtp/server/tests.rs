@@ -414,3 +414,19 @@ fn lmtp_answers_duplicate_rcpts_and_whole_refusals_per_rcpt() {
     }
     assert_eq!(log, [250, 250, 250, 250, 354, 550, 550]);
 }
+
+#[test]
+fn a_shed_message_is_read_to_its_end_then_refused_with_452_4_3_1() {
+    let mut s = Session::new(config());
+    let start = "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nSubject: x\r\n\r\nfirst part\r\n";
+    let log = drive(&mut s, start.as_bytes(), usize::MAX);
+    assert_eq!(codes(&log), ["250", "250", "250", "354"]);
+    assert!(s.message_memory() > 0);
+    s.shed_message();
+    assert_eq!(s.message_memory(), 0);
+    // The rest of the content, with a line that looks like a command, then the end and a new transaction.
+    let rest = "MAIL FROM:<evil@x.test>\r\nmore\r\n.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nok\r\n.\r\n";
+    let log = drive(&mut s, rest.as_bytes(), 5);
+    assert!(log[0].starts_with("452 4.3.1"), "{log:?}");
+    assert_eq!(codes(&log[1..]), ["250", "250", "354", "MSG", "250"]);
+}
