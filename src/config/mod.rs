@@ -8,6 +8,7 @@ pub mod cidr;
 mod dnsbl;
 pub mod raw;
 mod sieve;
+mod transport;
 mod warnings;
 
 use crate::smtp::{Domain, Mailbox};
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
+pub use transport::{RelayAuth, TransportRule, rule_for};
 pub use warnings::warnings;
 
 /// The shipped default configuration (config/tern.toml), parsed in tests so it cannot rot.
@@ -119,6 +121,8 @@ pub struct DeliverySettings {
     pub tls_policy: std::collections::BTreeMap<String, TlsPolicy>,
     pub ca_file: Option<PathBuf>,
     pub allow_private_addresses: bool,
+    /// `[[transport]]` rules, first match wins.
+    pub transports: Vec<TransportRule>,
 }
 
 /// Inbound checks (SPF, DKIM, DMARC, ARC, blocklists, greylisting).
@@ -518,6 +522,7 @@ impl Validator {
             tls_policy,
             ca_file: d.ca_file.as_deref().map(|p| self.resolve(p)),
             allow_private_addresses: d.allow_private_addresses,
+            transports: self.transports(&raw.transports)?,
         };
         let nameservers = match &raw.dns.nameservers {
             None => None,

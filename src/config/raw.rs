@@ -13,6 +13,8 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
+    #[serde(default, rename = "transport", skip_serializing_if = "Vec::is_empty")]
+    pub transports: Vec<RawTransport>,
     #[serde(default)]
     pub tls: RawTls,
     pub domains: RawDomains,
@@ -439,6 +441,8 @@ pub enum TlsPolicy {
     /// STARTTLS whenever offered, certificate not checked (RFC 7435 opportunistic TLS).
     May,
     /// STARTTLS must be offered and succeed, certificate not checked; else the delivery is deferred.
+    /// Also written `require` (as `[[transport]] tls` documents it).
+    #[serde(alias = "require")]
     RequireTls,
     /// STARTTLS with a certificate valid for the MX host name (web PKI roots plus `ca_file`).
     Verify,
@@ -698,4 +702,26 @@ impl Default for RawGreylist {
             expire_secs: 35 * 86400,
         }
     }
+}
+
+/// One outbound routing rule (Postfix's transport map and relayhost in one list); the first whose
+/// `domains` match a recipient's domain decides.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransport {
+    /// Recipient domains: names, `*.example.com` (its subdomains) or `*` (everything).
+    pub domains: Vec<String>,
+    /// `host:port` of a relay (smarthost), used as it is, without an MX lookup (Postfix's `[host]:port`);
+    /// absent: the domains' MX hosts, as without a rule.
+    #[serde(default)]
+    pub relay: Option<String>,
+    /// TLS for these deliveries: may, require or verify. Default: may (or [delivery] tls_policy).
+    #[serde(default)]
+    pub tls: Option<TlsPolicy>,
+    /// User name for AUTH at the relay.
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// File holding the password (its first line), readable by the service user only (mode 0600).
+    #[serde(default)]
+    pub auth_password_file: Option<String>,
 }

@@ -105,6 +105,12 @@ pub(super) async fn deliver_domain(
         let reply = format!("5.4.14 hop count exceeded: {hops} Received: headers (mail loop?)");
         return all(rcpts, || permanent(reply.clone(), None));
     }
+    let rule = crate::config::rule_for(&ctx.settings.transports, domain);
+    if let Some(rule) = rule
+        && let Some((host, port)) = &rule.relay
+    {
+        return via_relay(ctx, m, domain, rule, host, *port, rcpts).await;
+    }
     let hosts = match ctx.dns.route(domain, &ctx.hostname).await {
         Ok(Route::Mx(hosts)) => hosts,
         Ok(Route::Implicit(d)) => vec![d],
@@ -159,7 +165,13 @@ pub(super) async fn deliver_domain(
                     format!("5.4.6 mail for {domain} loops back to myself (MX {host} is {addr})");
                 return all(rcpts, || permanent(reply.clone(), None));
             }
-            match transact(ctx, m, domain, host, addr, rcpts).await {
+            let opts = Opts {
+                tls: rule
+                    .and_then(|r| r.tls)
+                    .unwrap_or_else(|| ctx.tls_policy(domain)),
+                auth: None,
+            };
+            match transact(ctx, m, domain, host, addr, rcpts, &opts).await {
                 Ok(attempts) => return attempts,
                 Err(TryNext(reason, refused)) => {
                     tracing::info!(queue_id = %m.id, domain, host = %host, addr = %addr, reason = %reason, "trying the next MX");
@@ -180,14 +192,138 @@ pub(super) async fn deliver_domain(
     }
 }
 
-/// A connection ready for MAIL: from the idle pool, or new (greeting, EHLO, STARTTLS per policy).
+/// How to talk to a host: the TLS policy, and AUTH for a relay.
+struct Opts<'a> {
+    tls: TlsPolicy,
+    auth: Option<&'a crate::config::RelayAuth>,
+}
+
+/// A `[[transport]]` relay: its address (a name resolved by A/AAAA, no MX lookup), its TLS policy and
+/// AUTH. The admin chose it, so private addresses are fine; our own listeners are still a loop.
+async fn via_relay(
+    ctx: &Outbound,
+    m: &QueuedMessage,
+    domain: &str,
+    rule: &crate::config::TransportRule,
+    host: &str,
+    port: u16,
+    rcpts: &[&QueuedRecipient],
+) -> Vec<Attempt> {
+    let addresses = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => match ctx.dns.addresses(host).await {
+            Ok(a) if !a.is_empty() => a,
+            Ok(_) | Err(DnsError::NoSuchDomain(_)) => {
+                // The configuration names a host that does not exist: mended by the admin, so retried.
+                let reply = format!("4.4.4 relay {host} has no address");
+                return all(rcpts, || temporary(reply.clone(), None));
+            }
+            Err(e) => {
+                let reply = format!("4.4.3 relay {host}: {e}");
+                return all(rcpts, || temporary(reply.clone(), None));
+            }
+        },
+    };
+    let opts = Opts {
+        tls: rule.tls.unwrap_or_else(|| ctx.tls_policy(domain)),
+        auth: rule.auth.as_ref(),
+    };
+    let mut last = format!("4.4.1 relay {host} did not answer");
+    for ip in addresses {
+        let addr = SocketAddr::new(ip, port);
+        if ctx.is_own(addr) {
+            let reply = format!("5.4.6 the relay for {domain} ({host}, {addr}) is this server");
+            return all(rcpts, || permanent(reply.clone(), None));
+        }
+        match transact(ctx, m, domain, host, addr, rcpts, &opts).await {
+            Ok(attempts) => return attempts,
+            Err(TryNext(reason, _)) => {
+                tracing::info!(queue_id = %m.id, domain, relay = %host, addr = %addr, reason = %reason, "relay address failed");
+                last = reason;
+            }
+        }
+    }
+    // A relay's refusal of the session says nothing final about the recipients: retried.
+    all(rcpts, || temporary(last.clone(), None))
+}
+
+/// AUTH at a relay, PLAIN or LOGIN as offered (RFC 4954); only inside TLS, or to a loopback address.
+async fn authenticate(
+    conn: &mut Connection,
+    auth: &crate::config::RelayAuth,
+    host: &str,
+) -> Result<(), TryNext> {
+    use base64::Engine;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    if conn.tls.is_none() && !conn.addr.ip().is_loopback() {
+        return Err(TryNext::temporary(format!(
+            "4.7.10 relay {host} offers no TLS: the AUTH password is not sent in the clear"
+        )));
+    }
+    let reply = if conn.caps.auth.iter().any(|m| m == "PLAIN") {
+        let token = b64(format!("\0{}\0{}", auth.user, auth.password).as_bytes());
+        conn.command(&format!("AUTH PLAIN {token}\r\n"), COMMAND_TIMEOUT)
+            .await
+            .map_err(|e| TryNext::temporary(format!("4.4.2 {e}")))?
+    } else if conn.caps.auth.iter().any(|m| m == "LOGIN") {
+        let r = conn
+            .command("AUTH LOGIN\r\n", COMMAND_TIMEOUT)
+            .await
+            .map_err(|e| TryNext::temporary(format!("4.4.2 {e}")))?;
+        if r.code != 334 {
+            return Err(TryNext::temporary(format!(
+                "4.7.0 relay {host} refused AUTH LOGIN: {}",
+                r.summary()
+            )));
+        }
+        let r = conn
+            .command(
+                &format!("{}\r\n", b64(auth.user.as_bytes())),
+                COMMAND_TIMEOUT,
+            )
+            .await
+            .map_err(|e| TryNext::temporary(format!("4.4.2 {e}")))?;
+        if r.code != 334 {
+            return Err(TryNext::temporary(format!(
+                "4.7.0 relay {host} refused the user name: {}",
+                r.summary()
+            )));
+        }
+        conn.command(
+            &format!("{}\r\n", b64(auth.password.as_bytes())),
+            COMMAND_TIMEOUT,
+        )
+        .await
+        .map_err(|e| TryNext::temporary(format!("4.4.2 {e}")))?
+    } else {
+        return Err(TryNext::temporary(format!(
+            "4.7.0 relay {host} offers neither AUTH PLAIN nor LOGIN"
+        )));
+    };
+    if reply.code == 235 {
+        tracing::debug!(relay = host, user = %crate::log::Escaped(&auth.user), "authenticated at the relay");
+        Ok(())
+    } else {
+        // Wrong credentials are the admin's to mend: the mail waits (and the reply, never the password,
+        // is in the log and the queue).
+        Err(TryNext::temporary(format!(
+            "4.7.8 relay {host} refused the login of {}: {}",
+            auth.user,
+            reply.summary()
+        )))
+    }
+}
+
+/// A connection ready for MAIL: from the idle pool, or new (greeting, EHLO, STARTTLS per policy, AUTH
+/// for a relay that needs it).
 async fn open(
     ctx: &Outbound,
     domain: &str,
     host: &str,
     addr: SocketAddr,
+    opts: &Opts<'_>,
 ) -> Result<Connection, TryNext> {
-    let policy = ctx.tls_policy(domain);
+    let policy = opts.tls;
     let mut use_tls = true;
     for _ in 0..2 {
         let mut conn = Connection::connect(addr, host, ctx.settings.connect_timeout)
@@ -222,6 +358,9 @@ async fn open(
                     "4.7.5 TLS is required for {domain} but {host} does not offer STARTTLS"
                 )));
             }
+            if let Some(auth) = opts.auth {
+                authenticate(&mut conn, auth, host).await?;
+            }
             return Ok(conn);
         }
         let config = if policy == TlsPolicy::Verify {
@@ -237,6 +376,9 @@ async fn open(
                     .map_err(|e| TryNext::temporary(format!("4.4.2 {e}")))?;
                 if hello.code != 250 {
                     return Err(TryNext::temporary(hello.summary()));
+                }
+                if let Some(auth) = opts.auth {
+                    authenticate(&mut tls, auth, host).await?;
                 }
                 return Ok(tls);
             }
@@ -305,18 +447,24 @@ async fn transact(
     host: &str,
     addr: SocketAddr,
     rcpts: &[&QueuedRecipient],
+    opts: &Opts<'_>,
 ) -> Result<Vec<Attempt>, TryNext> {
     let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
+    // Authenticated sessions are not pooled: the pool is by address, and another route to the same
+    // address must not inherit a login (or lack one).
+    let poolable = opts.auth.is_none();
     // A pooled connection may have been closed by the server meanwhile: then one fresh try.
     for pooled in [true, false] {
-        let conn = match pooled.then(|| ctx.pool.take(addr)).flatten() {
+        let conn = match (pooled && poolable).then(|| ctx.pool.take(addr)).flatten() {
             Some(c) => c,
             None if pooled => continue,
-            None => open(ctx, domain, host, addr).await?,
+            None => open(ctx, domain, host, addr, opts).await?,
         };
         match run(ctx, m, conn, rcpts, &relay).await {
             Ok((attempts, conn)) => {
-                if let Some(conn) = conn {
+                if let Some(conn) = conn
+                    && poolable
+                {
                     ctx.pool.put(conn);
                 }
                 return Ok(attempts);

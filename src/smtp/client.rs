@@ -99,6 +99,8 @@ pub struct Capabilities {
     pub dsn: bool,
     pub chunking: bool,
     pub enhanced_status_codes: bool,
+    /// SASL mechanisms offered (`AUTH PLAIN LOGIN`), upper-cased.
+    pub auth: Vec<String>,
 }
 
 impl Capabilities {
@@ -109,6 +111,7 @@ impl Capabilities {
             let keyword = words.next().unwrap_or("").to_ascii_uppercase();
             match keyword.as_str() {
                 "STARTTLS" => c.starttls = true,
+                "AUTH" => c.auth = words.map(|w| w.to_ascii_uppercase()).collect(),
                 "PIPELINING" => c.pipelining = true,
                 "SIZE" => c.size = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
                 "8BITMIME" => c.eightbitmime = true,

@@ -595,3 +595,101 @@ fn a_stuck_domain_does_not_hold_the_connections_other_domains_need() {
     );
     assert!(s[0].messages().is_empty());
 }
+
+/// A smarthost: a second tern's submission listener (STARTTLS, then AUTH) as the relay for relay.test.
+fn smarthost() -> Daemon {
+    let dns = TestDns::start(Vec::new());
+    let mut relay = Daemon::start_with_dns(&format!(
+        "[domains]\nlocal = [\"relay.test\"]\npostmaster = \"carol@relay.test\"\n\
+         [[listener]]\nkind = \"submission\"\nbind = [\"127.0.0.1:0\"]\n{}",
+        dns.config()
+    ));
+    relay.dns = Some(dns);
+    crate::harness::add_user_with_password(relay.dir.path(), "bob@relay.test", "bob-relay-pw");
+    let out = tern(
+        relay.dir.path(),
+        &["user", "set", "bob@relay.test", "--sender-policy", "any"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tern(relay.dir.path(), &["user", "add", "carol@relay.test"]);
+    assert!(out.status.success());
+    relay
+}
+
+fn password_file(dir: &Path, password: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let file = dir.join("relay.password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+    file.display().to_string()
+}
+
+#[test]
+fn a_transport_relays_through_a_smarthost_with_starttls_and_auth() {
+    let relay = smarthost();
+    let keys = tempfile::tempdir().unwrap();
+    let file = password_file(keys.path(), "bob-relay-pw", 0o600);
+    let dns = TestDns::start(Vec::new());
+    let d = sender(
+        dns,
+        25,
+        &format!(
+            "[[transport]]\ndomains = [\"relay.test\", \"*.relay.test\"]\nrelay = \"127.0.0.1:{}\"\n\
+             tls = \"require\"\nauth_user = \"bob@relay.test\"\nauth_password_file = {file:?}\n",
+            relay.listener("submission").port()
+        ),
+    );
+    send(&d, &["carol@relay.test"], "via the smarthost");
+    let got = relay.wait_delivered("carol@relay.test", 1);
+    assert_eq!(got.len(), 1, "{}\n{}", d.log_text(), relay.log_text());
+    let text = std::fs::read_to_string(&got[0]).unwrap();
+    assert!(text.contains("Subject: via the smarthost"), "{text}");
+    // The relay saw an authenticated TLS session; the password is nowhere in either log.
+    assert!(
+        relay.log_text().contains("bob@relay.test"),
+        "{}",
+        relay.log_text()
+    );
+    assert!(!d.log_text().contains("bob-relay-pw") && !relay.log_text().contains("bob-relay-pw"));
+}
+
+#[test]
+fn a_wrong_relay_password_defers_and_a_readable_password_file_is_refused() {
+    let relay = smarthost();
+    let keys = tempfile::tempdir().unwrap();
+    let file = password_file(keys.path(), "not-the-password", 0o600);
+    let dns = TestDns::start(Vec::new());
+    let d = sender(
+        dns,
+        25,
+        &format!(
+            "[[transport]]\ndomains = [\"*\"]\nrelay = \"127.0.0.1:{}\"\ntls = \"require\"\n\
+             auth_user = \"bob@relay.test\"\nauth_password_file = {file:?}\n",
+            relay.listener("submission").port()
+        ),
+    );
+    send(&d, &["carol@relay.test"], "wrong password");
+    let list = wait_queue(&d, |l| l.contains("4.7.8"));
+    assert!(
+        list.contains("refused the login of bob@relay.test"),
+        "{list}\n{}",
+        d.log_text()
+    );
+    assert!(!list.contains("not-the-password") && !d.log_text().contains("not-the-password"));
+    assert!(relay.delivered("carol@relay.test").is_empty());
+
+    // A password file others can read stops the configuration.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = tern(d.dir.path(), &["check-config"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("transport[0].auth_password_file") && err.contains("chmod 0600"),
+        "{err}"
+    );
+}
