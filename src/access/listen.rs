@@ -108,8 +108,21 @@ where
 {
     use tokio::io::AsyncReadExt;
     if !out.is_empty() {
-        stream.write_all(out).await?;
-        stream.flush().await?;
+        // A client that does not read cannot hold the session past `idle` (nor past a shutdown).
+        let write = async {
+            stream.write_all(out).await?;
+            stream.flush().await
+        };
+        tokio::select! {
+            w = tokio::time::timeout(idle, write) => match w {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::info!("timeout writing to a client that does not read");
+                    return Ok(None);
+                }
+            },
+            _ = shutdown.fired() => return Ok(None),
+        }
         out.clear();
     }
     tokio::select! {

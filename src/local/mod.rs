@@ -199,24 +199,16 @@ async fn follow_up(
             .map_err(|e| format!("4.3.0 vacation memory: {e}"))?;
         if due {
             let id = intake.next_id();
-            // :from may name only the user's own address (with any display name): a vacation reply is
-            // not a way to send as someone else.
-            let own = |a: &str| {
-                let a = a.trim();
-                let addr = a
-                    .rfind('<')
-                    .and_then(|i| a[i + 1..].split('>').next())
-                    .unwrap_or(a)
-                    .trim();
-                addr.eq_ignore_ascii_case(&f.mailbox.to_string())
-                    || addr.eq_ignore_ascii_case(&rcpt.forward_path)
-            };
+            // :from may name only the user's own address (with a display name): a vacation reply is
+            // not a way to send as someone else. It is parsed as a header would be, and written anew.
             let mut reply = reply.clone();
-            if let Some(from) = &reply.from
-                && !own(from)
-            {
-                tracing::warn!(mailbox = %f.mailbox, from = %crate::log::Escaped(from), "sieve: vacation :from is not the user's address; using the user's");
-                reply.from = None;
+            if let Some(from) = reply.from.take() {
+                match own_from(&from, &[f.mailbox.to_string(), rcpt.forward_path.clone()]) {
+                    Some(clean) => reply.from = Some(clean),
+                    None => {
+                        tracing::warn!(mailbox = %f.mailbox, from = %crate::log::Escaped(&from), "sieve: vacation :from is not the user's address; using the user's")
+                    }
+                }
             }
             let body = reply.render(
                 &f.mailbox.to_string(),
@@ -242,6 +234,35 @@ async fn follow_up(
         tracing::warn!(mailbox = %f.mailbox, error = %e, "sieve: duplicate keys not remembered");
     }
     Ok(())
+}
+
+/// A vacation `:from` rewritten as `"Name" <address>` when it is exactly one mailbox and that mailbox is
+/// one of `own`; `None` otherwise.
+fn own_from(from: &str, own: &[String]) -> Option<String> {
+    let header = format!("From: {}\r\n\r\n", from.replace(['\r', '\n'], " "));
+    let parsed = mail_parser::MessageParser::default().parse_headers(header.as_bytes())?;
+    let addr = parsed.from()?;
+    let mut all = addr.iter();
+    let first = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    let address = first.address()?;
+    if !own.iter().any(|o| o.eq_ignore_ascii_case(address)) {
+        return None;
+    }
+    let name: String = first
+        .name()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+        .take(100)
+        .collect();
+    Some(if name.trim().is_empty() {
+        format!("<{address}>")
+    } else {
+        format!("\"{}\" <{address}>", name.trim())
+    })
 }
 
 /// One recipient's copies: the first failure, and the reply for the log line.
@@ -281,6 +302,23 @@ fn deliver(
                 });
                 continue;
             };
+            // The script decides how many copies there are, and their size: the quota sees all of them.
+            let plan = sieve.and_then(|s| {
+                s.plan(
+                    store,
+                    &mailbox,
+                    &rcpt.forward_path,
+                    &m.reverse_path,
+                    &m.body,
+                )
+            });
+            let (copies, copy_size) = match &plan {
+                Some(p) => (
+                    p.copies.len() as u64,
+                    p.edited.as_ref().map_or(body.len(), Vec::len) as u64,
+                ),
+                None => (1, body.len() as u64),
+            };
             // Over quota: deferred (and retried until the user makes room or the message expires), never lost.
             let key = mailbox.to_string().to_lowercase();
             if let Some(quota) = quotas.get(&key) {
@@ -292,11 +330,18 @@ fn deliver(
                         bytes: u.bytes + planned_bytes,
                         messages: u.messages + planned_count,
                     })
-                    .map(|u| u.exceeds(*quota, body.len() as u64))
+                    .map(|u| {
+                        copies > 0
+                            && crate::mailbox::Usage {
+                                bytes: u.bytes + copy_size * (copies - 1),
+                                messages: u.messages + (copies - 1),
+                            }
+                            .exceeds(*quota, copy_size)
+                    })
                     .unwrap_or(false);
                 if !full {
                     let e = planned.entry(key).or_insert((0, 0));
-                    *e = (e.0 + body.len() as u64, e.1 + 1);
+                    *e = (e.0 + copy_size * copies, e.1 + copies);
                 }
                 if full {
                     let reply = format!("4.2.2 mailbox {mailbox} is over its quota");
@@ -312,15 +357,6 @@ fn deliver(
             prefix.push_str(&format!("\n\tfor <{}>; {date}\n", rcpt.forward_path));
             let default_folder = (!rcpt.folder.is_empty()).then(|| rcpt.folder.clone());
             let unique = format!("{}.{}_{}.tern", m.received_at, m.id, rcpt.idx);
-            let plan = sieve.and_then(|s| {
-                s.plan(
-                    store,
-                    &mailbox,
-                    &rcpt.forward_path,
-                    &m.reverse_path,
-                    &m.body,
-                )
-            });
             let Some(plan) = plan else {
                 let reply = match &default_folder {
                     Some(f) => format!("2.0.0 delivered to mailbox {mailbox} folder {f}"),
@@ -472,6 +508,41 @@ fn crlf_to_lf(body: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn vacation_from_must_be_the_users_own_mailbox() {
+        let own = ["alice@example.test".to_string()];
+        assert_eq!(
+            super::own_from("Alice Smith <alice@example.test>", &own).as_deref(),
+            Some("\"Alice Smith\" <alice@example.test>")
+        );
+        assert_eq!(
+            super::own_from("ALICE@example.test", &own).as_deref(),
+            Some("<ALICE@example.test>")
+        );
+        // Whatever a lenient parse makes of a comment, what is written is only the user's own address.
+        let tricky = super::own_from("boss@corp.example (<alice@example.test>)", &own);
+        assert!(
+            tricky.as_deref().is_none_or(|f| !f.contains("boss")),
+            "{tricky:?}"
+        );
+        for hostile in [
+            "\"Boss\" <boss@corp.example>, <alice@example.test>",
+            "x\r\nBcc: <alice@example.test>",
+            "\"a\\\"b\r\n\" <alice@example.test>",
+        ] {
+            let got = super::own_from(hostile, &own);
+            assert!(
+                got.as_deref().is_none_or(|f| !f.contains("boss")
+                    && !f.contains('\n')
+                    && !f.contains("Bcc")
+                    && f.ends_with("<alice@example.test>")
+                    && f.matches('"').count() <= 2),
+                "{hostile:?} gave {got:?}"
+            );
+        }
+        assert_eq!(super::own_from("boss@corp.example", &own), None);
+    }
+
     #[test]
     fn crlf_becomes_lf_and_lone_cr_stays() {
         assert_eq!(super::crlf_to_lf(b"a\r\nb\rc\r\n"), b"a\nb\rc\n");

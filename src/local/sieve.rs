@@ -15,6 +15,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// Times a message may have been redirected by Sieve before it is only kept.
+pub const MAX_REDIRECT_HOPS: usize = 5;
+
 /// Folders a mailbox may have before `fileinto :create` stops making new ones.
 pub const MAX_FOLDERS: usize = 1000;
 
@@ -140,13 +143,20 @@ impl SieveRunner {
             ..Plan::default()
         };
         // Mail already redirected by this user came back: a loop (RFC 5228 section 4.2 asks for a guard).
+        // So is mail that has been redirected MAX_REDIRECT_HOPS times already: a chain through several
+        // users (each with :copy and several redirects) must not fan out without end.
         let marker = format!("<{user}>");
-        let looped = crate::message::fields(message).any(|(name, field)| {
-            name.eq_ignore_ascii_case(b"X-Sieve-Redirected-From")
-                && String::from_utf8_lossy(field)
+        let mut hops = 0;
+        let mut mine = false;
+        for (name, field) in crate::message::fields(message) {
+            if name.eq_ignore_ascii_case(b"X-Sieve-Redirected-From") {
+                hops += 1;
+                mine |= String::from_utf8_lossy(field)
                     .to_lowercase()
-                    .contains(&marker)
-        });
+                    .contains(&marker);
+            }
+        }
+        let looped = mine || hops >= MAX_REDIRECT_HOPS;
         for action in outcome.actions {
             match action {
                 Action::Store {
@@ -189,6 +199,7 @@ impl SieveRunner {
                         .join(" ")
                         .chars()
                         .filter(|c| !c.is_control())
+                        .map(|c| if c.is_ascii() { c } else { '?' })
                         .take(200)
                         .collect();
                     plan.reject = Some(if line.is_empty() {

@@ -525,7 +525,8 @@ impl Compiler {
         if m.match_type == MatchType::Regex {
             for k in keys {
                 if let Some(p) = k.as_literal() {
-                    super::matching::regex(p, m.comparator)
+                    let key = (p.to_string(), m.comparator != Comparator::Octet);
+                    super::matching::shared(&key, m.comparator)
                         .map_err(|e| CompileError::at(pos, e))?;
                 }
             }

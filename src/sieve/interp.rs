@@ -213,6 +213,8 @@ pub fn run(
         redirects: 0,
         duplicates: Vec::new(),
         vacation: false,
+        added_fields: 0,
+        added_bytes: 0,
     };
     // The admin's scripts before and after the user's run as one: stop in any ends the run; return ends
     // the script it is in (RFC 6609 section 3.3).
@@ -296,6 +298,12 @@ impl Scope {
         name.starts_with("global.") || self.globals.contains(name)
     }
 
+    /// The key of a variable in its map: `global.x` and a declared global `x` are one variable (RFC
+    /// 6609 section 3.5).
+    fn key<'n>(&self, name: &'n str) -> &'n str {
+        name.strip_prefix("global.").unwrap_or(name)
+    }
+
     fn internal_flags(&self, globals: &HashMap<String, String>) -> Vec<String> {
         split_flags(globals.get(INTERNAL_FLAGS).map_or("", String::as_str))
     }
@@ -320,7 +328,13 @@ struct Run<'a> {
     redirects: usize,
     duplicates: Vec<(String, u64)>,
     vacation: bool,
+    added_fields: usize,
+    added_bytes: usize,
 }
+
+/// Header fields, and their octets, one run may add with addheader.
+const MAX_ADDED_FIELDS: usize = 100;
+const MAX_ADDED_BYTES: usize = 64 * 1024;
 
 impl Run<'_> {
     fn step(&mut self) -> Step {
@@ -331,7 +345,7 @@ impl Run<'_> {
                 self.limits.max_steps
             ));
         }
-        if self.steps.is_multiple_of(256) && self.started.elapsed() > self.limits.max_time {
+        if self.started.elapsed() > self.limits.max_time {
             return err(format!(
                 "script ran longer than {} ms",
                 self.limits.max_time.as_millis()
@@ -342,7 +356,10 @@ impl Run<'_> {
 
     fn get_var(&self, scope: &Scope, name: &str) -> String {
         if scope.is_global(name) {
-            self.globals.get(name).cloned().unwrap_or_default()
+            self.globals
+                .get(scope.key(name))
+                .cloned()
+                .unwrap_or_default()
         } else {
             scope.vars.get(name).cloned().unwrap_or_default()
         }
@@ -351,7 +368,7 @@ impl Run<'_> {
     fn set_var(&mut self, scope: &mut Scope, name: &str, value: String) {
         let value = super::strings::bounded(value);
         if scope.is_global(name) {
-            self.globals.insert(name.to_string(), value);
+            self.globals.insert(scope.key(name).to_string(), value);
         } else {
             scope.vars.insert(name.to_string(), value);
         }
@@ -519,7 +536,7 @@ impl Run<'_> {
                 };
                 let joined = new.join(" ");
                 if name == INTERNAL_FLAGS {
-                    self.globals.insert(name, joined);
+                    self.globals.insert(name, super::strings::bounded(joined));
                 } else {
                     self.set_var(scope, &name, joined);
                 }
@@ -590,6 +607,14 @@ impl Run<'_> {
                     return Ok(());
                 }
                 let value = fold(&value);
+                // What scripts add is bounded: fields and octets (RFC 5293 leaves the limit to us).
+                self.added_fields += 1;
+                self.added_bytes += name.len() + value.len() + 4;
+                if self.added_fields > MAX_ADDED_FIELDS || self.added_bytes > MAX_ADDED_BYTES {
+                    return err(format!(
+                        "addheader past {MAX_ADDED_FIELDS} fields or {MAX_ADDED_BYTES} octets"
+                    ));
+                }
                 let field = message::Field {
                     name,
                     value: format!(" {value}\r\n"),
@@ -1026,6 +1051,12 @@ impl Run<'_> {
                 let seen = self.env.seen(&key);
                 let secs = seconds.unwrap_or(12 * 3600).min(7 * 86_400);
                 if !self.duplicates.iter().any(|(k, _)| *k == key) {
+                    if self.duplicates.len() >= self.limits.max_actions {
+                        return err(format!(
+                            "more than {} duplicate tests in one run",
+                            self.limits.max_actions
+                        ));
+                    }
                     self.duplicates.push((key, secs));
                 }
                 seen

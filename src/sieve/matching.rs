@@ -8,7 +8,7 @@ use std::collections::HashMap;
 /// Text longer than this is cut before wildcard matching (which is O(text × pattern)).
 const MAX_MATCH_TEXT: usize = 64 * 1024;
 /// Compiled regular expressions are refused above this size (the regex crate's own limit).
-const MAX_REGEX_SIZE: usize = 1 << 20;
+const MAX_REGEX_SIZE: usize = 256 * 1024;
 
 /// A regular expression (draft-ietf-sieve-regex: POSIX extended, read by the regex crate, which runs in
 /// linear time so that no pattern can make matching take long).
@@ -52,7 +52,7 @@ impl Regexes {
 
 /// Patterns compiled once for every run of the process (scripts repeat theirs for every message); a
 /// regex is a shared handle, so a copy costs a reference count.
-fn shared(key: &(String, bool), comparator: Comparator) -> Result<regex::Regex, String> {
+pub(crate) fn shared(key: &(String, bool), comparator: Comparator) -> Result<regex::Regex, String> {
     static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<(String, bool), regex::Regex>>> =
         std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
@@ -63,8 +63,8 @@ fn shared(key: &(String, bool), comparator: Comparator) -> Result<regex::Regex, 
     }
     let r = regex(&key.0, comparator)?;
     if let Ok(mut c) = cache.lock() {
-        // Bounded: whatever users upload, the cache holds at most this many patterns.
-        if c.len() >= 1024 {
+        // Bounded: whatever users upload, the cache holds at most 256 patterns of 256 KiB.
+        if c.len() >= 256 {
             c.clear();
         }
         c.insert(key.clone(), r.clone());
@@ -91,7 +91,7 @@ pub fn matches(
             Comparator::UnicodeCasemap => value.to_lowercase().contains(&key.to_lowercase()),
             Comparator::AsciiNumeric => false,
         },
-        MatchType::Matches => match wildcard(m.comparator, value, key) {
+        MatchType::Matches => match wildcard(m.comparator, value, key)? {
             Some(caps) => {
                 if let Some(c) = captures {
                     *c = caps;
@@ -188,9 +188,16 @@ fn same(c: Comparator, a: char, b: char) -> bool {
     }
 }
 
+/// Steps one wildcard comparison may take; past it the comparison is a runtime error (so the message is
+/// kept), whatever the pattern and the text.
+const MAX_WILDCARD_STEPS: u64 = 4_000_000;
+
 /// `*` and `?` wildcards with `\` escapes (RFC 5228 section 2.7.1). On a match, the match variables:
 /// the whole value, then what each wildcard took, each `*` as little as the rest allows (RFC 5229 3.2).
-fn wildcard(c: Comparator, value: &str, key: &str) -> Option<Vec<String>> {
+///
+/// The matcher keeps only the position of the last `*` to back up to: memory is the pattern's size, and
+/// the steps are bounded by `MAX_WILDCARD_STEPS`.
+fn wildcard(c: Comparator, value: &str, key: &str) -> Result<Option<Vec<String>>, String> {
     let mut pattern = Vec::new();
     let mut chars = key.chars();
     while let Some(ch) = chars.next() {
@@ -211,42 +218,68 @@ fn wildcard(c: Comparator, value: &str, key: &str) -> Option<Vec<String>> {
         value.chars().collect()
     };
     let (m, n) = (pattern.len(), text.len());
-    // ok[p][t]: pattern[p..] matches text[t..].
-    let width = n + 1;
-    let mut ok = vec![false; (m + 1) * width];
-    ok[m * width + n] = true;
-    for p in (0..m).rev() {
-        for t in (0..=n).rev() {
-            ok[p * width + t] = match pattern[p] {
-                Pat::Any => ok[(p + 1) * width + t] || (t < n && ok[p * width + t + 1]),
-                Pat::One => t < n && ok[(p + 1) * width + t + 1],
-                Pat::Char(ch) => t < n && same(c, ch, text[t]) && ok[(p + 1) * width + t + 1],
-            };
+    // Where each pattern item starts in the text (for the captures).
+    let mut start = vec![0usize; m + 1];
+    let (mut p, mut t) = (0usize, 0usize);
+    // The last `*` seen and the text position it now ends at.
+    let mut star: Option<(usize, usize)> = None;
+    let mut steps = 0u64;
+    loop {
+        steps += 1;
+        if steps > MAX_WILDCARD_STEPS {
+            return Err(format!(
+                "a :matches comparison took more than {MAX_WILDCARD_STEPS} steps"
+            ));
         }
-    }
-    if !ok[0] {
-        return None;
-    }
-    let mut caps = vec![text.iter().collect::<String>()];
-    let mut t = 0;
-    for p in 0..m {
-        match pattern[p] {
-            Pat::Char(_) => t += 1,
-            Pat::One => {
-                caps.push(text[t].to_string());
-                t += 1;
-            }
-            Pat::Any => {
-                let mut end = t;
-                while !ok[(p + 1) * width + end] {
-                    end += 1;
+        if p < m {
+            match pattern[p] {
+                Pat::Any => {
+                    start[p] = t;
+                    star = Some((p, t));
+                    p += 1;
+                    continue;
                 }
-                caps.push(text[t..end].iter().collect());
-                t = end;
+                Pat::One if t < n => {
+                    start[p] = t;
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                Pat::Char(ch) if t < n && same(c, ch, text[t]) => {
+                    start[p] = t;
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        } else if t == n {
+            break;
+        }
+        // Mismatch (or pattern done with text left): the last `*` takes one more character.
+        match star {
+            Some((sp, st)) if st < n => {
+                star = Some((sp, st + 1));
+                p = sp + 1;
+                t = st + 1;
+            }
+            _ => return Ok(None),
+        }
+    }
+    start[m] = n;
+    let mut caps = vec![text.iter().collect::<String>()];
+    for i in 0..m {
+        match pattern[i] {
+            Pat::Char(_) => {}
+            Pat::One => caps.push(text[start[i]].to_string()),
+            Pat::Any => {
+                // A `*` ends where the next item starts (or at the end).
+                let end = start[i + 1..=m].first().copied().unwrap_or(n).max(start[i]);
+                caps.push(text[start[i]..end].iter().collect());
             }
         }
     }
-    Some(caps)
+    Ok(Some(caps))
 }
 
 #[cfg(test)]
@@ -267,25 +300,46 @@ mod tests {
             "[acme-users] [fwd] version 1.0 is out",
             "[*] *",
         )
+        .unwrap()
         .unwrap();
         assert_eq!(caps[1], "acme-users");
         assert_eq!(caps[2], "[fwd] version 1.0 is out");
-        let caps = wildcard(Comparator::AsciiCasemap, "<coyote@example.com>", "*<*@*").unwrap();
+        let caps = wildcard(Comparator::AsciiCasemap, "<coyote@example.com>", "*<*@*")
+            .unwrap()
+            .unwrap();
         assert_eq!(&caps[1..], ["", "coyote", "example.com>"]);
-        assert!(wildcard(Comparator::Octet, "abc", "a?c").is_some());
-        assert!(wildcard(Comparator::Octet, "aBc", "abc").is_none());
-        assert!(wildcard(Comparator::AsciiCasemap, "aBc", "abc").is_some());
-        assert!(wildcard(Comparator::Octet, "a*c", "a\\*c").is_some());
-        assert!(wildcard(Comparator::Octet, "abc", "a\\*c").is_none());
-        assert!(wildcard(Comparator::Octet, "", "*").is_some());
-        assert!(wildcard(Comparator::Octet, "", "?").is_none());
+        assert!(wildcard(Comparator::Octet, "abc", "a?c").unwrap().is_some());
+        assert!(wildcard(Comparator::Octet, "aBc", "abc").unwrap().is_none());
+        assert!(
+            wildcard(Comparator::AsciiCasemap, "aBc", "abc")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            wildcard(Comparator::Octet, "a*c", "a\\*c")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            wildcard(Comparator::Octet, "abc", "a\\*c")
+                .unwrap()
+                .is_none()
+        );
+        assert!(wildcard(Comparator::Octet, "", "*").unwrap().is_some());
+        assert!(wildcard(Comparator::Octet, "", "?").unwrap().is_none());
     }
 
     #[test]
     fn hostile_patterns_stay_polynomial() {
         let text = "a".repeat(5000);
         let key = "*a".repeat(50) + "b";
-        assert!(wildcard(Comparator::Octet, &text, &key).is_none());
+        assert!(wildcard(Comparator::Octet, &text, &key).unwrap().is_none());
+        // Far past the step budget: a runtime error (the message is kept), not hours or gigabytes.
+        let text = "a".repeat(60_000);
+        let key = "*a".repeat(20_000) + "b";
+        assert!(wildcard(Comparator::Octet, &text, &key).unwrap().is_none());
+        let key = "*".to_string() + &"a".repeat(30_000) + "b";
+        assert!(wildcard(Comparator::Octet, &text, &key).is_err());
     }
 
     #[test]

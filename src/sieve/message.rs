@@ -17,6 +17,10 @@ pub fn protected(name: &str) -> bool {
     ["received", "auto-submitted"]
         .iter()
         .any(|p| p.eq_ignore_ascii_case(name))
+        // The redirect loop guard (and whatever else tern marks with X-Sieve-) is not the script's.
+        || name
+            .get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case("x-sieve-"))
 }
 
 /// Octets of the body the body test looks at, at most.

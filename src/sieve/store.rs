@@ -72,7 +72,12 @@ pub struct ScriptStore {
     /// `RECHECK` whatever the traffic. Changes made through this store are seen at once; changes made
     /// by another process (`tern sieve`) within `RECHECK`.
     recent: Arc<Mutex<HashMap<String, Looked>>>,
+    /// (user, script) → (digest of its text, program): included scripts.
+    included: Arc<Mutex<HashMap<(String, String), Included>>>,
 }
+
+/// A compiled included script and the digest of the text it was compiled from.
+type Included = (String, Arc<Program>);
 
 /// A compiled active script and the version it was compiled from.
 type Compiled = (i64, Arc<Program>);
@@ -92,6 +97,7 @@ impl ScriptStore {
             quota,
             cache: Arc::new(Mutex::new(HashMap::new())),
             recent: Arc::new(Mutex::new(HashMap::new())),
+            included: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -343,20 +349,35 @@ impl ScriptStore {
         Ok(Some(program))
     }
 
-    /// A personal script by name, compiled, for `include :personal`.
+    /// A personal script by name, compiled, for `include :personal`; compiled once per version of its
+    /// text (a script may include another many times per message).
     pub async fn personal(
         &self,
         user: &str,
         name: &str,
     ) -> Result<Option<Arc<Program>>, StoreError> {
         let user = &user.to_lowercase();
-        match self.get(user, name).await {
-            Ok(source) => Ok(Some(Arc::new(
-                super::compile(&source).map_err(StoreError::Compile)?,
-            ))),
-            Err(StoreError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
+        let source = match self.get(user, name).await {
+            Ok(source) => source,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let key = (user.clone(), name.to_string());
+        let digest = super::vacation::digest(&[&source]);
+        if let Ok(c) = self.included.lock()
+            && let Some((d, p)) = c.get(&key)
+            && *d == digest
+        {
+            return Ok(Some(p.clone()));
         }
+        let program = Arc::new(super::compile(&source).map_err(StoreError::Compile)?);
+        if let Ok(mut c) = self.included.lock() {
+            if c.len() > 10_000 {
+                c.clear();
+            }
+            c.insert(key, (digest, program.clone()));
+        }
+        Ok(Some(program))
     }
 
     /// Records a vacation reply to `sender` unless one was sent within its period; true when the reply

@@ -121,24 +121,48 @@ fn same_address(own: &str, other: &str) -> bool {
 
 impl Reply {
     pub fn build(msg: &MessageView, envelope: &Envelope, p: Params) -> Reply {
-        let original_subject = msg.values("subject").into_iter().next().unwrap_or_default();
+        let original_subject: String = msg
+            .values("subject")
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
         let subject_explicit = p.subject.as_ref().is_some_and(|s| !s.is_empty());
         let subject = p
             .subject
+            .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| format!("Auto: {original_subject}"));
-        let message_id = msg.values("message-id").into_iter().next();
-        let references = msg.values("references").into_iter().next();
+        // Copied from the message: kept short enough for a header line (RFC 5322 2.1.1).
+        let message_id = msg
+            .values("message-id")
+            .into_iter()
+            .next()
+            .filter(|m| m.len() <= 250);
+        let references = msg.values("references").into_iter().next().map(|r| {
+            // The last few identifiers are what threading needs (RFC 5322 3.6.4).
+            let ids: Vec<&str> = r.split_whitespace().collect();
+            ids[ids.len().saturating_sub(8)..]
+                .iter()
+                .filter(|i| i.len() <= 250)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
         let references = match (&references, &message_id) {
             (Some(r), Some(m)) => Some(format!("{r} {m}")),
             (None, Some(m)) => Some(m.clone()),
             (r, None) => r.clone(),
         };
-        let handle = p.handle.unwrap_or_else(|| {
+        // RFC 5230 section 4.2: the default handle depends on the script's arguments only (never on the
+        // incoming message, or each new subject would get a new reply).
+        let handle = p.handle.clone().unwrap_or_else(|| {
             digest(&[
                 &p.reason,
                 p.from.as_deref().unwrap_or(""),
-                &subject,
+                p.subject.as_deref().unwrap_or(""),
                 if p.mime { "mime" } else { "" },
             ])
         });

@@ -271,9 +271,14 @@ impl Reply {
     /// The recipient's own filter refused the message (Sieve ereject, RFC 5429 section 2.1); the reason is
     /// the script's, made one printable line.
     pub fn refused_by_filter(reason: &str) -> Reply {
+        // SMTP reply text is ASCII (RFC 5321 4.2): anything else becomes '?'.
         let text: String = reason
             .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
+            .map(|c| match c {
+                c if c.is_control() => ' ',
+                c if !c.is_ascii() => '?',
+                c => c,
+            })
             .take(200)
             .collect();
         Reply::new(550, EnhancedCode(5, 7, 1), text.trim().to_string())
