@@ -221,7 +221,14 @@ async fn follow_up(
                     tracing::info!(queue_id = %m.id, mailbox = %f.mailbox, to = %to, "sieve: vacation reply queued")
                 }
                 Err(e) => {
-                    tracing::error!(queue_id = %m.id, mailbox = %f.mailbox, to = %to, error = %e, "sieve: vacation reply not queued")
+                    // Not sent: the claim goes back, so the retry of this delivery may send it.
+                    let _ = runner
+                        .scripts
+                        .release_vacation(&user, &reply.handle, &reply.to)
+                        .await;
+                    return Err(format!(
+                        "4.3.0 cannot queue the vacation reply to {to}: {e}"
+                    ));
                 }
             }
         } else {

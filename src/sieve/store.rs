@@ -408,6 +408,24 @@ impl ScriptStore {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Gives back a vacation claim whose reply could not be queued.
+    pub async fn release_vacation(
+        &self,
+        user: &str,
+        handle: &str,
+        sender: &str,
+    ) -> Result<(), StoreError> {
+        let user = &user.to_lowercase();
+        sqlx::query("DELETE FROM vacation_sent WHERE user = ? AND handle = ? AND sender = ?")
+            .bind(user)
+            .bind(handle)
+            .bind(sender.to_ascii_lowercase())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     pub async fn seen(&self, user: &str, key: &str, now: i64) -> Result<bool, StoreError> {
         let user = &user.to_lowercase();
         Ok(
