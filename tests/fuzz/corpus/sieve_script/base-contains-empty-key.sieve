@@ -1,0 +1,3 @@
+require "fileinto";
+if header :contains "subject" "" { fileinto "has-subject"; }
+if header :contains "x-missing" "" { fileinto "missing"; }

@@ -1,0 +1,2 @@
+require "fileinto";
+if header :contains ["X-Nothing", "Cc"] ["zed", "carol"] { fileinto "cc-carol"; }

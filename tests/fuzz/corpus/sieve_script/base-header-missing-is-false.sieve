@@ -1,0 +1,3 @@
+require "fileinto";
+if header :is "x-missing" "" { fileinto "empty-match"; }
+if not header :contains "x-missing" "a" { fileinto "negated"; }

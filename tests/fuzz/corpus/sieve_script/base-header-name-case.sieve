@@ -1,0 +1,2 @@
+require "fileinto";
+if header :is "SUBJECT" "lunch on friday?" { fileinto "caseless"; }

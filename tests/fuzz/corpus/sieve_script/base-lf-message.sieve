@@ -1,0 +1,2 @@
+require "fileinto";
+if header :is "subject" "Plain LF lines" { fileinto "lf"; }

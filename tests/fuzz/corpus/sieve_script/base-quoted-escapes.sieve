@@ -1,0 +1,2 @@
+require "fileinto";
+if header :is "subject" "He said \"hi\" \\ bye" { fileinto "quoted"; }

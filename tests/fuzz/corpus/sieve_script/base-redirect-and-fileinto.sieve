@@ -1,0 +1,3 @@
+require "fileinto";
+redirect "alice@example.net";
+fileinto "Forwarded";

@@ -1,0 +1,3 @@
+require "fileinto";
+if false { discard; }
+if true { fileinto "True"; }

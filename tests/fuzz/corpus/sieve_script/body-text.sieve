@@ -1,0 +1,3 @@
+require ["body", "fileinto"];
+if body :text :contains "banana" { fileinto "banana"; }
+if body :contains "weekly build is green" { fileinto "default-is-text"; }

@@ -1,0 +1,3 @@
+require ["duplicate", "fileinto"];
+if duplicate { discard; stop; }
+fileinto "Fresh";

@@ -1,0 +1,2 @@
+require "x-tern-frobnicate";
+keep;

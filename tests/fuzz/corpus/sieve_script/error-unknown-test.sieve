@@ -1,0 +1,1 @@
+if spamish "subject" { discard; }

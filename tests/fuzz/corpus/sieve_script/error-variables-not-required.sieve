@@ -1,0 +1,2 @@
+require "fileinto";
+set "a" "b";

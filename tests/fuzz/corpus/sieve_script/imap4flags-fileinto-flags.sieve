@@ -1,0 +1,2 @@
+require ["imap4flags", "fileinto"];
+fileinto :flags ["\\Flagged", "$Work"] "Lists";

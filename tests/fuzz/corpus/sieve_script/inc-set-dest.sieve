@@ -1,0 +1,3 @@
+require ["variables", "include"];
+global "dest";
+if header :contains "subject" "lunch" { set "dest" "Food"; }

@@ -1,0 +1,5 @@
+require ["include", "variables", "fileinto"];
+global "dest";
+set "dest" "Default";
+include "inc-set-dest";
+fileinto "${dest}";

@@ -1,0 +1,3 @@
+require ["include", "fileinto"];
+include :personal "inc-lists";
+if header :contains "subject" "report" { fileinto "after-include"; }

@@ -1,0 +1,4 @@
+require "reject";
+if header :contains "subject" "lunch" {
+    reject "I do not do lunch.";
+}

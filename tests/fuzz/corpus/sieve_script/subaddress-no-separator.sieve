@@ -1,0 +1,3 @@
+require ["subaddress", "envelope", "fileinto"];
+if envelope :detail :matches "to" "*" { fileinto "detail-matched"; }
+if envelope :user :is "to" "user" { fileinto "user"; }

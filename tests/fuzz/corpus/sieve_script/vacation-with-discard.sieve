@@ -1,0 +1,3 @@
+require "vacation";
+vacation :days 5 "Away.";
+discard;

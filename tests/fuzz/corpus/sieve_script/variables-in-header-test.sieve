@@ -1,0 +1,3 @@
+require ["variables", "fileinto"];
+set "who" "bob";
+if address :localpart :is "from" "${who}" { fileinto "from-${who}"; }

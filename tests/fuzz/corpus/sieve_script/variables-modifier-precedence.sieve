@@ -1,0 +1,5 @@
+require ["variables", "fileinto"];
+set :upperfirst :lower "name" "hELLO wORLD";
+fileinto "${name}";
+set :length :upper "n" "abc";
+fileinto "len-${n}";

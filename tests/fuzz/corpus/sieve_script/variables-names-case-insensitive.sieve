@@ -1,0 +1,3 @@
+require ["variables", "fileinto"];
+set "Folder" "Mixed";
+fileinto "${folder}";
