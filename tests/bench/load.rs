@@ -1,6 +1,9 @@
 //! The load generator shared by the benchmarks: N messages over C concurrent connections, one message per
 //! connection (as Postfix's smtp-source does by default), latency measured from the final dot to its reply.
 
+// Each benchmark uses part of these helpers.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -184,6 +187,16 @@ pub fn start_tern(config: &std::path::Path) -> (std::process::Child, Vec<(String
     }
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, listeners)
+}
+
+/// Waits (at most 300 s) until the folder `dir` holds `n` entries; returns how many it holds.
+pub fn wait_count(dir: &std::path::Path, n: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let count = || std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    while count() < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    count()
 }
 
 /// Peak resident memory of a process, in kB.

@@ -8,7 +8,7 @@
 
 mod load;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SCRIPT: &str = r#"require ["fileinto", "envelope", "imap4flags", "relational", "comparator-i;ascii-numeric",
     "variables", "body", "subaddress", "regex"];
@@ -101,13 +101,8 @@ fn one(messages: usize, size: usize, connections: usize, script: Option<&str>) -
         load::body(size),
     ));
     let accepted = run.latencies.len();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let count = || std::fs::read_dir(&maildir).map(|d| d.count()).unwrap_or(0);
-    while count() < accepted && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let delivered = load::wait_count(&maildir, accepted);
     let delivered_secs = started.elapsed();
-    let delivered = count();
     assert_eq!(delivered, accepted, "every message lands in INBOX");
     let rss_kb = load::peak_rss_kb(child.id());
     let cpu = cpu_secs(child.id());

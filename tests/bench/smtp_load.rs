@@ -13,7 +13,7 @@
 
 mod load;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn main() {
     let messages = load::env("BENCH_MESSAGES", 2000);
@@ -47,13 +47,8 @@ fn main() {
         load::body(size),
     ));
     let accepted = run.latencies.len();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let count = || std::fs::read_dir(&maildir).map(|d| d.count()).unwrap_or(0);
-    while count() < accepted && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let delivered = load::wait_count(&maildir, accepted);
     let delivered_secs = started.elapsed();
-    let delivered = count();
     let rss_kb = load::peak_rss_kb(child.id());
     let _ = child.kill();
     let _ = child.wait();
