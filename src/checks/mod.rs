@@ -285,8 +285,8 @@ impl Checks {
         client: &Client,
         helo: &str,
         mail_from: &str,
-        body: Vec<u8>,
-    ) -> (Verdict, Vec<u8>) {
+        body: crate::queue::Body,
+    ) -> (Verdict, crate::queue::Body) {
         let Ok(_permit) = self.running.clone().acquire_owned().await else {
             return (self.unchecked("checks shutting down"), body);
         };
@@ -296,9 +296,21 @@ impl Checks {
         let body = std::sync::Arc::new(body);
         let shared = body.clone();
         let verdict = tokio::task::spawn_blocking(move || {
-            handle.block_on(me.evaluate(&client, &helo, &mail_from, &shared))
+            // A spooled message is read through a mapping of its file (pages of the page cache, only
+            // those the verifiers touch; a few messages at a time, see `running`).
+            let mapped;
+            let bytes: &[u8] = match &shared.tail {
+                None => &shared.head,
+                Some(tail) => {
+                    mapped = tail.map_whole().map_err(|e| e.to_string())?;
+                    &mapped
+                }
+            };
+            Ok::<_, String>(handle.block_on(me.evaluate(&client, &helo, &mail_from, bytes)))
         })
-        .await;
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
         let body = std::sync::Arc::try_unwrap(body).unwrap_or_else(|b| (*b).clone());
         match verdict {
             Ok(v) => (v, body),

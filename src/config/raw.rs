@@ -378,8 +378,10 @@ pub struct RawLimits {
     pub connections: usize,
     /// Concurrent SMTP connections from one client IP address. Default: 50.
     pub connections_per_ip: usize,
-    /// MiB of message content all SMTP sessions together may hold while it arrives; a message that does
-    /// not fit gets 452 4.3.1 at the end of its data (the client tries again). Default: 512.
+    /// MiB of message content all SMTP sessions together may hold in memory while it arrives: messages
+    /// below the spool threshold (64 KiB) whole, larger ones the piece not yet written to their spool
+    /// file (data_dir/spool). A message that does not fit gets 452 4.3.1 at the end of its data (the
+    /// client tries again). Default: 512.
     pub data_memory_mb: u64,
 }
 

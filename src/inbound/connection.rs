@@ -222,13 +222,56 @@ fn account_data_memory(
     }
 }
 
+/// Octets read from the client at a time.
+const READ_BUFFER: usize = 8192;
+
+/// Moves the content of a message being received to its spool file once it passes `SPOOL_THRESHOLD`, in
+/// pieces of about that size: a session holds at most that much content in memory, whatever the message's
+/// size. A spool file that cannot be written sheds the message (452 4.3.1 at its end).
+async fn spool_content(
+    session: &mut Session,
+    conn: &Conn,
+    spool: &mut Option<(u64, crate::queue::spool::SpoolWriter)>,
+) {
+    use crate::queue::spool::SPOOL_THRESHOLD;
+    let Some((seq, pending)) = session.content_pending() else {
+        // Between messages: a file left from a refused or abandoned one is removed.
+        *spool = None;
+        return;
+    };
+    if spool.as_ref().is_some_and(|(s, _)| *s != seq) {
+        *spool = None;
+    }
+    // Taken before the next read could push it past the threshold: the buffer never doubles past it.
+    if pending + READ_BUFFER < SPOOL_THRESHOLD {
+        return;
+    }
+    if spool.is_none() {
+        match conn.ctx.queue.spool().writer() {
+            Ok(w) => *spool = Some((seq, w)),
+            Err(e) => {
+                tracing::error!(dir = %conn.ctx.queue.spool().dir().display(), error = %e, "cannot create a spool file; message refused with 452");
+                session.shed_message();
+                return;
+            }
+        }
+    }
+    if let Some((_, writer)) = spool.as_mut()
+        && let Err(e) = writer.write(session.take_content()).await
+    {
+        tracing::error!(error = %e, "cannot write a spool file; message refused with 452");
+        session.shed_message();
+        *spool = None;
+    }
+}
+
 async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     session: &mut Session,
     stream: &mut S,
     conn: &mut Conn,
 ) -> std::io::Result<Next> {
     let mut out = Vec::with_capacity(512);
-    let mut buf = vec![0u8; 8192];
+    let mut buf = vec![0u8; READ_BUFFER];
     let limits = conn.ctx.limits.clone();
     // A command must be complete within command_timeout of the previous one, however slowly its bytes
     // trickle in; a message's data within message_timeout, with no gap longer than data_timeout.
@@ -238,6 +281,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut idle_since = conn.idle_since;
     // This session's share of [limits] data_memory: what the message being received holds.
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    // The spool file of the message being received, once it outgrew SPOOL_THRESHOLD, with the message's
+    // number (a file left from a refused message is never joined to the next one).
+    let mut spool: Option<(u64, crate::queue::spool::SpoolWriter)> = None;
     loop {
         while let Some(action) = session.poll() {
             last_command = tokio::time::Instant::now();
@@ -320,11 +366,31 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     let verdict = conn.authenticate(credentials).await;
                     session.auth_verdict(verdict);
                 }
-                Action::Message(envelope, body) if session.is_lmtp() => {
-                    let replies = conn.store_lmtp(*envelope, body, session.is_tls()).await;
-                    session.message_stored_each(replies);
-                }
-                Action::Message(envelope, body) => {
+                Action::Message(envelope, rest) => {
+                    let body = match spool.take() {
+                        Some((seq, writer)) if seq == session.content_seq() => {
+                            writer.finish(rest, limits.header_section).await
+                        }
+                        _ => Ok(crate::queue::Body::memory(rest)),
+                    };
+                    let body = match body {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!(error = %e, "spool file not written; message refused with 451");
+                            if session.is_lmtp() {
+                                let n = envelope.recipients.len().max(1);
+                                session.message_stored_each(vec![Reply::queue_write_failed(); n]);
+                            } else {
+                                session.message_stored(Reply::queue_write_failed());
+                            }
+                            continue;
+                        }
+                    };
+                    if session.is_lmtp() {
+                        let replies = conn.store_lmtp(*envelope, body, session.is_tls()).await;
+                        session.message_stored_each(replies);
+                        continue;
+                    }
                     let started = std::time::Instant::now();
                     let reply = conn.store(*envelope, body, session.is_tls()).await;
                     crate::ops::metrics::observe_reply_latency(started.elapsed().as_secs_f64());
@@ -349,6 +415,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
+        spool_content(session, conn, &mut spool).await;
         account_data_memory(session, &conn.ctx.data_memory, &mut held);
         if !out.is_empty() {
             stream.write_all(&out).await?;

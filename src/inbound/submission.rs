@@ -167,14 +167,16 @@ impl SubmissionPolicy {
         })
     }
 
-    /// Checks the message itself and applies the RFC 6409 fix-ups; returns the message to queue.
+    /// Checks the message itself and applies the RFC 6409 fix-ups; returns the message to queue. `body`
+    /// holds at least the header section (a spooled message's head); `size` is the whole message's.
     pub fn check_content(
         &self,
         user: &UserPolicy,
         hostname: &str,
         body: Vec<u8>,
+        size: usize,
     ) -> Result<Vec<u8>, Reply> {
-        if body.len() > user.max_message_size {
+        if size > user.max_message_size {
             return Err(Reply::user_message_too_big(user.max_message_size));
         }
         // RFC 5322 3.6: one From: and at most one Sender:. Mail clients show the first From:, and a parser

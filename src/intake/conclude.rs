@@ -254,7 +254,7 @@ impl Intake {
             ret: None,
             envid: None,
             trace: format!("Received: by {hostname} (tern) id {id}"),
-            body,
+            body: crate::queue::Body::memory(body),
             checks: String::new(),
             origin: Origin::Generated,
             dkim_domain: None,

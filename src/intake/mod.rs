@@ -13,7 +13,9 @@ pub use conclude::Attempt;
 
 use crate::inbound::policy::RecipientPolicy;
 use crate::inbound::trace::{self, TlsInfo};
-use crate::queue::{Origin, Queue, QueueError, QueueId, QueuedMessage, QueuedRecipient, Transport};
+use crate::queue::{
+    Body, Origin, Queue, QueueError, QueueId, QueuedMessage, QueuedRecipient, Transport,
+};
 use crate::smtp::{Domain, ForwardPath, Mailbox};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,8 +56,8 @@ pub struct Incoming {
     pub ret: Option<String>,
     pub envid: Option<String>,
     pub recipients: Vec<Rcpt>,
-    /// CRLF line endings.
-    pub body: Vec<u8>,
+    /// CRLF line endings; a large one with its tail in a spool file not yet committed.
+    pub body: Body,
     pub trace: Trace,
     pub origin: Origin,
     /// The checks' Authentication-Results header (with its CRLF), to put on top.
@@ -109,15 +111,26 @@ impl Intake {
             Trace::Generated => format!("Received: by {} (tern) id {id}", self.hostname),
         };
         // RFC 8601 5: an Authentication-Results field naming us was not written by us, whatever the listener.
-        let body = match &m.auth_results {
-            Some(h) => crate::checks::headers::replace_auth_results(m.body, &self.hostname, h),
-            None => crate::checks::headers::strip_auth_results(m.body, &self.hostname),
+        // Only the header section changes (a spooled message's tail is left as it is on disk).
+        let Body { head, tail } = m.body;
+        let head = match &m.auth_results {
+            Some(h) => crate::checks::headers::replace_auth_results(head, &self.hostname, h),
+            None => crate::checks::headers::strip_auth_results(head, &self.hostname),
         };
         let dkim_domain = if m.may_sign {
-            signing_domain(&body, &self.local_domains)
+            signing_domain(&head, &self.local_domains)
         } else {
             None
         };
+        if let Some(t) = &tail {
+            // The content is durable under its queue ID before the row that names it.
+            let (t, spool) = (t.clone(), self.queue.spool().clone());
+            tokio::task::spawn_blocking(move || t.commit(&spool, id))
+                .await
+                .map_err(|e| QueueError::Write(e.to_string()))?
+                .map_err(|e| QueueError::Write(format!("spool file: {e}")))?;
+        }
+        let body = Body { head, tail };
         let folder = m.folder.unwrap_or_default();
         // One queue recipient per target: an alias that fans out gives several, all under its forward-path.
         let recipients = m
@@ -167,7 +180,15 @@ impl Intake {
                 .filter(|r| r.transport == Transport::Remote)
                 .count(),
         };
-        self.queue.enqueue(message).await?;
+        let spooled = message.body.tail.is_some();
+        if let Err(e) = self.queue.enqueue(message).await {
+            // A failed commit named no file; a closed queue may have committed it (the sweep knows).
+            if spooled && matches!(e, QueueError::Write(_)) {
+                let spool = self.queue.spool().clone();
+                let _ = tokio::task::spawn_blocking(move || spool.remove(&[id])).await;
+            }
+            return Err(e);
+        }
         Ok(accepted)
     }
 
@@ -195,7 +216,7 @@ impl Intake {
         &self,
         reverse_path: &str,
         to: &Mailbox,
-        body: Vec<u8>,
+        body: Body,
         may_sign: bool,
     ) -> Result<Option<QueueId>, QueueError> {
         let targets = match self.route_generated(to).await {

@@ -133,7 +133,7 @@ struct FollowUp {
     redirects: Vec<Mailbox>,
     vacation: Option<crate::sieve::vacation::Reply>,
     duplicates: Vec<(String, u64)>,
-    /// The message as the script left it (CRLF), for redirects.
+    /// The message as the script left it (CRLF; of a spooled message its header section), for redirects.
     edited: Option<Vec<u8>>,
 }
 
@@ -162,8 +162,22 @@ async fn follow_up(
             continue;
         }
         // RFC 5228 section 4.2: the original envelope sender stays; the header marks the loop guard.
-        let mut body = format!("X-Sieve-Redirected-From: <{}>\r\n", f.mailbox).into_bytes();
-        body.extend_from_slice(f.edited.as_deref().unwrap_or(&m.body));
+        // A spooled message's tail is not copied: the redirect's spool file is a second link to it.
+        let mut head = format!("X-Sieve-Redirected-From: <{}>\r\n", f.mailbox).into_bytes();
+        head.extend_from_slice(f.edited.as_deref().unwrap_or(&m.body.head));
+        let tail = match &m.body.tail {
+            Some(t) => {
+                let (t, spool) = (t.clone(), intake.queue.spool().clone());
+                let linked = tokio::task::spawn_blocking(move || t.link(&spool))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map_err(|e| format!("4.3.0 cannot spool the Sieve redirect to {to}: {e}"))?;
+                Some(Arc::new(linked))
+            }
+            None => None,
+        };
+        let body = crate::queue::Body { head, tail };
         match intake
             .send_generated(&m.reverse_path, to, body, false)
             .await
@@ -216,7 +230,10 @@ async fn follow_up(
                 &format!("<{id}.vacation@{}>", intake.hostname),
             );
             // From <>, so that nothing answers the answer (RFC 3834 section 3.3).
-            match intake.send_generated("", &to, body, true).await {
+            match intake
+                .send_generated("", &to, crate::queue::Body::memory(body), true)
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(queue_id = %m.id, mailbox = %f.mailbox, to = %to, "sieve: vacation reply queued")
                 }
@@ -297,7 +314,10 @@ fn deliver(
     let mut planned: HashMap<String, (u64, u64)> = HashMap::new();
     for (j, job) in batch.iter().enumerate() {
         let m = &job.message;
-        let body = Arc::new(crlf_to_lf(&m.body));
+        // In memory: the message, or of a spooled one its header section (the tail streams from disk).
+        let body = Arc::new(crlf_to_lf(&m.body.head));
+        let tail = m.body.tail.clone();
+        let stored_size = |head: usize| head as u64 + tail.as_ref().map_or(0, |t| t.len - t.lines);
         let date = crate::clock::rfc5322_date(m.received_at);
         for (r, rcpt) in m.recipients.iter().enumerate() {
             let Ok(mailbox) = Mailbox::parse(&rcpt.mailbox, true) else {
@@ -322,9 +342,9 @@ fn deliver(
             let (copies, copy_size) = match &plan {
                 Some(p) => (
                     p.copies.len() as u64,
-                    p.edited.as_ref().map_or(body.len(), Vec::len) as u64,
+                    stored_size(p.edited.as_ref().map_or(body.len(), Vec::len)),
                 ),
-                None => (1, body.len() as u64),
+                None => (1, stored_size(body.len())),
             };
             // Over quota: deferred (and retried until the user makes room or the message expires), never lost.
             let key = mailbox.to_string().to_lowercase();
@@ -383,6 +403,7 @@ fn deliver(
                     unique,
                     prefix: prefix.into_bytes(),
                     body: body.clone(),
+                    tail: tail.clone(),
                     check_existing: job.from_disk,
                     flags: Default::default(),
                 });
@@ -439,6 +460,7 @@ fn deliver(
                     },
                     prefix: prefix.clone().into_bytes(),
                     body: copy_body.clone(),
+                    tail: tail.clone(),
                     check_existing: job.from_disk,
                     flags: copy.flags,
                 });

@@ -43,7 +43,8 @@ pub struct Copy {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub copies: Vec<Copy>,
-    /// The message as editheader left it (LF line endings), for the copies and redirects.
+    /// The message as editheader left it (LF line endings), for the copies and redirects; of a spooled
+    /// message only its header section (the tail on disk follows it unchanged).
     pub edited: Option<Vec<u8>>,
     pub redirects: Vec<Mailbox>,
     pub vacation: Option<Reply>,
@@ -91,7 +92,7 @@ impl SieveRunner {
         mailbox: &Mailbox,
         forward_path: &str,
         reverse_path: &str,
-        message: &[u8],
+        body: &crate::queue::Body,
     ) -> Option<Plan> {
         let settings = self.settings();
         if !settings.enabled {
@@ -125,9 +126,27 @@ impl SieveRunner {
             from: reverse_path.to_string(),
             to: forward_path.to_string(),
         };
-        let outcome = crate::sieve::interp::run(
+        // A spooled message is seen through its header section and the start of its body (the body test
+        // reads no further anyway); the size test sees the whole size.
+        let prefix;
+        let message: &[u8] = match &body.tail {
+            None => &body.head,
+            Some(_) => {
+                let want = body.head.len() + crate::sieve::message::BODY_LIMIT;
+                prefix = match body.prefix(want) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(mailbox = %mailbox, error = %e, "sieve: cannot read the spooled message; keeping it");
+                        return None;
+                    }
+                };
+                &prefix
+            }
+        };
+        let mut outcome = crate::sieve::interp::run_sized(
             &programs,
             message,
+            body.len() as u64,
             &envelope,
             &[mailbox.to_string()],
             &env,
@@ -135,6 +154,13 @@ impl SieveRunner {
         );
         if let Some(e) = &outcome.error {
             tracing::warn!(mailbox = %mailbox, error = %crate::log::Escaped(e), "sieve: runtime error; keeping the message");
+        }
+        // An edited spooled message: keep the new header section; the tail follows it from disk.
+        if body.tail.is_some()
+            && let Some(e) = outcome.edited.as_mut()
+        {
+            let rest = message.len() - body.head.len();
+            e.truncate(e.len().saturating_sub(rest));
         }
         let mut plan = Plan {
             summary: outcome.summary(),
@@ -222,7 +248,7 @@ impl SieveRunner {
         mailbox: &Mailbox,
         forward_path: &str,
         reverse_path: &str,
-        message: &[u8],
+        message: &crate::queue::Body,
     ) -> Option<String> {
         let settings = self.settings();
         if !settings.enabled {
@@ -246,7 +272,7 @@ impl SieveRunner {
             mailbox.clone(),
             forward_path.to_string(),
             reverse_path.to_string(),
-            message.to_vec(),
+            message.clone(),
         );
         let plan = tokio::task::spawn_blocking(move || {
             runner.plan(&*store, &mailbox, &forward_path, &reverse_path, &message)

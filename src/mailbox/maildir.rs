@@ -169,14 +169,8 @@ impl Maildir {
         if item.check_existing && Self::already_delivered(&dir, &item.unique) {
             return Ok(Some(dir.join("new")));
         }
-        let size = item.prefix.len() + item.body.len();
         // Dovecot's W= is the size with CRLF line endings: what POP3 and IMAP report, without a read.
-        let lines = item
-            .prefix
-            .iter()
-            .chain(item.body.iter())
-            .filter(|&&b| b == b'\n')
-            .count();
+        let (size, lines) = item.stored_size();
         let name = format!("{},S={size},W={}", item.unique, size + lines);
         // A copy with flags goes to cur/ with them in its name (Maildir keeps flags nowhere else).
         let (sub, name) = if item.flags.system == 0 && item.flags.keywords.is_empty() {
@@ -203,12 +197,8 @@ impl Maildir {
             )
         };
         let new = dir.join(sub).join(&name);
-        // One write call for the whole file.
-        let mut content = Vec::with_capacity(size);
-        content.extend_from_slice(&item.prefix);
-        content.extend_from_slice(&item.body);
-        let written = content.len() as i64;
-        match write_unnamed_then_link(&dir.join(sub), &new, &content) {
+        let written = size as i64;
+        match write_unnamed_then_link(&dir.join(sub), &new, &|f| item.write_to(f)) {
             Ok(()) => {}
             Err(Fallback) => {
                 let tmp = dir.join("tmp").join(&name);
@@ -219,7 +209,7 @@ impl Maildir {
                     .mode(0o600)
                     .open(&tmp)
                     .map_err(err(&tmp, "create"))?;
-                f.write_all(&content).map_err(err(&tmp, "write"))?;
+                item.write_to(&mut f).map_err(err(&tmp, "write"))?;
                 f.sync_data().map_err(err(&tmp, "fsync"))?;
                 drop(f);
                 fs::rename(&tmp, &new).map_err(err(&new, "rename"))?;
@@ -236,7 +226,11 @@ struct Fallback;
 /// Linux O_TMPFILE: the file is written and fsynced with no name at all, then linked into new/ complete. It
 /// has the atomicity of tmp/ + rename, and the slow part (allocating the inode) runs without holding the
 /// lock of a shared folder. Any failure before the link falls back to tmp/ + rename.
-fn write_unnamed_then_link(new_dir: &Path, target: &Path, content: &[u8]) -> Result<(), Fallback> {
+fn write_unnamed_then_link(
+    new_dir: &Path,
+    target: &Path,
+    content: &dyn Fn(&mut File) -> std::io::Result<()>,
+) -> Result<(), Fallback> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
     let mut f = OpenOptions::new()
@@ -245,7 +239,7 @@ fn write_unnamed_then_link(new_dir: &Path, target: &Path, content: &[u8]) -> Res
         .custom_flags(libc::O_TMPFILE)
         .open(new_dir)
         .map_err(|_| Fallback)?;
-    f.write_all(content).map_err(|_| Fallback)?;
+    content(&mut f).map_err(|_| Fallback)?;
     f.sync_data().map_err(|_| Fallback)?;
     let proc_path =
         std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).map_err(|_| Fallback)?;
@@ -706,6 +700,7 @@ mod tests {
             unique: unique.into(),
             prefix: b"Return-Path: <a@b.test>\n".to_vec(),
             body: Arc::new(b"Subject: x\n\nhello\n".to_vec()),
+            tail: None,
             check_existing: check,
             flags: Default::default(),
         }

@@ -55,12 +55,88 @@ pub struct Delivery {
     pub unique: String,
     /// Headers written before the message (Return-Path:, Received:), LF line endings.
     pub prefix: Vec<u8>,
-    /// The message, LF line endings, shared by all recipients of a message.
+    /// The message, LF line endings, shared by all recipients of a message (of a spooled message, its
+    /// header section: the tail follows).
     pub body: Arc<Vec<u8>>,
+    /// The rest of a spooled message, in its spool file with CRLF line ends: written after `body`,
+    /// converted to LF as it streams.
+    pub tail: Option<Arc<crate::queue::spool::Tail>>,
     /// An earlier attempt may have completed: look for it before writing.
     pub check_existing: bool,
     /// Flags and keywords the copy is stored with (Sieve's imap4flags); none for plain delivery.
     pub flags: index::Flags,
+}
+
+impl Delivery {
+    /// Octets of the copy as stored (LF line ends) and its line count.
+    pub fn stored_size(&self) -> (u64, u64) {
+        let lines = self
+            .prefix
+            .iter()
+            .chain(self.body.iter())
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        let size = (self.prefix.len() + self.body.len()) as u64;
+        match &self.tail {
+            // Every line end of a spooled tail is CRLF (SMTP refuses bare CR and LF).
+            Some(t) => (size + t.len - t.lines, lines + t.lines),
+            None => (size, lines),
+        }
+    }
+
+    /// Writes the copy: prefix, body, then the tail with LF line ends, in chunks (blocking).
+    pub fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        if self.tail.is_none() {
+            // One write call for a small message.
+            let mut all = Vec::with_capacity(self.prefix.len() + self.body.len());
+            all.extend_from_slice(&self.prefix);
+            all.extend_from_slice(&self.body);
+            return out.write_all(&all);
+        }
+        out.write_all(&self.prefix)?;
+        out.write_all(&self.body)?;
+        if let Some(t) = &self.tail {
+            write_lf(t, out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Streams a spooled tail with CRLF turned into LF (a CR split from its LF by a chunk edge included).
+pub fn write_lf(
+    tail: &crate::queue::spool::Tail,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let mut held_cr = false;
+    let mut buf = Vec::with_capacity(crate::queue::body::CHUNK);
+    tail.for_each_chunk(&mut |chunk: &[u8]| {
+        buf.clear();
+        let mut i = 0;
+        if held_cr {
+            if chunk.first() != Some(&b'\n') {
+                buf.push(b'\r');
+            }
+            held_cr = false;
+        }
+        while i < chunk.len() {
+            let b = chunk[i];
+            if b == b'\r' {
+                match chunk.get(i + 1) {
+                    Some(b'\n') => {}
+                    Some(_) => buf.push(b),
+                    None => held_cr = true,
+                }
+            } else {
+                buf.push(b);
+            }
+            i += 1;
+        }
+        out.write_all(&buf)
+    })?;
+    if held_cr {
+        out.write_all(b"\r")?;
+    }
+    Ok(())
 }
 
 /// What a mailbox holds, for quotas.

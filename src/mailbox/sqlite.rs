@@ -30,6 +30,41 @@ struct NewMessage {
     keywords: String,
     recent: bool,
     body: Vec<u8>,
+    /// A large copy already streamed to its blob: (name, size, vsize, isize); `body` is then empty.
+    streamed: Option<(String, usize, i64, i64)>,
+}
+
+/// Counts what the mailbox index records of a message while it streams to a blob, and hashes it.
+struct Counting<'a> {
+    file: &'a mut std::fs::File,
+    digest: ring::digest::Context,
+    len: u64,
+    lf: u64,
+    crlf: u64,
+    last: u8,
+}
+
+impl std::io::Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        let done = &buf[..n];
+        self.digest.update(done);
+        for &b in done {
+            if b == b'\n' {
+                self.lf += 1;
+                if self.last == b'\r' {
+                    self.crlf += 1;
+                }
+            }
+            self.last = b;
+        }
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 pub struct SqliteStore {
@@ -126,6 +161,60 @@ impl SqliteStore {
         Ok(hex)
     }
 
+    /// As [`Self::write_blob`] for a copy written by `content` in chunks (a spooled message): hashed as it
+    /// streams to a temporary file, then renamed to its name. Returns (name, size, vsize, isize).
+    fn write_blob_stream(
+        &self,
+        content: &dyn Fn(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(String, usize, i64, i64), MailboxError> {
+        let sync = |p: &Path| {
+            std::fs::File::open(p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| super::io_error(p, "fsync", e))
+        };
+        if !self.blobs.is_dir() {
+            std::fs::create_dir_all(&self.blobs)
+                .map_err(|e| super::io_error(&self.blobs, "mkdir", e))?;
+            if let Some(parent) = self.blobs.parent() {
+                sync(parent)?;
+            }
+        }
+        let n = BLOB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .blobs
+            .join(format!(".stream.tmp{}.{n}", std::process::id()));
+        let mut f = std::fs::File::create(&tmp).map_err(|e| super::io_error(&tmp, "create", e))?;
+        let mut w = Counting {
+            file: &mut f,
+            digest: ring::digest::Context::new(&ring::digest::SHA256),
+            len: 0,
+            lf: 0,
+            crlf: 0,
+            last: 0,
+        };
+        let written = content(&mut w);
+        let (len, lf, crlf, last) = (w.len, w.lf, w.crlf, w.last);
+        let digest = w.digest.finish();
+        let done = written.and_then(|_| f.sync_data());
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(super::io_error(&tmp, "write", e));
+        }
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let dir = self.blobs.join(&hex[..2]);
+        let path = dir.join(&hex);
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| super::io_error(&dir, "mkdir", e))?;
+            sync(&self.blobs)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| super::io_error(&path, "rename", e))?;
+        sync(&dir)?;
+        let unterminated = u64::from(len > 0 && last != b'\n');
+        let vsize = (len + lf - crlf + 2 * unterminated) as i64;
+        let isize = (len + lf - crlf) as i64;
+        Ok((hex, len as usize, vsize, isize))
+    }
+
     fn read_body(
         &self,
         body: Option<Vec<u8>>,
@@ -149,7 +238,11 @@ impl SqliteStore {
     ) -> Result<Vec<Option<(u32, u32)>>, MailboxError> {
         // Large bodies first, outside the transaction: a crash leaves at most an unreferenced blob.
         let mut prepared = Vec::with_capacity(items.len());
-        for m in items {
+        for mut m in items {
+            if let Some((hex, size, vsize, isize)) = m.streamed.take() {
+                prepared.push((m, size, None, Some(hex), vsize, isize));
+                continue;
+            }
             let size = m.body.len();
             let vsize = crate::pop3::wire_size(&m.body) as i64;
             let isize = crate::mailbox::crlf_len(&m.body) as i64;
@@ -356,19 +449,39 @@ impl MailboxStore for SqliteStore {
         let rows = items
             .iter()
             .map(|d| {
-                let mut body = d.prefix.clone();
-                body.extend_from_slice(&d.body);
-                let folder = d.folder.clone().unwrap_or_else(|| "INBOX".into());
-                NewMessage {
-                    user: user_key(&d.mailbox),
-                    folder,
-                    key: d.unique.clone(),
-                    date: crate::clock::unix_now(),
-                    flags: index::flag_letters(&d.flags),
-                    keywords: d.flags.keywords.join(" "),
-                    recent: true,
-                    body,
+                // A large spooled copy streams to its blob; anything else is assembled in memory.
+                let mut streamed = None;
+                let mut body = Vec::new();
+                if d.tail.is_some() && d.stored_size().0 as usize > self.threshold {
+                    streamed = Some(self.write_blob_stream(&|w| d.write_to(w)));
+                } else {
+                    let _ = d.write_to(&mut body);
                 }
+                let folder = d.folder.clone().unwrap_or_else(|| "INBOX".into());
+                (d, folder, body, streamed)
+            })
+            .collect::<Vec<_>>();
+        if let Some(e) = rows
+            .iter()
+            .find_map(|r| r.3.as_ref().and_then(|s| s.as_ref().err()))
+        {
+            return items
+                .iter()
+                .map(|_| Err(other_error(&e.path, e.op, &e.source)))
+                .collect();
+        }
+        let rows = rows
+            .into_iter()
+            .map(|(d, folder, body, streamed)| NewMessage {
+                streamed: streamed.and_then(Result::ok),
+                user: user_key(&d.mailbox),
+                folder,
+                key: d.unique.clone(),
+                date: crate::clock::unix_now(),
+                flags: index::flag_letters(&d.flags),
+                keywords: d.flags.keywords.join(" "),
+                recent: true,
+                body,
             })
             .collect();
         match self.block_on(self.append(rows)) {
@@ -476,6 +589,7 @@ impl MailboxStore for SqliteStore {
                     keywords: m.keywords.join(" "),
                     recent: m.recent,
                     body: m.body.clone(),
+                    streamed: None,
                 }
             })
             .collect();

@@ -11,8 +11,9 @@ use crate::dns::{DnsError, Route};
 use crate::intake::Attempt;
 use crate::queue::{QueuedMessage, QueuedRecipient};
 use crate::smtp::Reply;
-use crate::smtp::client::{MailOptions, dot_stuff, mail_command, rcpt_command};
+use crate::smtp::client::{DotStuffer, MailOptions, mail_command, rcpt_command};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Why this host could not take the message, so the next host should be tried; `permanent` when it refused
 /// the session itself (a 5xx greeting or EHLO): if every host does, the recipients fail for good.
@@ -100,7 +101,7 @@ pub(super) async fn deliver_domain(
     domain: &str,
     rcpts: &[&QueuedRecipient],
 ) -> Vec<Attempt> {
-    let hops = received_count(&m.body) + 1;
+    let hops = received_count(&m.body.head) + 1;
     if hops > ctx.settings.max_received {
         let reply = format!("5.4.14 hop count exceeded: {hops} Received: headers (mail loop?)");
         return all(rcpts, || permanent(reply.clone(), None));
@@ -395,38 +396,129 @@ async fn open(
     )))
 }
 
+/// What goes on the wire: our headers and the message's header section in memory, then (for a spooled
+/// message) its tail, read from disk in chunks while it is sent.
+struct Outgoing {
+    head: Vec<u8>,
+    tail: Option<Arc<crate::queue::spool::Tail>>,
+}
+
+/// Tail octets read from disk per write to the server.
+const SEND_CHUNK: usize = 256 * 1024;
+
+impl Outgoing {
+    fn len(&self) -> usize {
+        self.head.len() + self.tail.as_ref().map_or(0, |t| t.len as usize)
+    }
+
+    /// The tail's piece at `at` (at most [`SEND_CHUNK`] octets, read on the blocking pool); empty at its end.
+    async fn tail_piece(&self, at: u64) -> Result<Vec<u8>, ConnError> {
+        let Some(tail) = self.tail.clone() else {
+            return Ok(Vec::new());
+        };
+        let n = (tail.len.saturating_sub(at) as usize).min(SEND_CHUNK);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n];
+            tail.read_at(at, &mut buf).map(|_| buf)
+        })
+        .await
+        .map_err(|e| ConnError(format!("reading the spooled message: {e}")))?
+        .map_err(|e| ConnError(format!("reading the spooled message: {e}")))
+    }
+}
+
+/// Writes `prefix`, then the message (dot-stuffed and ended with `.CRLF` for DATA): the head, then a
+/// spooled tail piece by piece.
+async fn send_content(
+    conn: &mut Connection,
+    data: &Outgoing,
+    prefix: &[u8],
+    stuff: bool,
+) -> Result<(), ConnError> {
+    let mut stuffer = DotStuffer::default();
+    let mut out = Vec::with_capacity(prefix.len() + data.head.len() + 64);
+    out.extend_from_slice(prefix);
+    let mut put = |piece: &[u8], out: &mut Vec<u8>| {
+        if stuff {
+            stuffer.push(piece, out)
+        } else {
+            out.extend_from_slice(piece)
+        }
+    };
+    put(&data.head, &mut out);
+    let mut at = 0u64;
+    loop {
+        let piece = data.tail_piece(at).await?;
+        if piece.is_empty() {
+            break;
+        }
+        conn.send(&out).await?;
+        out.clear();
+        put(&piece, &mut out);
+        at += piece.len() as u64;
+    }
+    if stuff {
+        stuffer.finish(&mut out);
+    }
+    conn.send(&out).await
+}
+
 /// Our Received: header for this copy, then the message; DKIM-signed when intake decided the message may
-/// carry our signature (`dkim_domain`). RSA over a large message is CPU work: it runs on the blocking pool.
-async fn content(ctx: &Outbound, m: &QueuedMessage, rcpts: &[&QueuedRecipient]) -> Vec<u8> {
+/// carry our signature (`dkim_domain`). RSA over a large message is CPU work: it runs on the blocking pool,
+/// over a spooled tail mapped from its file.
+async fn content(ctx: &Outbound, m: &QueuedMessage, rcpts: &[&QueuedRecipient]) -> Outgoing {
     let date = crate::clock::rfc5322_date(m.received_at);
     let mut out = m.trace.clone().into_bytes();
     if let [only] = rcpts {
         out.extend_from_slice(format!("\r\n\tfor <{}>", only.mailbox).as_bytes());
     }
     out.extend_from_slice(format!(";\r\n\t{date}\r\n").as_bytes());
-    out.extend_from_slice(&m.body);
+    out.extend_from_slice(&m.body.head);
+    let tail = m.body.tail.clone();
     let Some(domain) = m.dkim_domain.clone() else {
-        return out;
+        return Outgoing { head: out, tail };
     };
     let dkim = ctx.dkim.clone();
+    let mapped_tail = tail.clone();
+    let head_fields = out.len() - m.body.head.len() + crate::message::header_len(&m.body.head);
     let signed = tokio::task::spawn_blocking(move || {
-        let signature = dkim.sign(&domain, &out);
-        (signature, out)
+        let Some(t) = &mapped_tail else {
+            return (dkim.sign(&domain, &out), out);
+        };
+        // The signer takes header fields first, then a message with none (the empty line and the body):
+        // our fields and the head's, then the tail mapped from the empty line before it.
+        match t.map_from_empty_line() {
+            Ok(Some(body)) => {
+                let signature = dkim.sign_parts(&domain, &[&out[..head_fields], &body]);
+                (signature, out)
+            }
+            Ok(None) => {
+                tracing::error!(path = %t.path().display(), "spooled message without an empty line before its body; sending unsigned");
+                (None, out)
+            }
+            Err(e) => {
+                tracing::error!(path = %t.path().display(), error = %e, "cannot map the spooled message to sign it; sending unsigned");
+                (None, out)
+            }
+        }
     })
     .await;
     match signed {
         Ok((Some(signature), out)) => {
             let mut signed = signature.into_bytes();
             signed.extend_from_slice(&out);
-            signed
+            Outgoing { head: signed, tail }
         }
-        Ok((None, out)) => out,
+        Ok((None, out)) => Outgoing { head: out, tail },
         Err(e) => {
             tracing::error!(queue_id = %m.id, error = %e, "dkim signing failed; sending unsigned");
             let mut out = m.trace.clone().into_bytes();
             out.extend_from_slice(format!(";\r\n\t{date}\r\n").as_bytes());
-            out.extend_from_slice(&m.body);
-            out
+            out.extend_from_slice(&m.body.head);
+            Outgoing { head: out, tail }
         }
     }
 }
@@ -437,7 +529,7 @@ fn needs_smtputf8(m: &QueuedMessage, rcpts: &[&QueuedRecipient]) -> bool {
     m.smtputf8
         && (!m.reverse_path.is_ascii()
             || rcpts.iter().any(|r| !r.mailbox.is_ascii())
-            || !m.body[..crate::message::header_len(&m.body)].is_ascii())
+            || !m.body.head[..crate::message::header_len(&m.body.head)].is_ascii())
 }
 
 async fn transact(
@@ -614,9 +706,11 @@ async fn run(
     }
     let after = |e: ConnError| Stage::AfterRcpt(e, attempts.clone());
     let final_reply = if conn.caps.chunking {
-        let mut chunk = format!("BDAT {} LAST\r\n", data.len()).into_bytes();
-        chunk.extend_from_slice(&data);
-        conn.send(&chunk).await.map_err(after)?;
+        // One chunk announced with the whole size (a spooled tail streams after the head).
+        let command = format!("BDAT {} LAST\r\n", data.len());
+        send_content(&mut conn, &data, command.as_bytes(), false)
+            .await
+            .map_err(after)?;
         conn.reply(FINAL_DOT_TIMEOUT).await.map_err(after)?
     } else {
         let go = conn
@@ -632,7 +726,9 @@ async fn run(
                 .collect();
             return Ok((filled, Some(conn)));
         }
-        conn.send(&dot_stuff(&data)).await.map_err(after)?;
+        send_content(&mut conn, &data, b"", true)
+            .await
+            .map_err(after)?;
         conn.reply(FINAL_DOT_TIMEOUT).await.map_err(after)?
     };
     let verdict = judge(&final_reply, &relay);

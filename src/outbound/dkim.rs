@@ -160,10 +160,15 @@ impl Dkim {
 
     /// A DKIM-Signature header for `message` on behalf of `domain`, if we hold a key for it.
     pub fn sign(&self, domain: &str, message: &[u8]) -> Option<String> {
+        self.sign_parts(domain, &[message])
+    }
+
+    /// As [`Self::sign`] for a message given in pieces (the header section first): hashed in one pass.
+    pub fn sign_parts(&self, domain: &str, parts: &[&[u8]]) -> Option<String> {
         let loaded = self.key_for(domain)?;
         let result = match &*loaded {
-            Loaded::Rsa(s) => s.sign(message),
-            Loaded::Ed25519(s) => s.sign(message),
+            Loaded::Rsa(s) => s.sign_chained(parts.iter().copied()),
+            Loaded::Ed25519(s) => s.sign_chained(parts.iter().copied()),
         };
         match result {
             Ok(signature) => Some(signature.to_header()),

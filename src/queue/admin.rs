@@ -44,8 +44,14 @@ impl Queue {
     /// `tern queue delete ID`: the message is gone, with no report to anyone.
     pub async fn delete(&self, id: QueueId) -> Result<(), QueueError> {
         match store::delete_one(&self.pool, id).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(QueueError::NotFound(id.to_string())),
+            Ok(Some(spooled)) => {
+                if spooled {
+                    let spool = self.spool.clone();
+                    let _ = tokio::task::spawn_blocking(move || spool.remove(&[id])).await;
+                }
+                Ok(())
+            }
+            Ok(None) => Err(QueueError::NotFound(id.to_string())),
             Err(e) => Err(QueueError::Write(e.to_string())),
         }
     }
@@ -55,6 +61,7 @@ impl Queue {
         let far_future = u64::MAX / 2;
         store::load_due(
             &self.pool,
+            &self.spool,
             id,
             far_future,
             &[Transport::Local, Transport::Remote],

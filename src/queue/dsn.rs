@@ -172,7 +172,10 @@ pub fn build(
         m.push_str(&format!("Diagnostic-Code: smtp; {diagnostic}\r\n"));
         m.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
     }
+    // A message too large to hold in memory (spooled) comes back as its header section only, as Postfix
+    // does past bounce_size_limit: a bounce is never the way to make tern copy 25 MB.
     let full = may_return_full
+        && original.body.tail.is_none()
         && original
             .ret
             .as_deref()
@@ -182,15 +185,16 @@ pub fn build(
         out.extend_from_slice(
             format!("\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").as_bytes(),
         );
-        out.extend_from_slice(&original.body);
-        if !original.body.ends_with(b"\r\n") {
+        out.extend_from_slice(&original.body.head);
+        if !original.body.head.ends_with(b"\r\n") {
             out.extend_from_slice(b"\r\n");
         }
     } else {
         out.extend_from_slice(
             format!("\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").as_bytes(),
         );
-        out.extend_from_slice(&original.body[..crate::message::header_len(&original.body)]);
+        let head = &original.body.head;
+        out.extend_from_slice(&head[..crate::message::header_len(head)]);
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     out
@@ -211,7 +215,9 @@ mod tests {
             ret: ret.map(str::to_string),
             envid: Some("abc+2B1".into()),
             trace: String::new(),
-            body: b"Subject: hello\r\nFrom: alice@example.test\r\n\r\nsecret body\r\n".to_vec(),
+            body: crate::queue::Body::memory(
+                b"Subject: hello\r\nFrom: alice@example.test\r\n\r\nsecret body\r\n".to_vec(),
+            ),
             checks: String::new(),
             origin: crate::queue::Origin::Submission,
             dkim_domain: None,

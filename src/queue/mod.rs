@@ -9,13 +9,16 @@
 //! Failed recipients are reported to the sender with a DSN (`dsn.rs`), queued like any other message.
 
 mod admin;
+pub mod body;
 pub mod claims;
 pub mod dsn;
 mod id;
 pub mod retry;
+pub mod spool;
 mod store;
 
 pub use admin::{Listed, ListedRecipient, list};
+pub use body::Body;
 pub use id::{IdGenerator, QueueId};
 
 use crate::config::QueueSettings;
@@ -132,8 +135,8 @@ pub struct QueuedMessage {
     pub envid: Option<String>,
     /// Our Received: header up to (not including) the `for` clause and date.
     pub trace: String,
-    /// The message as received, CRLF line endings.
-    pub body: Vec<u8>,
+    /// The message as received, CRLF line endings (its header section as intake left it).
+    pub body: Body,
     /// The inbound checks' verdict (`spf=pass dkim=pass ...`), empty when none ran.
     pub checks: String,
     pub origin: Origin,
@@ -277,6 +280,7 @@ pub struct Queue {
     settings: QueueSettings,
     dsn: Arc<DsnSettings>,
     pool: SqlitePool,
+    spool: spool::Spool,
 }
 
 /// The job streams, one per transport.
@@ -294,6 +298,7 @@ struct Shared {
     /// in memory for it until it is dropped.
     memory: Arc<tokio::sync::Semaphore>,
     memory_kib: u32,
+    spool: spool::Spool,
 }
 
 /// Every job counts at least this much (its envelope and bookkeeping), in KiB.
@@ -305,6 +310,23 @@ impl Shared {
     fn kib_for(&self, octets: usize) -> u32 {
         let kib = u32::try_from(octets.div_ceil(1024)).unwrap_or(u32::MAX);
         kib.max(MIN_JOB_KIB).min(self.memory_kib)
+    }
+
+    /// What a job for `message` can hold in memory: its header section, and of a spooled tail what the
+    /// stages read of it at once (outbound maps it whole to sign and send it; local delivery streams it
+    /// and Sieve reads at most its body limit).
+    fn cost_of(&self, message: &QueuedMessage) -> u32 {
+        let tail = message.body.tail.as_ref().map_or(0, |t| t.len as usize);
+        let remote = message
+            .recipients
+            .iter()
+            .any(|r| r.transport == Transport::Remote);
+        let read = if remote {
+            tail
+        } else {
+            tail.min(crate::sieve::message::BODY_LIMIT + body::CHUNK)
+        };
+        self.kib_for(message.body.in_memory() + read)
     }
 }
 
@@ -380,6 +402,23 @@ impl Queue {
             store::max_id(&pool).await.map_err(open_err)?,
         ));
         let pending = store::pending(&pool).await.map_err(open_err)?;
+        let spool_err = |e: std::io::Error| QueueError::Open {
+            path: data_dir.join("spool").display().to_string(),
+            reason: e.to_string(),
+        };
+        let spool = spool::Spool::open(data_dir).map_err(spool_err)?;
+        let keep: HashSet<QueueId> = store::spooled_ids(&pool)
+            .await
+            .map_err(open_err)?
+            .into_iter()
+            .collect();
+        let orphans = spool.sweep(|id| keep.contains(&id)).map_err(spool_err)?;
+        if orphans > 0 {
+            tracing::info!(
+                files = orphans,
+                "queue: removed spool files no queued message names (left by a crash)"
+            );
+        }
 
         let (local_tx, local_rx) = mpsc::unbounded_channel();
         let (remote_tx, remote_rx) = mpsc::unbounded_channel();
@@ -405,6 +444,7 @@ impl Queue {
             claims: claims.clone(),
             memory: Arc::new(tokio::sync::Semaphore::new(memory_kib as usize)),
             memory_kib,
+            spool: spool.clone(),
         });
         tokio::spawn(writer(
             pool.clone(),
@@ -427,6 +467,7 @@ impl Queue {
             settings,
             dsn: Arc::new(dsn),
             pool,
+            spool,
         };
         Ok((
             queue,
@@ -458,6 +499,11 @@ impl Queue {
 
     pub fn settings(&self) -> &QueueSettings {
         &self.settings
+    }
+
+    /// Where large messages' content goes while it arrives and while it is queued.
+    pub fn spool(&self) -> &spool::Spool {
+        &self.spool
     }
 
     pub fn dsn_settings(&self) -> &DsnSettings {
@@ -527,7 +573,7 @@ fn claim_new(claims: &Arc<claims::Claims>, m: &QueuedMessage) -> Vec<Arc<claims:
 /// otherwise it waits on disk, where the scheduler finds it as soon as there is room (the writer never
 /// waits for room: deliveries report through it).
 fn hand_out_fresh(shared: &Arc<Shared>, message: Arc<QueuedMessage>, now: u64) {
-    let kib = shared.kib_for(message.body.len());
+    let kib = shared.cost_of(&message);
     match shared.memory.clone().try_acquire_many_owned(kib) {
         Ok(permit) => {
             let claimed = claim_new(&shared.claims, &message);
@@ -558,6 +604,16 @@ async fn writer(
         let result = commit(&pool, &batch, now + settings.retry_base.as_secs())
             .await
             .map_err(|e| QueueError::Write(e.to_string()));
+        // Files of messages that just left the queue (a crash before this leaves them to the next sweep).
+        let result = match result {
+            Ok(spooled) if !spooled.is_empty() => {
+                let spool = shared.spool.clone();
+                tokio::task::spawn_blocking(move || spool.remove(&spooled));
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
         if let Err(e) = &result {
             tracing::error!(error = %e, writes = batch.len(), "queue: group commit failed");
         }
@@ -608,7 +664,12 @@ async fn writer(
     }
 }
 
-async fn commit(pool: &SqlitePool, batch: &[Write], retry_at: u64) -> Result<(), sqlx::Error> {
+/// Commits a group of writes; returns the messages that left the queue with a spool file.
+async fn commit(
+    pool: &SqlitePool,
+    batch: &[Write],
+    retry_at: u64,
+) -> Result<Vec<QueueId>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut inserts: Vec<&QueuedMessage> = Vec::new();
     let mut reports: Vec<&Report> = Vec::new();
@@ -627,6 +688,7 @@ async fn commit(pool: &SqlitePool, batch: &[Write], retry_at: u64) -> Result<(),
     store::insert(&mut tx, &inserts).await?;
     // The common case, every recipient of a fresh message final at once, is one statement for the group.
     let mut finished = Vec::new();
+    let mut spooled = Vec::new();
     for report in reports {
         if report.all_final() {
             finished.push(report);
@@ -635,13 +697,14 @@ async fn commit(pool: &SqlitePool, batch: &[Write], retry_at: u64) -> Result<(),
         for o in &report.outcomes {
             store::apply(&mut tx, o).await?;
         }
-        store::finish_if_done(&mut tx, report.id).await?;
+        store::finish_if_done(&mut tx, report.id, &mut spooled).await?;
     }
-    store::finish(&mut tx, &finished).await?;
+    store::finish(&mut tx, &finished, &mut spooled).await?;
     for (id, transport) in abandoned {
         store::defer_all(&mut tx, id, transport, retry_at).await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(spooled)
 }
 
 /// Holds deferred deliveries until they are due, then claims them, loads them from disk and hands them out.
@@ -693,7 +756,7 @@ async fn scheduler(
                 Ok(p) => p,
                 Err(_) => return,
             };
-            match store::load_due(&pool, id, now, &transports).await {
+            match store::load_due(&pool, &shared.spool, id, now, &transports).await {
                 Ok(Some(message)) => {
                     shared.dispatch(Arc::new(message), true, claimed, Some(permit))
                 }

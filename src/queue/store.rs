@@ -15,7 +15,7 @@ pub(super) async fn insert(
 ) -> Result<(), sqlx::Error> {
     for chunk in messages.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO messages (id, received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks, origin, dkim_domain) ",
+            "INSERT INTO messages (id, received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks, origin, dkim_domain, spool_offset, spool_len, spool_lines) ",
         );
         q.push_values(chunk, |mut row, m| {
             row.push_bind(m.id.to_string())
@@ -26,10 +26,13 @@ pub(super) async fn insert(
                 .push_bind(m.ret.clone())
                 .push_bind(m.envid.clone())
                 .push_bind(m.trace.clone())
-                .push_bind(m.body.clone())
+                .push_bind(m.body.head.clone())
                 .push_bind(m.checks.clone())
                 .push_bind(m.origin.as_str())
-                .push_bind(m.dkim_domain.clone());
+                .push_bind(m.dkim_domain.clone())
+                .push_bind(m.body.tail.as_ref().map(|t| t.offset as i64))
+                .push_bind(m.body.tail.as_ref().map(|t| t.len as i64))
+                .push_bind(m.body.tail.as_ref().map(|t| t.lines as i64));
         });
         q.build().execute(&mut **tx).await?;
     }
@@ -60,10 +63,12 @@ pub(super) async fn insert(
 }
 
 /// Moves messages whose every recipient is final (delivered or failed) to the history: the reports say
-/// what became of each recipient, and the rows go (recipients with them, ON DELETE CASCADE).
+/// what became of each recipient, and the rows go (recipients with them, ON DELETE CASCADE). Adds to
+/// `spooled` the messages whose spool file is to be removed once this commits.
 pub(super) async fn finish(
     tx: &mut Transaction<'_, Sqlite>,
     reports: &[&Report],
+    spooled: &mut Vec<QueueId>,
 ) -> Result<(), sqlx::Error> {
     let now = crate::clock::unix_now() as i64;
     let rows: Vec<(&Report, &Outcome)> = reports
@@ -104,16 +109,25 @@ pub(super) async fn finish(
         for id in chunk {
             list.push_bind(id.clone());
         }
-        q.push(")");
-        q.build().execute(&mut **tx).await?;
+        q.push(") RETURNING id, spool_len");
+        collect_spooled(q.build().fetch_all(&mut **tx).await?, spooled);
     }
     Ok(())
+}
+
+fn collect_spooled(rows: Vec<sqlx::sqlite::SqliteRow>, spooled: &mut Vec<QueueId>) {
+    spooled.extend(
+        rows.iter()
+            .filter(|r| r.try_get::<Option<i64>, _>(1).ok().flatten().is_some())
+            .filter_map(|r| QueueId::parse(&r.get::<String, _>(0))),
+    );
 }
 
 /// Moves the message to the history if none of its recipients is still queued.
 pub(super) async fn finish_if_done(
     tx: &mut Transaction<'_, Sqlite>,
     id: QueueId,
+    spooled: &mut Vec<QueueId>,
 ) -> Result<(), sqlx::Error> {
     let id = id.to_string();
     let done: Option<i64> = sqlx::query_scalar(
@@ -136,10 +150,11 @@ pub(super) async fn finish_if_done(
     .bind(&id)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("DELETE FROM messages WHERE id = ?")
+    let rows = sqlx::query("DELETE FROM messages WHERE id = ? RETURNING id, spool_len")
         .bind(&id)
-        .execute(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
+    collect_spooled(rows, spooled);
     Ok(())
 }
 
@@ -225,10 +240,11 @@ pub(super) async fn max_id(pool: &SqlitePool) -> Result<Option<QueueId>, sqlx::E
 
 /// Octets of a message's body, without reading it.
 pub(super) async fn body_size(pool: &SqlitePool, id: QueueId) -> Result<usize, sqlx::Error> {
-    let row = sqlx::query("SELECT length(body) FROM messages WHERE id = ?")
-        .bind(id.to_string())
-        .fetch_optional(pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT length(body) + COALESCE(spool_len, 0) FROM messages WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await?;
     Ok(row
         .and_then(|r| r.try_get::<i64, _>(0).ok())
         .map_or(0, |n| n.max(0) as usize))
@@ -238,6 +254,7 @@ pub(super) async fn body_size(pool: &SqlitePool, id: QueueId) -> Result<usize, s
 /// it has none.
 pub(super) async fn load_due(
     pool: &SqlitePool,
+    spool: &super::spool::Spool,
     id: QueueId,
     now: u64,
     transports: &[Transport],
@@ -275,13 +292,34 @@ pub(super) async fn load_due(
         return Ok(None);
     }
     let Some(row) = sqlx::query(
-        "SELECT received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks, origin, dkim_domain FROM messages WHERE id = ?",
+        "SELECT received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks, origin, dkim_domain, spool_offset, spool_len, spool_lines FROM messages WHERE id = ?",
     )
     .bind(&key)
     .fetch_optional(pool)
     .await?
     else {
         return Ok(None);
+    };
+    let tail = match (
+        row.get::<Option<i64>, _>(11),
+        row.get::<Option<i64>, _>(12),
+        row.get::<Option<i64>, _>(13),
+    ) {
+        (Some(offset), Some(len), Some(lines)) => {
+            let spool = spool.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                spool.open_tail(
+                    id,
+                    offset.max(0) as u64,
+                    len.max(0) as u64,
+                    lines.max(0) as u64,
+                )
+            })
+            .await
+            .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
+            Some(std::sync::Arc::new(opened.map_err(sqlx::Error::Io)?))
+        }
+        _ => None,
     };
     Ok(Some(QueuedMessage {
         id,
@@ -292,7 +330,10 @@ pub(super) async fn load_due(
         ret: row.get(4),
         envid: row.get(5),
         trace: row.get(6),
-        body: row.get(7),
+        body: super::body::Body {
+            head: row.get(7),
+            tail,
+        },
         checks: row.get(8),
         origin: Origin::parse(&row.get::<String, _>(9)),
         dkim_domain: row.get(10),
@@ -303,7 +344,7 @@ pub(super) async fn load_due(
 /// Every message in the queue with every recipient, oldest first, for `tern queue list`.
 pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<super::Listed>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT m.id, m.received_at, m.reverse_path, length(m.body), r.forward_path, r.transport, r.state, r.attempts, \
+        "SELECT m.id, m.received_at, m.reverse_path, length(m.body) + COALESCE(m.spool_len, 0), r.forward_path, r.transport, r.state, r.attempts, \
          r.next_attempt, r.last_reply FROM messages m JOIN recipients r ON r.message_id = m.id ORDER BY m.id, r.idx",
     )
     .fetch_all(pool)
@@ -335,12 +376,25 @@ pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<super::Listed>, sqlx::
 }
 
 /// Removes a message and its recipients, whatever their state (`tern queue delete`).
-pub(super) async fn delete_one(pool: &SqlitePool, id: QueueId) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query("DELETE FROM messages WHERE id = ?")
+/// Returns whether it was there and whether it had a spool file.
+pub(super) async fn delete_one(
+    pool: &SqlitePool,
+    id: QueueId,
+) -> Result<Option<bool>, sqlx::Error> {
+    let row = sqlx::query("DELETE FROM messages WHERE id = ? RETURNING spool_len")
         .bind(id.to_string())
-        .execute(pool)
+        .fetch_optional(pool)
         .await?;
-    Ok(r.rows_affected() > 0)
+    Ok(row.map(|r| r.try_get::<Option<i64>, _>(0).ok().flatten().is_some()))
+}
+
+/// Every queue ID with a spool file (for the start's sweep of orphans).
+pub(super) async fn spooled_ids(pool: &SqlitePool) -> Result<Vec<QueueId>, sqlx::Error> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM messages WHERE spool_len IS NOT NULL")
+            .fetch_all(pool)
+            .await?;
+    Ok(ids.iter().filter_map(|s| QueueId::parse(s)).collect())
 }
 
 /// Makes every queued recipient of a message (or of every message) due now.

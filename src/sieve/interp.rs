@@ -195,8 +195,30 @@ pub fn run(
     env: &dyn Environment,
     limits: &Limits,
 ) -> Outcome {
+    run_sized(
+        programs,
+        raw,
+        raw.len() as u64,
+        envelope,
+        user_addresses,
+        env,
+        limits,
+    )
+}
+
+/// As [`run`], on the start of a message of `size` octets (what the `size` test sees); the edited
+/// message it returns then ends where `raw` ends.
+pub fn run_sized(
+    programs: &[&Program],
+    raw: &[u8],
+    size: u64,
+    envelope: &Envelope,
+    user_addresses: &[String],
+    env: &dyn Environment,
+    limits: &Limits,
+) -> Outcome {
     let mut r = Run {
-        msg: MessageView::new(raw),
+        msg: MessageView::new(raw).with_size(size),
         envelope,
         user_addresses,
         env,

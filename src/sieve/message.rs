@@ -34,6 +34,7 @@ pub struct MessageView<'a> {
     pub edited: bool,
     body_at: usize,
     parsed: Option<Option<mail_parser::Message<'a>>>,
+    size: u64,
 }
 
 impl<'a> MessageView<'a> {
@@ -56,12 +57,20 @@ impl<'a> MessageView<'a> {
             edited: false,
             body_at: header.min(raw.len()),
             parsed: None,
+            size: raw.len() as u64,
         }
     }
 
     /// Octets of the message as delivered.
     pub fn size(&self) -> u64 {
-        self.raw.len() as u64
+        self.size
+    }
+
+    /// The view of a message of which `raw` is only the start (a spooled message: its header section
+    /// and the first [`BODY_LIMIT`] octets of its body): `size` is the whole message's.
+    pub fn with_size(mut self, size: u64) -> Self {
+        self.size = size.max(self.raw.len() as u64);
+        self
     }
 
     /// The raw values of the fields named `name`, first to last.

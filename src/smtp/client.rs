@@ -183,23 +183,75 @@ pub fn rcpt_command(
 /// The message dot-stuffed (RFC 5321 4.5.2) and terminated with `.CRLF`.
 pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 5);
-    let mut at_line_start = true;
-    for &b in body {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
+    let mut s = DotStuffer::default();
+    s.push(body, &mut out);
+    s.finish(&mut out);
     out
+}
+
+/// Dot-stuffing for a message given in pieces (a spooled one streams from disk): the same output as
+/// [`dot_stuff`] on the pieces joined.
+#[derive(Debug)]
+pub struct DotStuffer {
+    at_line_start: bool,
+    /// The last two octets written, for the final CRLF.
+    last: [u8; 2],
+    any: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        DotStuffer {
+            at_line_start: true,
+            last: [0; 2],
+            any: false,
+        }
+    }
+}
+
+impl DotStuffer {
+    pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        for &b in piece {
+            if self.at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            self.at_line_start = b == b'\n';
+            self.last = [self.last[1], b];
+            self.any = true;
+        }
+    }
+
+    /// The end: a CRLF if the message did not end with one, then `.CRLF`.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if self.any && self.last != *b"\r\n" {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dot_stuffing_in_pieces_matches_the_whole() {
+        let msg = b"a\r\n.b\r\n..\r\n.\r\nend";
+        let whole = super::dot_stuff(msg);
+        for split in 0..=msg.len() {
+            for split2 in split..=msg.len() {
+                let mut s = super::DotStuffer::default();
+                let mut out = Vec::new();
+                s.push(&msg[..split], &mut out);
+                s.push(&msg[split..split2], &mut out);
+                s.push(&msg[split2..], &mut out);
+                s.finish(&mut out);
+                assert_eq!(out, whole, "split at {split} and {split2}");
+            }
+        }
+        assert_eq!(super::dot_stuff(b""), b".\r\n");
+        assert_eq!(super::dot_stuff(b"x\r\n"), b"x\r\n.\r\n");
+    }
+
     use super::*;
 
     #[test]

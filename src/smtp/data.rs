@@ -45,7 +45,10 @@ enum Pos {
 /// Checks and accumulates content: tracks line length, bare CR/LF and the size limit.
 #[derive(Debug)]
 struct Sink {
+    /// What was read and not yet taken by the driver ([`DataReader::take`]).
     body: Vec<u8>,
+    /// Octets of the whole message so far, taken or not: the size limits count these.
+    total: usize,
     limits: ContentLimits,
     line_len: usize,
     /// The empty line that ends the header section was seen.
@@ -57,6 +60,7 @@ impl Sink {
     fn new(limits: ContentLimits) -> Sink {
         Sink {
             body: Vec::with_capacity(4096),
+            total: 0,
             limits,
             line_len: 0,
             header_done: false,
@@ -76,15 +80,27 @@ impl Sink {
         if self.error.is_some() {
             return;
         }
-        if self.body.len() >= self.limits.max_size {
+        if self.total >= self.limits.max_size {
             self.fail(ContentError::TooBig);
             return;
         }
-        if !self.header_done && self.body.len() >= self.limits.max_header {
+        if !self.header_done && self.total >= self.limits.max_header {
             self.fail(ContentError::HeaderTooBig(self.limits.max_header));
             return;
         }
         self.body.push(b);
+        self.total += 1;
+    }
+
+    /// Hands over what was read so far (nothing once the message is refused); the limits keep counting
+    /// it, and the end of data returns only what came after.
+    fn take(&mut self) -> Vec<u8> {
+        if self.error.is_some() {
+            return Vec::new();
+        }
+        // The same room again: a message that was large enough to take is large enough to fill it.
+        let room = self.body.capacity();
+        std::mem::replace(&mut self.body, Vec::with_capacity(room))
     }
 
     /// A CRLF was read: an empty line ends the header section.
@@ -125,10 +141,21 @@ impl DataReader {
         self.sink.body.capacity()
     }
 
+    /// Octets read and not yet taken.
+    pub fn pending(&self) -> usize {
+        self.sink.body.len()
+    }
+
     /// Drops the content read so far and reads the rest without keeping it; the end of data then
     /// reports `NoMemory`.
     pub fn shed(&mut self) {
         self.sink.fail(ContentError::NoMemory);
+    }
+
+    /// Takes the decoded content read so far (the driver spools it to disk); the end of data then returns
+    /// the rest.
+    pub fn take(&mut self) -> Vec<u8> {
+        self.sink.take()
     }
 
     pub fn new(limits: ContentLimits) -> DataReader {
@@ -216,6 +243,16 @@ impl ChunkReader {
         self.sink.fail(ContentError::NoMemory);
     }
 
+    /// As [`DataReader::pending`].
+    pub fn pending(&self) -> usize {
+        self.sink.body.len()
+    }
+
+    /// As [`DataReader::take`].
+    pub fn take(&mut self) -> Vec<u8> {
+        self.sink.take()
+    }
+
     pub fn new(limits: ContentLimits) -> ChunkReader {
         ChunkReader {
             sink: Sink::new(limits),
@@ -230,13 +267,7 @@ impl ChunkReader {
         self.remaining = size;
         self.chunk_size = size;
         self.last = last;
-        if size
-            > self
-                .sink
-                .limits
-                .max_size
-                .saturating_sub(self.sink.body.len())
-        {
+        if size > self.sink.limits.max_size.saturating_sub(self.sink.total) {
             // Known too big from the announced size: refuse without buffering, but still read the octets.
             self.sink.fail(ContentError::TooBig);
         }
@@ -277,7 +308,7 @@ impl ChunkReader {
     }
 
     pub fn size_so_far(&self) -> usize {
-        self.sink.body.len()
+        self.sink.total
     }
 
     /// The whole message after the LAST chunk.
@@ -330,6 +361,35 @@ mod tests {
         let (n, out) = all_splits(input);
         assert_eq!(n, input.len() - 4);
         assert_eq!(out.unwrap().unwrap(), b"Subject: x\r\n\r\n.leading dot\r\n");
+    }
+
+    #[test]
+    fn content_taken_midway_still_counts_toward_the_limits() {
+        let limits = ContentLimits {
+            max_size: 40,
+            max_line: 1000,
+            max_header: 1 << 20,
+        };
+        let mut r = DataReader::new(limits);
+        assert_eq!(r.feed(b"Subject: x\r\n\r\n0123456789\r\n").1, None);
+        let first = r.take();
+        assert_eq!(first, b"Subject: x\r\n\r\n0123456789\r\n");
+        assert_eq!(r.pending(), 0);
+        let (_, out) = r.feed(b"abc\r\n.\r\n");
+        assert_eq!(out.unwrap().unwrap(), b"abc\r\n");
+        // The same size in two pieces is still too big.
+        let mut r = DataReader::new(limits);
+        r.feed(b"Subject: x\r\n\r\n0123456789012345678901234567\r\n");
+        let _ = r.take();
+        let (_, out) = r.feed(b"more\r\n.\r\n");
+        assert_eq!(out.unwrap(), Err(ContentError::TooBig));
+        let mut c = ChunkReader::new(limits);
+        c.begin_chunk(30, false);
+        c.feed(&[b'a'; 30]);
+        let _ = c.take();
+        assert_eq!(c.size_so_far(), 30);
+        c.begin_chunk(20, true);
+        assert_eq!(c.error(), Some(ContentError::TooBig));
     }
 
     #[test]

@@ -362,6 +362,8 @@ impl Drop for Daemon {
 pub struct Raw<S = TcpStream> {
     pub stream: S,
     buf: Vec<u8>,
+    /// Bound on each read and write (IO_TIMEOUT unless set).
+    pub timeout: Duration,
 }
 
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
@@ -376,6 +378,7 @@ impl Raw<TcpStream> {
         let mut raw = Raw {
             stream,
             buf: Vec::new(),
+            timeout: IO_TIMEOUT,
         };
         let (code, _) = raw.reply().await;
         assert_eq!(code, 220);
@@ -393,6 +396,7 @@ impl Raw<TcpStream> {
         let mut raw = Raw {
             stream,
             buf: Vec::new(),
+            timeout: IO_TIMEOUT,
         };
         let greeting = raw.line().await;
         assert!(greeting.starts_with(prefix), "{greeting}");
@@ -424,11 +428,12 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Raw<S> {
         Raw {
             stream,
             buf: Vec::new(),
+            timeout: IO_TIMEOUT,
         }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(IO_TIMEOUT, self.stream.write_all(bytes))
+        tokio::time::timeout(self.timeout, self.stream.write_all(bytes))
             .await
             .expect("write timeout")
             .expect("write");
@@ -463,7 +468,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Raw<S> {
                     .to_string();
             }
             let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut chunk))
+            let n = tokio::time::timeout(self.timeout, self.stream.read(&mut chunk))
                 .await
                 .expect("read timeout")
                 .expect("read");

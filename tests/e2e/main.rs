@@ -23,5 +23,6 @@ mod sendmail;
 mod sieve;
 mod sieve_corpus;
 mod sink;
+mod spool;
 mod submission;
 mod tls;

@@ -6,7 +6,7 @@ use crate::config::ListenerKind;
 use crate::inbound::policy::Fit;
 use crate::intake::{Incoming, Rcpt, Trace};
 use crate::log::Escaped;
-use crate::queue::Origin;
+use crate::queue::{Body, Origin};
 use crate::smtp::Reply;
 use crate::smtp::server::Envelope;
 
@@ -16,7 +16,7 @@ impl Conn {
     pub(super) async fn store_lmtp(
         &mut self,
         env: Envelope,
-        body: Vec<u8>,
+        body: Body,
         tls_on: bool,
     ) -> Vec<Reply> {
         let mut replies: Vec<Option<Reply>> = vec![None; env.recipients.len()];
@@ -60,7 +60,7 @@ impl Conn {
     }
 
     /// Commits the message to the queue; the reply is 250 only once it is on stable storage.
-    pub(super) async fn store(&mut self, env: Envelope, body: Vec<u8>, tls_on: bool) -> Reply {
+    pub(super) async fn store(&mut self, env: Envelope, body: Body, tls_on: bool) -> Reply {
         // Kept only if the message is stored; any refusal below gives the place in the hourly limit back.
         let reservation = self.reservation.take();
         let mut checks_summary = String::new();
@@ -76,6 +76,8 @@ impl Conn {
             (None, Peer::Tcp(_)) if self.trusted_network() => (Origin::Submission, true),
             (None, Peer::Tcp(_)) => (Origin::Outside, false),
         };
+        // The rules below read and change only the header section (a spooled message's tail stays on disk).
+        let size = body.len();
         let body = match (&self.user, &self.peer) {
             (Some(user), _) => {
                 // Header parsing (up to [limits] header_section) runs on the blocking pool.
@@ -84,13 +86,14 @@ impl Conn {
                     user.clone(),
                     self.ctx.hostname.clone(),
                 );
+                let Body { head, tail } = body;
                 let checked = tokio::task::spawn_blocking(move || {
-                    submission.check_content(&user, &hostname, body)
+                    submission.check_content(&user, &hostname, head, size)
                 })
                 .await
                 .unwrap_or_else(|_| Err(Reply::queue_write_failed()));
                 match checked {
-                    Ok(b) => b,
+                    Ok(head) => Body { head, tail },
                     Err(reply) => {
                         tracing::info!(from = %env.reverse_path, reply = %reply.summary(), "message refused");
                         return reply;
@@ -101,19 +104,20 @@ impl Conn {
             // is its own address.
             (None, Peer::Local(local)) if !lmtp => {
                 let (ctx, local) = (self.ctx.clone(), local.clone());
+                let Body { head, tail } = body;
                 let fixed = tokio::task::spawn_blocking(move || {
                     let sign = local.trusted
                         || local
                             .address
                             .as_deref()
-                            .is_some_and(|own| ctx.from_owned_by(&body, own));
-                    (sign, ctx.submission.fix_up(&ctx.hostname, body))
+                            .is_some_and(|own| ctx.from_owned_by(&head, own));
+                    (sign, ctx.submission.fix_up(&ctx.hostname, head))
                 })
                 .await;
                 match fixed {
-                    Ok((sign, body)) => {
+                    Ok((sign, head)) => {
                         may_sign = sign;
-                        body
+                        Body { head, tail }
                     }
                     Err(_) => return Reply::queue_write_failed(),
                 }
@@ -146,9 +150,8 @@ impl Conn {
         // The message must fit every local mailbox it goes to: refused now, never bounced later (SMTP has
         // one reply for all recipients; LMTP already answered per recipient).
         if !lmtp {
-            let size = body.len() as u64;
             for r in &env.recipients {
-                if let Some(reply) = self.quota_refusal(&r.mailboxes, size).await {
+                if let Some(reply) = self.quota_refusal(&r.mailboxes, size as u64).await {
                     tracing::info!(from = %env.reverse_path, to = %r.forward_path, reply = %reply.summary(), "message refused");
                     return reply;
                 }
@@ -188,7 +191,6 @@ impl Conn {
             }
             Peer::Local(local) => Trace::Local { uid: local.uid },
         };
-        let size = body.len();
         let recipients: Vec<Rcpt> = env
             .recipients
             .iter()

@@ -496,6 +496,7 @@ impl MailIndex for SqliteStore {
                     // New to every session: the first to look takes it as \\Recent.
                     recent: true,
                     body: crate::mailbox::lf(&m.body),
+                    streamed: None,
                 }
             })
             .collect();

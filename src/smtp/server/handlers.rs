@@ -210,6 +210,7 @@ impl Session {
     fn data(&mut self) {
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Envelope(tx) if !tx.recipients.is_empty() => {
+                self.content_seq += 1;
                 self.phase = Phase::Data(tx, DataReader::new(self.content_limits()));
                 self.out.push_back(Action::Reply(Reply::start_data()));
             }
@@ -228,6 +229,7 @@ impl Session {
     fn bdat(&mut self, size: usize, last: bool) {
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Envelope(tx) if !tx.recipients.is_empty() => {
+                self.content_seq += 1;
                 let mut chunk = ChunkReader::new(self.content_limits());
                 chunk.begin_chunk(size, last);
                 self.phase = Phase::Chunking(tx, chunk);

@@ -164,6 +164,8 @@ pub struct Session {
     out: VecDeque<Action>,
     waiting: Waiting,
     closed: bool,
+    /// Messages begun (DATA, or a first BDAT chunk): ties the content the driver takes to its message.
+    pub(super) content_seq: u64,
 }
 
 impl Session {
@@ -184,6 +186,7 @@ impl Session {
             out: VecDeque::new(),
             waiting: Waiting::Nothing,
             closed: false,
+            content_seq: 0,
         }
     }
 
@@ -231,6 +234,31 @@ impl Session {
             Phase::Data(_, reader) => reader.held(),
             Phase::Chunking(_, chunk) => chunk.held(),
             _ => 0,
+        }
+    }
+
+    /// Which message the content being received belongs to, and how many of its octets are waiting to be
+    /// taken; `None` outside DATA and BDAT.
+    pub fn content_pending(&self) -> Option<(u64, usize)> {
+        match &self.phase {
+            Phase::Data(_, reader) => Some((self.content_seq, reader.pending())),
+            Phase::Chunking(_, chunk) => Some((self.content_seq, chunk.pending())),
+            _ => None,
+        }
+    }
+
+    /// The number of the message being (or last) received, as [`Self::content_pending`] gives it.
+    pub fn content_seq(&self) -> u64 {
+        self.content_seq
+    }
+
+    /// Takes the content of the message being received read so far (the driver spools large messages to
+    /// disk as they arrive); the message's [`Action::Message`] then carries only what came after.
+    pub fn take_content(&mut self) -> Vec<u8> {
+        match &mut self.phase {
+            Phase::Data(_, reader) => reader.take(),
+            Phase::Chunking(_, chunk) => chunk.take(),
+            _ => Vec::new(),
         }
     }
 
