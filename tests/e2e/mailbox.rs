@@ -64,9 +64,19 @@ async fn the_delivery_path_works_the_same_with_both_stores() {
         let mut c = Raw::connect(d.addr).await;
         c.cmd("EHLO peer.test").await;
         let big = format!("Subject: big\r\n\r\n{}\r\n", "y".repeat(5000));
+        // Past the 64 KiB spool threshold: it streams from its spool file into the store.
+        let mut spooled = String::from("Subject: spooled\r\n\r\n");
+        for n in 0..4000 {
+            spooled.push_str(&format!(
+                "{}{n} {}\r\n",
+                if n % 9 == 0 { ".." } else { "" },
+                "s".repeat(n % 120)
+            ));
+        }
         for msg in [
             "Subject: one\r\n\r\n..dotted\r\nGr\u{fc}\u{df}e\r\n",
             big.as_str(),
+            spooled.as_str(),
         ] {
             assert_eq!(
                 c.send_message("x@remote.test", "alice@example.test", msg)
@@ -77,7 +87,7 @@ async fn the_delivery_path_works_the_same_with_both_stores() {
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut list = String::new();
-        while !list.contains("2 messages") && std::time::Instant::now() < deadline {
+        while !list.contains("3 messages") && std::time::Instant::now() < deadline {
             list = ok(tern(
                 d.dir.path(),
                 &["mailbox", "list", "alice@example.test"],
@@ -85,7 +95,7 @@ async fn the_delivery_path_works_the_same_with_both_stores() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         assert!(
-            list.contains("INBOX") && list.contains("2 messages"),
+            list.contains("INBOX") && list.contains("3 messages"),
             "{kind}: {list}"
         );
         let out = tempfile::tempdir().unwrap();
@@ -101,8 +111,8 @@ async fn the_delivery_path_works_the_same_with_both_stores() {
         let snap = snapshot(out.path());
         let msgs = snap
             .get(&("INBOX".into(), "new".into(), String::new()))
-            .expect("two new messages in the inbox");
-        assert_eq!(msgs.len(), 2, "{kind}");
+            .expect("three new messages in the inbox");
+        assert_eq!(msgs.len(), 3, "{kind}");
         // Compare what follows our Received: header: queue IDs and dates differ between the runs.
         let mut rest: Vec<Vec<u8>> = msgs
             .iter()
@@ -118,12 +128,23 @@ async fn the_delivery_path_works_the_same_with_both_stores() {
         if kind == "sqlite" {
             assert!(d.dir.path().join("data/mailboxes.db").exists());
             let blobs = walk(&d.dir.path().join("data/blobs"));
-            assert_eq!(blobs, 1, "the large message is a blob file");
+            assert_eq!(blobs, 2, "the large messages are blob files");
         }
     }
     assert_eq!(bodies[0], bodies[1], "the stores return the same bytes");
+    let all = String::from_utf8_lossy(&bodies[0].concat()).into_owned();
+    assert!(all.contains(" one\n\n.dotted\nGr\u{fc}\u{df}e\n"));
+    let mut want = String::from(" spooled\n\n");
+    for n in 0..4000 {
+        want.push_str(&format!(
+            "{}{n} {}\n",
+            if n % 9 == 0 { "." } else { "" },
+            "s".repeat(n % 120)
+        ));
+    }
     assert!(
-        String::from_utf8_lossy(&bodies[0].concat()).contains(" one\n\n.dotted\nGr\u{fc}\u{df}e\n")
+        all.contains(&want),
+        "the spooled message whole, LF line ends, one dot"
     );
 }
 

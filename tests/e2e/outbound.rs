@@ -661,6 +661,31 @@ fn a_transport_relays_through_a_smarthost_with_starttls_and_auth() {
         relay.log_text()
     );
     assert!(!d.log_text().contains("bob-relay-pw") && !relay.log_text().contains("bob-relay-pw"));
+    // A spooled message goes the same way: tern offers CHUNKING, so as one BDAT chunk streamed from
+    // its spool file.
+    let mut body = String::new();
+    for n in 0..30_000 {
+        body.push_str(&format!(
+            "{}{n} {}\n",
+            if n % 11 == 0 { "." } else { "" },
+            "b".repeat(n % 60)
+        ));
+    }
+    send_raw(
+        &d,
+        &["carol@relay.test"],
+        &format!("From: Alice <alice@example.test>\nSubject: large via the smarthost\n\n{body}"),
+    );
+    let got = relay.wait_delivered("carol@relay.test", 2);
+    let large = got
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .find(|t| t.contains("Subject: large via the smarthost"))
+        .unwrap_or_else(|| panic!("{}\n{}", d.log_text(), relay.log_text()));
+    assert!(
+        large.ends_with(&format!("\n\n{body}")),
+        "the body arrived whole"
+    );
 }
 
 #[test]

@@ -447,3 +447,88 @@ async fn admin_scripts_run_around_the_users_and_reload_with_the_configuration() 
         "{view}"
     );
 }
+
+/// A message past the spool threshold (700 KB): the script sees its header section, the start of its
+/// body and its whole size; fileinto with a flag and editheader keep the body whole from the spool file;
+/// a redirect (a second link to the same spool file) reaches bob whole; no spool file is left.
+#[tokio::test]
+async fn scripts_work_on_spooled_messages() {
+    let (d, _s) = daemon("");
+    let out = put(
+        &d,
+        "big",
+        "require [\"fileinto\", \"mailbox\", \"imap4flags\", \"editheader\", \"body\", \"copy\"];\n\
+         if size :over 500K { addheader \"X-Big\" \"yes\"; }\n\
+         if body :contains \"needle-at-the-start\" { fileinto :create :flags \"\\\\Flagged\" \"Big\"; }\n\
+         redirect :copy \"bob@example.test\";\n",
+        true,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut body = String::from("needle-at-the-start\r\n");
+    for n in 0..9000 {
+        body.push_str(&format!("{n} {}\r\n", "q".repeat(70)));
+    }
+    send(
+        &d,
+        "carol@remote.test",
+        "Subject: spooled for sieve\r\n",
+        &body,
+    )
+    .await;
+    let want = format!("\n\n{}\n", body.replace("\r\n", "\n"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let files = |dir: std::path::PathBuf| -> Vec<std::path::PathBuf> {
+        ["new", "cur"]
+            .iter()
+            .flat_map(|s| {
+                std::fs::read_dir(dir.join(s))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|e| e.path())
+            .collect()
+    };
+    let (mut filed, mut bobs) = (Vec::new(), Vec::new());
+    while Instant::now() < deadline {
+        filed = files(d.maildir("alice@example.test").join(".Big"));
+        bobs = files(d.maildir("bob@example.test"));
+        if !filed.is_empty() && !bobs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(filed.len(), 1, "filed into Big: {}", d.log_text());
+    assert!(
+        filed[0].to_string_lossy().ends_with(":2,F"),
+        "{}",
+        filed[0].display()
+    );
+    let text = std::fs::read_to_string(&filed[0]).unwrap();
+    assert!(text.contains("X-Big: yes"), "size saw the whole message");
+    assert!(text.ends_with(&want), "the filed copy is whole");
+    assert_eq!(bobs.len(), 1, "redirected to bob: {}", d.log_text());
+    let text = std::fs::read_to_string(&bobs[0]).unwrap();
+    assert!(text.contains("X-Sieve-Redirected-From: <alice@example.test>"));
+    assert!(
+        text.contains("X-Big: yes"),
+        "the redirect carries the edited header"
+    );
+    assert!(text.ends_with(&want), "the redirected copy is whole");
+    let spool = d.dir.path().join("data").join("spool");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&spool).map(|r| r.count()).unwrap_or(0) > 0 && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "spool files left: {left:?}");
+}
