@@ -70,6 +70,8 @@ pub struct Limits {
     pub connections_per_ip: usize,
     /// Octets of message content the SMTP sessions may hold together while it arrives.
     pub data_memory: u64,
+    /// Octets past which a message arriving goes to a spool file.
+    pub spool_threshold: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -394,6 +396,12 @@ impl Validator {
         positive("data_timeout_secs", l.data_timeout_secs)?;
         positive("connections", l.connections as u64)?;
         positive("connections_per_ip", l.connections_per_ip as u64)?;
+        if !(16..=16384).contains(&l.spool_threshold_kib) {
+            return Err(self.err(
+                "limits.spool_threshold_kib",
+                format!("{} is outside 16 to 16384", l.spool_threshold_kib),
+            ));
+        }
         if l.command_line < 512 {
             return Err(self.err(
                 "limits.command_line",
@@ -421,6 +429,7 @@ impl Validator {
             connections: l.connections,
             connections_per_ip: l.connections_per_ip,
             data_memory: l.data_memory_mb.clamp(1, 1 << 20) << 20,
+            spool_threshold: l.spool_threshold_kib << 10,
         };
         let q = &raw.queue;
         if q.retry_base_secs == 0 {

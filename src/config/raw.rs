@@ -379,10 +379,15 @@ pub struct RawLimits {
     /// Concurrent SMTP connections from one client IP address. Default: 50.
     pub connections_per_ip: usize,
     /// MiB of message content all SMTP sessions together may hold in memory while it arrives: messages
-    /// below the spool threshold (64 KiB) whole, larger ones the piece not yet written to their spool
-    /// file (data_dir/spool). A message that does not fit gets 452 4.3.1 at the end of its data (the
-    /// client tries again). Default: 512.
+    /// below `spool_threshold_kib` whole, larger ones the piece not yet written to their spool file
+    /// (data_dir/spool). A message that does not fit gets 452 4.3.1 at the end of its data (the client
+    /// tries again). Default: 512.
     pub data_memory_mb: u64,
+    /// KiB past which a message's content goes to a spool file as it arrives (and every later stage reads
+    /// it from there) instead of staying in memory and in queue.db; 16 to 16384. A session holds at most
+    /// this much content in memory. Smaller means less memory per session and a file (and fsync) more
+    /// per message past it. Default: 256.
+    pub spool_threshold_kib: usize,
 }
 
 impl Default for RawLimits {
@@ -402,6 +407,7 @@ impl Default for RawLimits {
             connections: 4000,
             connections_per_ip: 50,
             data_memory_mb: 512,
+            spool_threshold_kib: 256,
         }
     }
 }

@@ -91,6 +91,10 @@ fn golden_errors() {
             "/etc/tern/tern.toml: limits.command_line: 100 is below RFC 5321's minimum of 512",
         ),
         (
+            format!("{MINIMAL}[limits]\nspool_threshold_kib = 4\n"),
+            "/etc/tern/tern.toml: limits.spool_threshold_kib: 4 is outside 16 to 16384",
+        ),
+        (
             format!("{MINIMAL}[tls]\ncert = \"c.pem\"\n"),
             "/etc/tern/tern.toml: tls.key: tls.cert is set, so tls.key is needed too",
         ),

@@ -225,7 +225,8 @@ fn account_data_memory(
 /// Octets read from the client at a time.
 const READ_BUFFER: usize = 8192;
 
-/// Moves the content of a message being received to its spool file once it passes `SPOOL_THRESHOLD`, in
+/// Moves the content of a message being received to its spool file once it passes `[limits]
+/// spool_threshold_kib`, in
 /// pieces of about that size: a session holds at most that much content in memory, whatever the message's
 /// size. A spool file that cannot be written sheds the message (452 4.3.1 at its end).
 async fn spool_content(
@@ -233,7 +234,7 @@ async fn spool_content(
     conn: &Conn,
     spool: &mut Option<(u64, crate::queue::spool::SpoolWriter)>,
 ) {
-    use crate::queue::spool::SPOOL_THRESHOLD;
+    let threshold = conn.ctx.limits.spool_threshold;
     let Some((seq, pending)) = session.content_pending() else {
         // Between messages: a file left from a refused or abandoned one is removed.
         *spool = None;
@@ -243,7 +244,7 @@ async fn spool_content(
         *spool = None;
     }
     // Taken before the next read could push it past the threshold: the buffer never doubles past it.
-    if pending + READ_BUFFER < SPOOL_THRESHOLD {
+    if pending + READ_BUFFER < threshold {
         return;
     }
     if spool.is_none() {
@@ -281,7 +282,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut idle_since = conn.idle_since;
     // This session's share of [limits] data_memory: what the message being received holds.
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
-    // The spool file of the message being received, once it outgrew SPOOL_THRESHOLD, with the message's
+    // The spool file of the message being received, once it outgrew the spool threshold, with the message's
     // number (a file left from a refused message is never joined to the next one).
     let mut spool: Option<(u64, crate::queue::spool::SpoolWriter)> = None;
     loop {

@@ -523,15 +523,14 @@ fn deliver(
 /// Maildir files use the local (LF) line ending; SMTP carries CRLF.
 fn crlf_to_lf(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len());
-    let mut i = 0;
-    while i < body.len() {
-        if body[i] == b'\r' && body.get(i + 1) == Some(&b'\n') {
-            i += 1;
-            continue;
+    let mut from = 0;
+    for at in memchr::memchr_iter(b'\r', body) {
+        if body.get(at + 1) == Some(&b'\n') {
+            out.extend_from_slice(&body[from..at]);
+            from = at + 1;
         }
-        out.push(body[i]);
-        i += 1;
     }
+    out.extend_from_slice(&body[from..]);
     out
 }
 

@@ -70,12 +70,8 @@ pub struct Delivery {
 impl Delivery {
     /// Octets of the copy as stored (LF line ends) and its line count.
     pub fn stored_size(&self) -> (u64, u64) {
-        let lines = self
-            .prefix
-            .iter()
-            .chain(self.body.iter())
-            .filter(|&&b| b == b'\n')
-            .count() as u64;
+        let lines = crate::queue::body::memchr_count(&self.prefix)
+            + crate::queue::body::memchr_count(&self.body);
         let size = (self.prefix.len() + self.body.len()) as u64;
         match &self.tail {
             // Every line end of a spooled tail is CRLF (SMTP refuses bare CR and LF).
@@ -111,26 +107,24 @@ pub fn write_lf(
     let mut buf = Vec::with_capacity(crate::queue::body::CHUNK);
     tail.for_each_chunk(&mut |chunk: &[u8]| {
         buf.clear();
-        let mut i = 0;
         if held_cr {
             if chunk.first() != Some(&b'\n') {
                 buf.push(b'\r');
             }
             held_cr = false;
         }
-        while i < chunk.len() {
-            let b = chunk[i];
-            if b == b'\r' {
-                match chunk.get(i + 1) {
-                    Some(b'\n') => {}
-                    Some(_) => buf.push(b),
-                    None => held_cr = true,
-                }
-            } else {
-                buf.push(b);
+        // Runs up to each CR are copied whole; a CR before LF is dropped.
+        let mut from = 0;
+        for at in memchr::memchr_iter(b'\r', chunk) {
+            buf.extend_from_slice(&chunk[from..at]);
+            match chunk.get(at + 1) {
+                Some(b'\n') => {}
+                Some(_) => buf.push(b'\r'),
+                None => held_cr = true,
             }
-            i += 1;
+            from = at + 1;
         }
+        buf.extend_from_slice(&chunk[from..]);
         out.write_all(&buf)
     })?;
     if held_cr {

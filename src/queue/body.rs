@@ -117,7 +117,7 @@ impl std::error::Error for Stop {}
 
 /// LF octets in `b`.
 pub fn memchr_count(b: &[u8]) -> u64 {
-    b.iter().filter(|&&c| c == b'\n').count() as u64
+    memchr::memchr_iter(b'\n', b).count() as u64
 }
 
 #[cfg(test)]

@@ -601,9 +601,14 @@ async fn writer(
             }
         }
         let now = crate::clock::unix_now();
-        let result = commit(&pool, &batch, now + settings.retry_base.as_secs())
-            .await
-            .map_err(|e| QueueError::Write(e.to_string()));
+        let result = commit(
+            &pool,
+            &shared.spool,
+            &batch,
+            now + settings.retry_base.as_secs(),
+        )
+        .await
+        .map_err(|e| QueueError::Write(e.to_string()));
         // Files of messages that just left the queue (a crash before this leaves them to the next sweep).
         let result = match result {
             Ok(spooled) if !spooled.is_empty() => {
@@ -667,6 +672,7 @@ async fn writer(
 /// Commits a group of writes; returns the messages that left the queue with a spool file.
 async fn commit(
     pool: &SqlitePool,
+    spool: &spool::Spool,
     batch: &[Write],
     retry_at: u64,
 ) -> Result<Vec<QueueId>, sqlx::Error> {
@@ -684,6 +690,14 @@ async fn commit(
             Write::Abandoned(id, transport) => abandoned.push((*id, *transport)),
             Write::Barrier(_) => {}
         }
+    }
+    // Spool files renamed to their queue IDs: their names are durable before the rows naming them.
+    if inserts.iter().any(|m| m.body.tail.is_some()) {
+        let spool = spool.clone();
+        tokio::task::spawn_blocking(move || spool.sync())
+            .await
+            .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+            .map_err(sqlx::Error::Io)?;
     }
     store::insert(&mut tx, &inserts).await?;
     // The common case, every recipient of a fresh message final at once, is one statement for the group.

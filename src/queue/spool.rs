@@ -1,7 +1,7 @@
-//! Spool files: the content of messages too large to keep in memory (past `SPOOL_THRESHOLD`), in
+//! Spool files: the content of messages too large to keep in memory (past `[limits] spool_threshold_kib`), in
 //! data_dir/spool. A message arriving over SMTP is written to `tmp.*` as it arrives; before its 250 the
-//! file is fsynced, renamed to its queue ID and the folder fsynced, then the queue row that names it is
-//! committed. The row keeps the header section; the file keeps the whole message as received, and the row
+//! file is fsynced and renamed to its queue ID, and the queue's writer fsyncs the folder (once for all the
+//! messages of its group) before it commits the rows that name them. The row keeps the header section; the file keeps the whole message as received, and the row
 //! says where the part after the header section starts.
 //!
 //! Invariants, for crashes: no queue row without its file (the file is durable before the row is
@@ -16,10 +16,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-/// A message body larger than this goes to a spool file as it arrives; a smaller one stays in memory
-/// and in queue.db.
-pub const SPOOL_THRESHOLD: usize = 64 * 1024;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -95,6 +91,11 @@ impl Spool {
             lines,
             transient: AtomicBool::new(false),
         })
+    }
+
+    /// Makes the folder's entries durable (blocking): the names of files just committed.
+    pub fn sync(&self) -> io::Result<()> {
+        File::open(&*self.dir)?.sync_all()
     }
 
     /// Removes the files of messages the queue no longer has (blocking). Errors other than "already gone"
@@ -318,15 +319,16 @@ impl Tail {
         }
     }
 
-    /// Gives the file its queue ID's name, durably (blocking): rename, then fsync the folder. From here
-    /// the queue owns the file.
+    /// Gives the file its queue ID's name (blocking). From here the queue owns the file; the queue's
+    /// writer fsyncs the folder once for its group of messages before it commits their rows
+    /// ([`Spool::sync`]), so the name is durable before anything names it.
     pub fn commit(&self, spool: &Spool, id: QueueId) -> io::Result<()> {
         let to = spool.path_of(id);
         let mut path = self.path.lock().unwrap_or_else(|p| p.into_inner());
         std::fs::rename(&*path, &to)?;
         *path = to;
         self.transient.store(false, Ordering::Release);
-        File::open(spool.dir())?.sync_all()
+        Ok(())
     }
 
     /// A second name for the same content, for a message tern makes from this one (a Sieve redirect):

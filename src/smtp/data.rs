@@ -103,6 +103,43 @@ impl Sink {
         std::mem::replace(&mut self.body, Vec::with_capacity(room))
     }
 
+    /// A run of octets inside a line (no CR or LF): the same as `count_line_octet` then `push` for each,
+    /// in one step. The first limit an octet would break decides the error, in the per-octet order.
+    #[inline]
+    fn push_run(&mut self, run: &[u8]) {
+        let line_room = self.limits.max_line.saturating_sub(self.line_len);
+        self.line_len += run.len();
+        if self.error.is_some() {
+            return;
+        }
+        let size_room = self.limits.max_size.saturating_sub(self.total);
+        let header_room = if self.header_done {
+            usize::MAX
+        } else {
+            self.limits.max_header.saturating_sub(self.total)
+        };
+        // At one octet the line length is checked first, then the size, then the header section.
+        let mut stop: Option<(usize, ContentError)> = None;
+        for (room, e) in [
+            (line_room, ContentError::LineTooLong),
+            (size_room, ContentError::TooBig),
+            (
+                header_room,
+                ContentError::HeaderTooBig(self.limits.max_header),
+            ),
+        ] {
+            if room < run.len() && stop.is_none_or(|(at, _)| room < at) {
+                stop = Some((room, e));
+            }
+        }
+        let n = stop.map_or(run.len(), |(at, _)| at);
+        self.body.extend_from_slice(&run[..n]);
+        self.total += n;
+        if let Some((_, e)) = stop {
+            self.fail(e);
+        }
+    }
+
     /// A CRLF was read: an empty line ends the header section.
     #[inline]
     fn end_line(&mut self) {
@@ -168,14 +205,26 @@ impl DataReader {
     /// Consumes bytes from `input`; returns how many were consumed and, when the end of data was found,
     /// the decoded message (CRLF line endings, dots unstuffed) or why it is refused.
     pub fn feed(&mut self, input: &[u8]) -> (usize, Option<Result<Vec<u8>, ContentError>>) {
-        for (i, &b) in input.iter().enumerate() {
+        let mut i = 0;
+        while i < input.len() {
+            // Inside a line, everything up to the next CR or LF is content: taken in one step.
+            if self.pos == Pos::InLine {
+                let end = memchr::memchr2(b'\r', b'\n', &input[i..]).map_or(input.len(), |k| i + k);
+                self.sink.push_run(&input[i..end]);
+                i = end;
+                if i == input.len() {
+                    break;
+                }
+            }
+            let b = input[i];
+            i += 1;
             match (self.pos, b) {
                 (Pos::LineStart, b'.') => self.pos = Pos::Dot,
                 (Pos::Dot, b'\r') => self.pos = Pos::DotCr,
                 (Pos::DotCr, b'\n') => {
                     let limits = self.sink.limits;
                     let sink = std::mem::replace(&mut self.sink, Sink::new(limits));
-                    return (i + 1, Some(sink.finish()));
+                    return (i, Some(sink.finish()));
                 }
                 (Pos::DotCr, _) => {
                     // `.` CR then not LF: a bare CR. The stuffed dot itself is dropped.
@@ -276,7 +325,19 @@ impl ChunkReader {
     /// Consumes up to `remaining` bytes of `input`; returns how many were consumed.
     pub fn feed(&mut self, input: &[u8]) -> usize {
         let n = input.len().min(self.remaining);
-        for &b in &input[..n] {
+        let chunk = &input[..n];
+        let mut i = 0;
+        while i < n {
+            if !self.after_cr {
+                let end = memchr::memchr2(b'\r', b'\n', &chunk[i..]).map_or(n, |k| i + k);
+                self.sink.push_run(&chunk[i..end]);
+                i = end;
+                if i == n {
+                    break;
+                }
+            }
+            let b = chunk[i];
+            i += 1;
             match (self.after_cr, b) {
                 (true, b'\n') => {
                     self.after_cr = false;

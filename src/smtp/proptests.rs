@@ -106,3 +106,105 @@ proptest! {
         }
     }
 }
+
+/// The DATA decoder octet by octet, as it was before runs inside a line were taken whole: the reference
+/// the fast path must agree with, error for error.
+fn reference_decode(
+    input: &[u8],
+    limits: ContentLimits,
+) -> Option<Result<Vec<u8>, super::data::ContentError>> {
+    use super::data::ContentError as E;
+    #[derive(Clone, Copy, PartialEq)]
+    enum P {
+        Start,
+        Dot,
+        DotCr,
+        In,
+        Cr,
+    }
+    let (mut pos, mut body, mut line, mut header_done, mut err) =
+        (P::Start, Vec::new(), 0usize, false, None::<E>);
+    let fail = |err: &mut Option<E>, body: &mut Vec<u8>, e: E| {
+        if err.is_none() {
+            *err = Some(e);
+            body.clear();
+        }
+    };
+    let push = |err: &mut Option<E>, body: &mut Vec<u8>, header_done: bool, b: u8| {
+        if err.is_some() {
+            return;
+        }
+        if body.len() >= limits.max_size {
+            *err = Some(E::TooBig);
+            body.clear();
+        } else if !header_done && body.len() >= limits.max_header {
+            *err = Some(E::HeaderTooBig(limits.max_header));
+            body.clear();
+        } else {
+            body.push(b);
+        }
+    };
+    for &b in input {
+        let octet = |pos: &mut P, err: &mut Option<E>, body: &mut Vec<u8>, line: &mut usize| match b
+        {
+            b'\r' => *pos = P::Cr,
+            b'\n' => fail(err, body, E::BareLf),
+            _ => {
+                *line += 1;
+                if *line > limits.max_line {
+                    fail(err, body, E::LineTooLong);
+                }
+                push(err, body, header_done, b);
+            }
+        };
+        match (pos, b) {
+            (P::Start, b'.') => pos = P::Dot,
+            (P::Dot, b'\r') => pos = P::DotCr,
+            (P::DotCr, b'\n') => return Some(err.map_or(Ok(body), Err)),
+            (P::DotCr, _) | (P::Cr, _) if b != b'\n' || pos == P::DotCr => {
+                fail(&mut err, &mut body, E::BareCr);
+                pos = P::In;
+                octet(&mut pos, &mut err, &mut body, &mut line);
+            }
+            (P::Cr, _) => {
+                push(&mut err, &mut body, header_done, b'\r');
+                push(&mut err, &mut body, header_done, b'\n');
+                if line == 0 {
+                    header_done = true;
+                }
+                line = 0;
+                pos = P::Start;
+            }
+            _ => {
+                pos = P::In;
+                octet(&mut pos, &mut err, &mut body, &mut line);
+            }
+        }
+    }
+    None
+}
+
+proptest! {
+    #[test]
+    fn the_data_reader_agrees_with_the_octet_reference_under_tight_limits(
+        input in prop::collection::vec(prop::sample::select(vec![b'a', b'.', b'\r', b'\n', b'x']), 0..300),
+        max_size in 1usize..120,
+        max_line in 1usize..30,
+        max_header in 1usize..60,
+        split in 0usize..300,
+    ) {
+        let limits = ContentLimits { max_size, max_line, max_header };
+        let mut input = input;
+        input.extend_from_slice(b"\r\n.\r\n");
+        let want = reference_decode(&input, limits);
+        let mut r = DataReader::new(limits);
+        let (a, b) = input.split_at(split.min(input.len()));
+        let (n, mut got) = r.feed(a);
+        if got.is_none() {
+            got = r.feed(b).1;
+        } else {
+            prop_assert!(n <= a.len());
+        }
+        prop_assert_eq!(got, want);
+    }
+}

@@ -149,7 +149,7 @@ async fn concurrent_large_messages_stay_within_data_memory() {
     use std::time::Duration;
     let d = Daemon::start("[limits]\ndata_memory_mb = 1\nconnections_per_ip = 100\n");
     const SESSIONS: usize = 60;
-    // Below the 64 KiB spool threshold: held in memory whole until its end.
+    // Below the spool threshold (256 KiB): held in memory whole until its end.
     const SIZE: usize = 60 * 1024;
     let line = "y".repeat(998);
     let mut body =

@@ -64,9 +64,9 @@ async fn the_delivery_path_works_the_same_with_both_stores() {
         let mut c = Raw::connect(d.addr).await;
         c.cmd("EHLO peer.test").await;
         let big = format!("Subject: big\r\n\r\n{}\r\n", "y".repeat(5000));
-        // Past the 64 KiB spool threshold: it streams from its spool file into the store.
+        // Past the 256 KiB spool threshold: it streams from its spool file into the store.
         let mut spooled = String::from("Subject: spooled\r\n\r\n");
-        for n in 0..4000 {
+        for n in 0..6000 {
             spooled.push_str(&format!(
                 "{}{n} {}\r\n",
                 if n % 9 == 0 { ".." } else { "" },
@@ -135,7 +135,7 @@ async fn the_delivery_path_works_the_same_with_both_stores() {
     let all = String::from_utf8_lossy(&bodies[0].concat()).into_owned();
     assert!(all.contains(" one\n\n.dotted\nGr\u{fc}\u{df}e\n"));
     let mut want = String::from(" spooled\n\n");
-    for n in 0..4000 {
+    for n in 0..6000 {
         want.push_str(&format!(
             "{}{n} {}\n",
             if n % 9 == 0 { "." } else { "" },

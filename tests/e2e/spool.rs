@@ -152,7 +152,7 @@ async fn spooled_messages_survive_kill_9_and_orphans_are_swept() {
                     return;
                 }
                 let subject = format!("s{s}-m{n}");
-                let msg = large_message(&subject, 200_000 + 1000 * n);
+                let msg = large_message(&subject, 300_000 + 1000 * n);
                 // After the kill, any step may fail: only a 250 counts.
                 let r = tokio::time::timeout(Duration::from_secs(20), async {
                     raw.send_message("a@remote.test", "alice@example.test", &msg)
@@ -204,7 +204,7 @@ async fn spooled_messages_survive_kill_9_and_orphans_are_swept() {
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        let want = stored_body(&large_message(&subject, 200_000 + 1000 * n));
+        let want = stored_body(&large_message(&subject, 300_000 + 1000 * n));
         assert!(
             text.ends_with(&want),
             "{subject} is not whole in {}",
