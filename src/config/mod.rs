@@ -85,6 +85,8 @@ pub struct QueueSettings {
     pub history: Duration,
     /// Octets of message bodies that jobs may hold at once.
     pub delivery_memory: u64,
+    /// Messages in delivery at once.
+    pub delivery_jobs: usize,
 }
 
 /// What authenticated users may do, and who may relay without authenticating.
@@ -448,6 +450,7 @@ impl Validator {
             max_lifetime: Duration::from_secs(q.max_lifetime_secs),
             history: Duration::from_secs(q.history_secs),
             delivery_memory: q.delivery_memory_mb.clamp(1, 1 << 20) << 20,
+            delivery_jobs: q.delivery_jobs.clamp(1, 1 << 20),
         };
         if raw.delivery.local_workers == 0 || raw.delivery.local_workers > 256 {
             return Err(self.err("delivery.local_workers", "must be between 1 and 256"));

@@ -428,6 +428,10 @@ pub struct RawQueue {
     /// MiB of message bodies that deliveries waiting or under way may hold in memory, all together; past
     /// it, due messages stay on disk until deliveries finish. Default: 256.
     pub delivery_memory_mb: u64,
+    /// Messages handed to delivery (local and remote) at once, waiting for a connection or under way;
+    /// past it, due messages stay on disk until deliveries finish. Each costs its bookkeeping (a task,
+    /// the envelope, the header section) whatever its body. Default: 2000.
+    pub delivery_jobs: usize,
 }
 
 impl Default for RawQueue {
@@ -439,6 +443,7 @@ impl Default for RawQueue {
             min_free: 100 << 20,
             history_secs: 7 * 86400,
             delivery_memory_mb: 256,
+            delivery_jobs: 2000,
         }
     }
 }

@@ -177,8 +177,17 @@ pub struct Job {
     /// This job's hold on (message, transport): nobody else delivers these recipients until it reports. A
     /// job dropped without a report (a panic) gives the hold back and defers its recipients.
     pub claim: Arc<claims::Claim>,
-    /// The job's share of `[queue] delivery_memory`, given back when the job (and every clone) is dropped.
-    pub memory: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    /// The job's share of `[queue] delivery_memory` and `delivery_jobs`, given back when the job (and
+    /// every clone) is dropped.
+    pub memory: Option<Arc<Hold>>,
+}
+
+/// What a message in delivery holds: its share of `[queue] delivery_memory` (in KiB) and one of
+/// `[queue] delivery_jobs`.
+#[derive(Debug)]
+pub struct Hold {
+    _memory: tokio::sync::OwnedSemaphorePermit,
+    _job: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The outcomes of one job.
@@ -298,6 +307,8 @@ struct Shared {
     /// in memory for it until it is dropped.
     memory: Arc<tokio::sync::Semaphore>,
     memory_kib: u32,
+    /// `[queue] delivery_jobs`: one permit per message in delivery.
+    jobs: Arc<tokio::sync::Semaphore>,
     spool: spool::Spool,
 }
 
@@ -338,7 +349,7 @@ impl Shared {
         message: Arc<QueuedMessage>,
         from_disk: bool,
         claimed: Vec<Arc<claims::Claim>>,
-        memory: Option<tokio::sync::OwnedSemaphorePermit>,
+        memory: Option<Hold>,
     ) {
         let memory = memory.map(Arc::new);
         let total = message.recipients.len();
@@ -444,6 +455,11 @@ impl Queue {
             claims: claims.clone(),
             memory: Arc::new(tokio::sync::Semaphore::new(memory_kib as usize)),
             memory_kib,
+            jobs: Arc::new(tokio::sync::Semaphore::new(
+                settings
+                    .delivery_jobs
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             spool: spool.clone(),
         });
         tokio::spawn(writer(
@@ -574,12 +590,18 @@ fn claim_new(claims: &Arc<claims::Claims>, m: &QueuedMessage) -> Vec<Arc<claims:
 /// waits for room: deliveries report through it).
 fn hand_out_fresh(shared: &Arc<Shared>, message: Arc<QueuedMessage>, now: u64) {
     let kib = shared.cost_of(&message);
-    match shared.memory.clone().try_acquire_many_owned(kib) {
-        Ok(permit) => {
+    let job = shared.jobs.clone().try_acquire_owned();
+    let memory = shared.memory.clone().try_acquire_many_owned(kib);
+    match (job, memory) {
+        (Ok(job), Ok(memory)) => {
             let claimed = claim_new(&shared.claims, &message);
-            shared.dispatch(message, false, claimed, Some(permit));
+            let hold = Hold {
+                _memory: memory,
+                _job: job,
+            };
+            shared.dispatch(message, false, claimed, Some(hold));
         }
-        Err(_) => {
+        _ => {
             let _ = shared.wake.send(Wake::At(now, message.id));
         }
     }
@@ -760,6 +782,9 @@ async fn scheduler(
             let transports: Vec<Transport> = claimed.iter().map(|c| c.transport()).collect();
             // Room for the body first, then the body: however long the queue, the bodies in memory stay
             // within [queue] delivery_memory. The wait holds only this message's claims.
+            let Ok(job) = shared.jobs.clone().acquire_owned().await else {
+                return;
+            };
             let size = store::body_size(&pool, id).await.unwrap_or(0);
             let permit = match shared
                 .memory
@@ -767,7 +792,10 @@ async fn scheduler(
                 .acquire_many_owned(shared.kib_for(size))
                 .await
             {
-                Ok(p) => p,
+                Ok(p) => Hold {
+                    _memory: p,
+                    _job: job,
+                },
                 Err(_) => return,
             };
             match store::load_due(&pool, &shared.spool, id, now, &transports).await {

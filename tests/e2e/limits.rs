@@ -202,3 +202,59 @@ async fn concurrent_large_messages_stay_within_data_memory() {
     );
     assert!(d.log_text().contains("data_memory_mb is in use"));
 }
+
+/// A destination that stalls and mail for it pouring in: at most `[queue] delivery_jobs` messages are in
+/// delivery at once (each costs its bookkeeping, whatever its size); the rest wait on disk, all queued.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_destination_holds_no_more_than_delivery_jobs_messages() {
+    use crate::dns::{Rr, TestDns};
+    use crate::sink::{Behaviour, sinks};
+    use std::time::Duration;
+    let s = sinks(vec![Behaviour {
+        stall_secs: 120,
+        ..Behaviour::default()
+    }]);
+    let dns = TestDns::start(vec![Rr::A("remote.test", "127.0.0.2")]);
+    let mut d = Daemon::start_with_dns(&format!(
+        "[delivery]\nremote_port = {}\nallow_private_addresses = true\nmax_connections = 2\n\
+         [queue]\ndelivery_jobs = 20\n[submission]\ntrusted_networks = [\"127.0.0.1/32\"]\n{}",
+        s[0].addr.port(),
+        dns.config()
+    ));
+    d.dns = Some(dns);
+    const MESSAGES: usize = 200;
+    let mut raw = Raw::connect(d.addr).await;
+    raw.cmd("EHLO load.test").await;
+    for n in 0..MESSAGES {
+        let (code, text) = raw
+            .send_message(
+                "a@load.test",
+                "bob@remote.test",
+                &format!("Subject: backlog {n}\r\n\r\nbody\r\n"),
+            )
+            .await;
+        assert_eq!(code, 250, "{text}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let admin = d.listener("admin");
+    let metrics = crate::ops::http_get(admin, "/metrics").await;
+    let in_flight: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("tern_deliveries_in_flight"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .expect("tern_deliveries_in_flight");
+    // The gauge counts claims: 20 jobs, plus the two (local, remote) the scheduler holds on the next
+    // message while it waits for a job to finish.
+    assert!(
+        (1..=22).contains(&in_flight),
+        "{in_flight} claims in delivery with delivery_jobs = 20"
+    );
+    let queued = crate::harness::tern(d.dir.path(), &["queue", "list", "--json"]);
+    let text = String::from_utf8_lossy(&queued.stdout);
+    assert_eq!(
+        text.matches("bob@remote.test").count(),
+        MESSAGES,
+        "all still queued"
+    );
+}
