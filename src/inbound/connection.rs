@@ -222,8 +222,10 @@ fn account_data_memory(
     }
 }
 
-/// Octets read from the client at a time.
-const READ_BUFFER: usize = 8192;
+/// Octets read from the client at a time: commands are short, and a session waiting for its next command
+/// holds only this much (10,000 idle sessions hold 10,000 of them); message content comes in larger reads.
+const COMMAND_READ: usize = 1024;
+const DATA_READ: usize = 32 * 1024;
 
 /// Moves the content of a message being received to its spool file once it passes `[limits]
 /// spool_threshold_kib`, in
@@ -244,7 +246,7 @@ async fn spool_content(
         *spool = None;
     }
     // Taken before the next read could push it past the threshold: the buffer never doubles past it.
-    if pending + READ_BUFFER < threshold {
+    if pending + DATA_READ < threshold {
         return;
     }
     if spool.is_none() {
@@ -272,7 +274,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn,
 ) -> std::io::Result<Next> {
     let mut out = Vec::with_capacity(512);
-    let mut buf = vec![0u8; READ_BUFFER];
+    let mut buf = vec![0u8; COMMAND_READ];
     let limits = conn.ctx.limits.clone();
     // A command must be complete within command_timeout of the previous one, however slowly its bytes
     // trickle in; a message's data within message_timeout, with no gap longer than data_timeout.
@@ -433,6 +435,14 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             (last_command + limits.command_timeout).min(idle_since + limits.session_idle)
         };
         let idle_cut = !in_data && deadline == idle_since + limits.session_idle;
+        let want = if in_data || session.content_pending().is_some() {
+            DATA_READ
+        } else {
+            COMMAND_READ
+        };
+        if buf.len() != want {
+            buf = vec![0u8; want];
+        }
         let mut shutdown = conn.shutdown.clone();
         tokio::select! {
             read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => match read {
