@@ -187,6 +187,14 @@ enum UserAction {
     },
     /// Delete a user (the mailbox on disk is kept).
     Del { address: String },
+    /// Set a user's password from the first line of standard input (stored as an argon2id hash; takes
+    /// effect at the next login), or with --remove take it away (the account then receives mail but
+    /// cannot log in).
+    Passwd {
+        address: String,
+        #[arg(long)]
+        remove: bool,
+    },
     /// Limit a user's mailbox; 0 removes a limit. Over quota: 452 4.2.2 at RCPT, deliveries deferred.
     SetQuota {
         address: String,
@@ -939,6 +947,26 @@ async fn user(action: UserAction, cfg: Config) -> anyhow::Result<()> {
                 "no user {address:?}"
             );
             println!("quota of {} updated", address.to_lowercase());
+        }
+        UserAction::Passwd { address, remove } => {
+            let password = if remove {
+                None
+            } else {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                let pw = line.trim_end_matches(['\r', '\n']).to_string();
+                anyhow::ensure!(!pw.is_empty(), "no password on standard input");
+                Some(pw)
+            };
+            anyhow::ensure!(
+                dir.set_password(&address, password).await?,
+                "no user {address:?}"
+            );
+            if remove {
+                println!("password removed for {}", address.to_lowercase());
+            } else {
+                println!("password changed for {}", address.to_lowercase());
+            }
         }
         UserAction::Del { address } => {
             anyhow::ensure!(dir.delete_user(&address).await?, "no user {address:?}");

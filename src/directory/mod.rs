@@ -249,6 +249,25 @@ impl Directory {
         }
     }
 
+    /// Replaces a user's password hash (argon2id), or removes it (`None`: no login); returns whether the
+    /// user exists. Logins remembered for the old password no longer match (they are keyed by the hash).
+    pub async fn set_password(
+        &self,
+        address: &str,
+        password: Option<String>,
+    ) -> Result<bool, DirectoryError> {
+        let hash = match password {
+            Some(pw) => Some(hash_password(pw).await?),
+            None => None,
+        };
+        let r = sqlx::query("UPDATE users SET password_hash = ? WHERE address = ?")
+            .bind(hash)
+            .bind(address.to_lowercase())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// Removes a user; returns whether one existed. The mailbox on disk is left for the administrator.
     pub async fn delete_user(&self, address: &str) -> Result<bool, DirectoryError> {
         let r = sqlx::query("DELETE FROM users WHERE address = ?")

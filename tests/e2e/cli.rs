@@ -119,3 +119,68 @@ fn check_config_loads_the_tls_pair_and_warns_about_unwise_settings() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("self-signed certificate"), "{err}");
 }
+
+/// POP3 USER/PASS on loopback: whether the daemon accepts this password for alice.
+async fn pop3_login(addr: std::net::SocketAddr, password: &str) -> bool {
+    let mut c = Raw::connect_greeting(addr, "+OK").await;
+    assert!(c.pop_cmd("USER alice@example.test", false).await.0);
+    let ok = c.pop_cmd(&format!("PASS {password}"), false).await.0;
+    let _ = c.pop_cmd("QUIT", false).await;
+    ok
+}
+
+/// `tern user passwd` while the daemon runs: the new password works at the next login and the old one
+/// no more (a remembered login is keyed by the old hash); `--remove` leaves an account that receives mail
+/// but cannot log in; an unknown user is an error; no password reaches the log.
+#[tokio::test]
+async fn user_passwd_changes_and_removes_a_password_on_the_running_daemon() {
+    use std::io::Write;
+    let d = Daemon::start("[[listener]]\nkind = \"pop3\"\nbind = [\"127.0.0.1:0\"]\n");
+    tern(d.dir.path(), &["user", "del", "alice@example.test"]);
+    crate::harness::add_user_with_password(d.dir.path(), "alice@example.test", "first-pw");
+    let pop = d.listener("pop3");
+    assert!(pop3_login(pop, "first-pw").await);
+    let passwd = |args: &[&str], input: &str| {
+        let mut child = Command::new(TERN)
+            .args(["user", "passwd"])
+            .args(args)
+            .arg("--config")
+            .arg(d.dir.path().join("tern.toml"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = passwd(&["Alice@Example.test"], "second-pw\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !pop3_login(pop, "first-pw").await,
+        "the old password is refused"
+    );
+    assert!(pop3_login(pop, "second-pw").await, "the new one works");
+    let out = passwd(&["alice@example.test"], "\n");
+    assert!(!out.status.success(), "an empty password is refused");
+    assert!(pop3_login(pop, "second-pw").await, "and changes nothing");
+    let out = passwd(&["nobody@example.test"], "x\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user"));
+    let out = passwd(&["alice@example.test", "--remove"], "");
+    assert!(out.status.success());
+    assert!(!pop3_login(pop, "second-pw").await, "no password, no login");
+    let list = tern(d.dir.path(), &["user", "list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("alice@example.test\tno-login"));
+    let log = d.log_text();
+    assert!(!log.contains("first-pw") && !log.contains("second-pw"));
+}
