@@ -187,6 +187,11 @@ enum UserAction {
     },
     /// Delete a user (the mailbox on disk is kept).
     Del { address: String },
+    /// Disable an account: logins are refused (SMTP 525 5.7.13, IMAP [AUTHORIZATIONFAILED]) and mail for
+    /// it gets 550 5.2.1; the mailbox, settings and password are kept.
+    Disable { address: String },
+    /// Enable a disabled account again.
+    Enable { address: String },
     /// Set a user's password from the first line of standard input (stored as an argon2id hash; takes
     /// effect at the next login), or with --remove take it away (the account then receives mail but
     /// cannot log in).
@@ -868,6 +873,16 @@ fn sendmail(config: &std::path::Path, args: &[String]) -> ExitCode {
     }
 }
 
+async fn set_disabled(dir: &Directory, address: &str, disable: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        dir.set_disabled(address, disable).await?,
+        "no user {address:?}"
+    );
+    let done = if disable { "disabled" } else { "enabled" };
+    println!("{done} {}", address.to_lowercase());
+    Ok(())
+}
+
 async fn user(action: UserAction, cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let dir = Directory::open(&cfg.data_dir).await?;
@@ -894,16 +909,16 @@ async fn user(action: UserAction, cfg: Config) -> anyhow::Result<()> {
                 .list_users()
                 .await?
                 .iter()
-                .map(|u| serde_json::json!({"address": u.address, "login": u.has_password, "created_at": u.created_at}))
+                .map(|u| serde_json::json!({"address": u.address, "login": u.has_password, "disabled": u.disabled, "created_at": u.created_at}))
                 .collect();
             println!("{}", serde_json::to_string_pretty(&users)?);
         }
         UserAction::List { json: false } => {
             for u in dir.list_users().await? {
-                let login = if u.has_password {
-                    "password"
-                } else {
-                    "no-login"
+                let login = match (u.disabled, u.has_password) {
+                    (true, _) => "disabled",
+                    (false, true) => "password",
+                    (false, false) => "no-login",
                 };
                 println!(
                     "{}\t{login}\t{}",
@@ -948,6 +963,8 @@ async fn user(action: UserAction, cfg: Config) -> anyhow::Result<()> {
             );
             println!("quota of {} updated", address.to_lowercase());
         }
+        UserAction::Disable { address } => set_disabled(&dir, &address, true).await?,
+        UserAction::Enable { address } => set_disabled(&dir, &address, false).await?,
         UserAction::Passwd { address, remove } => {
             let password = if remove {
                 None

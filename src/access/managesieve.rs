@@ -115,6 +115,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         Err(LoginError::Throttled) => Err(LoginRefusal::Throttled),
                         Err(LoginError::InUse) => Err(LoginRefusal::InUse),
                         Err(LoginError::Temporary) => Err(LoginRefusal::Temporary),
+                        Err(LoginError::Disabled) => Err(LoginRefusal::Disabled),
                     };
                     session.auth_verdict(verdict);
                 }

@@ -50,6 +50,8 @@ pub enum LoginError {
     InUse,
     /// A server-side error.
     Temporary,
+    /// The right password for a disabled account.
+    Disabled,
 }
 
 /// A logged-in user; dropping it frees the user's session slot.
@@ -163,13 +165,15 @@ impl Access {
                 }
             }
         }
-        let verified = self
-            .directory
-            .verify_password(&user, credentials.password)
-            .await;
+        let verified = self.directory.login(&user, credentials.password).await;
         let mailbox = match verified {
-            Ok(true) => Mailbox::parse(&user, true).ok(),
-            Ok(false) => None,
+            Ok(crate::directory::Login::Valid) => Mailbox::parse(&user, true).ok(),
+            Ok(crate::directory::Login::Disabled) => {
+                self.throttle.abandoned(ip, &user);
+                tracing::warn!(user = %shown, "login refused: account disabled");
+                return Err(LoginError::Disabled);
+            }
+            Ok(crate::directory::Login::Invalid) => None,
             Err(e) => {
                 self.throttle.abandoned(ip, &user);
                 tracing::error!(user = %shown, error = %e, "password check failed");

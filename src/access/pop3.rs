@@ -105,6 +105,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                             Err("[IN-USE] too many sessions of this user".into())
                         }
                         Err(LoginError::Temporary) => Err("[SYS/TEMP] try again later".into()),
+                        Err(LoginError::Disabled) => Err("[AUTH] account disabled".into()),
                     };
                     session.auth_verdict(verdict);
                 }

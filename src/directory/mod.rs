@@ -51,6 +51,17 @@ pub struct User {
     pub address: String,
     pub has_password: bool,
     pub created_at: i64,
+    pub disabled: bool,
+}
+
+/// What a login attempt comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    Valid,
+    /// Unknown user, no password, or the wrong one.
+    Invalid,
+    /// The right password for a disabled account (only then is the account's state told).
+    Disabled,
 }
 
 #[derive(Clone)]
@@ -268,6 +279,20 @@ impl Directory {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Disables or enables an account; returns whether the user exists.
+    pub async fn set_disabled(
+        &self,
+        address: &str,
+        disabled: bool,
+    ) -> Result<bool, DirectoryError> {
+        let r = sqlx::query("UPDATE users SET disabled = ? WHERE address = ?")
+            .bind(i64::from(disabled))
+            .bind(address.to_lowercase())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// Removes a user; returns whether one existed. The mailbox on disk is left for the administrator.
     pub async fn delete_user(&self, address: &str) -> Result<bool, DirectoryError> {
         let r = sqlx::query("DELETE FROM users WHERE address = ?")
@@ -279,7 +304,7 @@ impl Directory {
 
     pub async fn list_users(&self) -> Result<Vec<User>, DirectoryError> {
         let rows = sqlx::query(
-            "SELECT address, password_hash IS NOT NULL, created_at FROM users ORDER BY address",
+            "SELECT address, password_hash IS NOT NULL, created_at, disabled FROM users ORDER BY address",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -289,6 +314,7 @@ impl Directory {
                 address: r.get(0),
                 has_password: r.get(1),
                 created_at: r.get(2),
+                disabled: r.get::<i64, _>(3) != 0,
             })
             .collect())
     }
@@ -298,18 +324,20 @@ impl Directory {
     pub async fn lookup_with_quota(
         &self,
         address: &Mailbox,
-    ) -> Result<Option<(Mailbox, Quota)>, DirectoryError> {
+    ) -> Result<Option<(Mailbox, Quota, bool)>, DirectoryError> {
         let key = address.to_string().to_lowercase();
-        let row: Option<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT address, quota_bytes, quota_messages FROM users WHERE address = ?",
+        let row: Option<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT address, quota_bytes, quota_messages, disabled FROM users WHERE address = ?",
         )
         .bind(&key)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.and_then(|(a, b, m)| {
+        Ok(row.and_then(|(a, b, m, disabled)| {
             let q = (b.map(|v| v.max(0) as u64), m.map(|v| v.max(0) as u64));
             let quota = (q.0.is_some() || q.1.is_some()).then_some(q);
-            Mailbox::parse(&a, true).ok().map(|m| (m, quota))
+            Mailbox::parse(&a, true)
+                .ok()
+                .map(|m| (m, quota, disabled != 0))
         }))
     }
 
@@ -480,18 +508,29 @@ impl Directory {
         address: &str,
         password: String,
     ) -> Result<bool, DirectoryError> {
-        let hash: Option<Option<String>> =
-            sqlx::query_scalar("SELECT password_hash FROM users WHERE address = ?")
+        Ok(self.login(address, password).await? == Login::Valid)
+    }
+
+    /// As [`Self::verify_password`], telling a disabled account apart when its password is right.
+    pub async fn login(&self, address: &str, password: String) -> Result<Login, DirectoryError> {
+        let row: Option<(Option<String>, i64)> =
+            sqlx::query_as("SELECT password_hash, disabled FROM users WHERE address = ?")
                 .bind(address.to_lowercase())
                 .fetch_optional(&self.pool)
                 .await?;
-        let (hash, real) = match hash {
-            Some(Some(h)) => (h, true),
+        let disabled = row.as_ref().is_some_and(|(_, d)| *d != 0);
+        let (hash, real) = match row {
+            Some((Some(h), _)) => (h, true),
             _ => (dummy_hash().to_string(), false),
         };
         let address = address.to_lowercase();
+        let verdict = |ok: bool| match (ok && real, disabled) {
+            (true, false) => Login::Valid,
+            (true, true) => Login::Disabled,
+            (false, _) => Login::Invalid,
+        };
         if real && self.logins.hit(&address, &hash, &password) {
-            return Ok(true);
+            return Ok(verdict(true));
         }
         let _permit = self
             .checks
@@ -509,7 +548,7 @@ impl Directory {
         if ok && real {
             self.logins.remember(&address, &hash, &password);
         }
-        Ok(ok && real)
+        Ok(verdict(ok))
     }
 }
 

@@ -10,6 +10,7 @@ use super::submission::{Reservation, UserPolicy};
 use super::throttle::{AfterFailure, Begin};
 use super::trace::TlsInfo;
 use crate::config::ListenerKind;
+use crate::directory::Login;
 use crate::log::Escaped;
 use crate::shutdown::Shutdown;
 use crate::smtp::Reply;
@@ -599,8 +600,14 @@ impl Conn {
                 return Err(Reply::auth_temporary_failure());
             }
         }
-        match self.ctx.directory.verify_password(&user, c.password).await {
-            Ok(true) => match self.ctx.submission.user(&user).await {
+        match self.ctx.directory.login(&user, c.password).await {
+            Ok(Login::Disabled) => {
+                // The password was right: not a failure to throttle, and nothing is tried further.
+                throttle.abandoned(ip, &user);
+                tracing::warn!(user = %shown, "authentication refused: account disabled");
+                Err(Reply::account_disabled())
+            }
+            Ok(Login::Valid) => match self.ctx.submission.user(&user).await {
                 Ok(policy) => {
                     throttle.succeeded(ip, &user);
                     tracing::info!(user = %shown, "authenticated");
@@ -613,7 +620,7 @@ impl Conn {
                     Err(Reply::auth_temporary_failure())
                 }
             },
-            Ok(false) => match throttle.failed(ip, &user) {
+            Ok(Login::Invalid) => match throttle.failed(ip, &user) {
                 AfterFailure::Delay(d) => {
                     tracing::warn!(user = %shown, delay_ms = d.as_millis() as u64, "authentication failed");
                     tokio::time::sleep(d).await;

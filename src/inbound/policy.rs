@@ -86,7 +86,14 @@ impl RecipientPolicy {
             Mailbox::new(user, mailbox.domain().clone()).ok()
         });
         for candidate in std::iter::once(&mailbox).chain(base.as_ref()) {
-            if let Some((user, quota)) = self.directory.lookup_with_quota(candidate).await? {
+            if let Some((user, quota, disabled)) =
+                self.directory.lookup_with_quota(candidate).await?
+            {
+                if disabled {
+                    return Ok(RcptVerdict::Refuse(Reply::mailbox_disabled(
+                        &given.to_string(),
+                    )));
+                }
                 let Some(size) = quota_size else {
                     return Ok(RcptVerdict::Accept(vec![user]));
                 };
@@ -126,7 +133,7 @@ impl RecipientPolicy {
     /// [`Self::fit`] for a mailbox whose quota is not at hand (local users only; others always fit).
     pub async fn fit_mailbox(&self, mailbox: &Mailbox, size: u64) -> Fit {
         match self.directory.lookup_with_quota(mailbox).await {
-            Ok(Some((user, quota))) => self.fit(&user, quota, size).await,
+            Ok(Some((user, quota, _))) => self.fit(&user, quota, size).await,
             _ => Fit::Fits,
         }
     }

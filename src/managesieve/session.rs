@@ -78,6 +78,8 @@ pub enum LoginRefusal {
     InUse,
     /// A server-side error.
     Temporary,
+    /// The right password for a disabled account.
+    Disabled,
 }
 
 #[derive(Debug)]
@@ -498,6 +500,7 @@ impl Session {
                     LoginRefusal::Temporary => {
                         self.respond(Response::no("try again later").with(Code::TryLater))
                     }
+                    LoginRefusal::Disabled => self.respond(Response::no("account disabled")),
                 }
             }
         }

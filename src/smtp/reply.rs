@@ -306,6 +306,10 @@ impl Reply {
     pub fn auth_required() -> Reply {
         Reply::new(530, EnhancedCode(5, 7, 0), "Authentication required")
     }
+    /// RFC 4954 section 6: the credentials are right but the account is disabled.
+    pub fn account_disabled() -> Reply {
+        Reply::new(525, EnhancedCode(5, 7, 13), "User account disabled")
+    }
     pub fn auth_failed() -> Reply {
         Reply::new(
             535,
@@ -436,6 +440,16 @@ impl Reply {
             550,
             EnhancedCode(5, 1, 1),
             format!("<{address}>: Recipient address rejected: no such user"),
+        )
+    }
+    /// RFC 3463 X.2.1: the mailbox exists but its account is disabled.
+    pub fn mailbox_disabled(address: &str) -> Reply {
+        Reply::new(
+            550,
+            EnhancedCode(5, 2, 1),
+            format!(
+                "<{address}>: Recipient address rejected: mailbox disabled, not accepting messages"
+            ),
         )
     }
     pub fn over_quota(address: &str) -> Reply {

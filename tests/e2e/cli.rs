@@ -184,3 +184,68 @@ async fn user_passwd_changes_and_removes_a_password_on_the_running_daemon() {
     let log = d.log_text();
     assert!(!log.contains("first-pw") && !log.contains("second-pw"));
 }
+
+/// `tern user disable`: the account keeps its mailbox, but mail for it gets 550 5.2.1 at RCPT and a login
+/// with the right password is refused with the account's state (SMTP 525 5.7.13, POP3 [AUTH]); a wrong
+/// password gets the usual answer, so guessing learns nothing. `enable` undoes it at once.
+#[tokio::test]
+async fn a_disabled_account_refuses_mail_and_logins_until_enabled() {
+    use base64::Engine;
+    let d = Daemon::start(
+        "[[listener]]\nkind = \"pop3\"\nbind = [\"127.0.0.1:0\"]\n\
+         [[listener]]\nkind = \"submission\"\nbind = [\"127.0.0.1:0\"]\n",
+    );
+    tern(d.dir.path(), &["user", "del", "alice@example.test"]);
+    crate::harness::add_user_with_password(d.dir.path(), "alice@example.test", "alice-pw");
+    let pop = d.listener("pop3");
+    let out = tern(d.dir.path(), &["user", "disable", "Alice@example.test"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = tern(d.dir.path(), &["user", "list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("alice@example.test\tdisabled"));
+
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO remote.test").await;
+    assert_eq!(c.cmd("MAIL FROM:<x@remote.test>").await.0, 250);
+    let (code, text) = c.cmd("RCPT TO:<alice@example.test>").await;
+    assert_eq!(code, 550, "{text}");
+    assert!(
+        text.contains("5.2.1") && text.contains("disabled"),
+        "{text}"
+    );
+
+    let mut p = Raw::connect_greeting(pop, "+OK").await;
+    p.pop_cmd("USER alice@example.test", false).await;
+    let (ok, text) = p.pop_cmd("PASS alice-pw", false).await;
+    assert!(!ok && text.contains("[AUTH] account disabled"), "{text}");
+    let mut p = Raw::connect_greeting(pop, "+OK").await;
+    p.pop_cmd("USER alice@example.test", false).await;
+    let (ok, text) = p.pop_cmd("PASS wrong", false).await;
+    assert!(
+        !ok && !text.contains("disabled"),
+        "a wrong password tells nothing: {text}"
+    );
+
+    let mut t = crate::harness::tls_session(d.listener("submission")).await;
+    let creds = base64::engine::general_purpose::STANDARD.encode("\0alice@example.test\0alice-pw");
+    let (code, text) = t.cmd(&format!("AUTH PLAIN {creds}")).await;
+    assert_eq!(code, 525, "{text}");
+    assert!(text.contains("5.7.13"), "{text}");
+
+    let out = tern(d.dir.path(), &["user", "enable", "alice@example.test"]);
+    assert!(out.status.success());
+    let (code, text) = c.cmd("RCPT TO:<alice@example.test>").await;
+    assert_eq!(code, 250, "{text}");
+    assert!(
+        pop3_login(pop, "alice-pw").await,
+        "enabled: the login works again"
+    );
+    assert!(
+        !tern(d.dir.path(), &["user", "disable", "nobody@example.test"])
+            .status
+            .success()
+    );
+}

@@ -347,6 +347,9 @@ impl Session {
             Err(LoginError::Temporary) => {
                 self.send(&format!("{tag} NO [UNAVAILABLE] try again later\r\n"))
             }
+            Err(LoginError::Disabled) => self.send(&format!(
+                "{tag} NO [AUTHORIZATIONFAILED] account disabled\r\n"
+            )),
         }
     }
 
