@@ -153,6 +153,11 @@ enum QueueAction {
     Flush { id: Option<String> },
     /// Remove a message without telling anyone (on the running daemon).
     Delete { id: String },
+    /// Start no delivery of a message until it is released; it does not expire meanwhile (on the
+    /// running daemon).
+    Hold { id: String },
+    /// Deliver a held message again, at once (on the running daemon).
+    Release { id: String },
     /// Fail every remaining recipient now and send the sender a DSN (on the running daemon).
     Bounce { id: String },
 }
@@ -725,6 +730,8 @@ async fn queue(action: QueueAction, cfg: Config) -> anyhow::Result<()> {
         QueueAction::Show { id } => queue_show(&cfg.data_dir, &id).await,
         QueueAction::Flush { id } => control(format!("FLUSH {}", id.unwrap_or_default())).await,
         QueueAction::Delete { id } => control(format!("DELETE {id}")).await,
+        QueueAction::Hold { id } => control(format!("HOLD {id}")).await,
+        QueueAction::Release { id } => control(format!("RELEASE {id}")).await,
         QueueAction::Bounce { id } => control(format!("BOUNCE {id}")).await,
     }
 }
@@ -742,6 +749,9 @@ async fn queue_show(data_dir: &std::path::Path, id: &str) -> anyhow::Result<()> 
     );
     println!("sender:    <{}>", m.reverse_path);
     println!("size:      {} octets", m.size);
+    if m.held {
+        println!("held:      yes (tern queue release {})", m.id);
+    }
     for r in &m.recipients {
         println!(
             "recipient: <{}> {} {} attempts {} next {} {}",
@@ -763,7 +773,7 @@ async fn queue_list(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()
             .iter()
             .map(|m| {
                 serde_json::json!({
-                    "id": m.id, "received_at": m.received_at, "sender": m.reverse_path, "size": m.size,
+                    "id": m.id, "received_at": m.received_at, "sender": m.reverse_path, "size": m.size, "held": m.held,
                     "recipients": m.recipients.iter().map(|r| serde_json::json!({
                         "address": r.forward_path, "transport": r.transport, "state": r.state,
                         "attempts": r.attempts, "next_attempt": r.next_attempt, "last_reply": r.last_reply,
@@ -780,8 +790,11 @@ async fn queue_list(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()
     for m in messages {
         let age = tern::clock::unix_now().saturating_sub(m.received_at.max(0) as u64);
         println!(
-            "{}  {:>8} B  age {age}s  from <{}>",
-            m.id, m.size, m.reverse_path
+            "{}  {:>8} B  age {age}s  from <{}>{}",
+            m.id,
+            m.size,
+            m.reverse_path,
+            if m.held { "  HELD" } else { "" }
         );
         for r in m.recipients {
             let next = if r.state == "queued" {

@@ -1,6 +1,7 @@
 //! The control socket (data_dir/control.sock, mode 0600): one line per request, one line per answer.
 //!
-//! Requests: `FLUSH`, `FLUSH <queue-id>`, `DELETE <queue-id>`, `BOUNCE <queue-id>`, `RELOAD`, and
+//! Requests: `FLUSH`, `FLUSH <queue-id>`, `HOLD <queue-id>`, `RELEASE <queue-id>`, `DELETE <queue-id>`,
+//! `BOUNCE <queue-id>`, `RELOAD`, and
 //! `SIEVE <user>` (the user's scripts changed on disk: `tern sieve` tells the daemon so).
 //! Answers: `OK <text>` or `ERR <text>`.
 
@@ -102,6 +103,16 @@ async fn answer(intake: &crate::intake::Intake, line: &str) -> String {
             .flush(Some(id))
             .await
             .map(|_| format!("{id} due now"))
+            .map_err(|e| e.to_string()),
+        ("HOLD", Some(Ok(id))) => queue
+            .hold(id)
+            .await
+            .map(|_| format!("{id} held"))
+            .map_err(|e| e.to_string()),
+        ("RELEASE", Some(Ok(id))) => queue
+            .release(id)
+            .await
+            .map(|_| format!("{id} released, due now"))
             .map_err(|e| e.to_string()),
         ("DELETE", Some(Ok(id))) => queue
             .delete(id)

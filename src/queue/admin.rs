@@ -41,6 +41,25 @@ impl Queue {
         Ok(n)
     }
 
+    /// `tern queue hold ID`: no delivery is started for the message until it is released (one under way
+    /// finishes); it does not expire meanwhile.
+    pub async fn hold(&self, id: QueueId) -> Result<(), QueueError> {
+        match store::set_held(&self.pool, id, true).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(QueueError::NotFound(id.to_string())),
+            Err(e) => Err(QueueError::Write(e.to_string())),
+        }
+    }
+
+    /// `tern queue release ID`: a held message is delivered again, at once.
+    pub async fn release(&self, id: QueueId) -> Result<(), QueueError> {
+        match store::set_held(&self.pool, id, false).await {
+            Ok(true) => self.flush(Some(id)).await.map(|_| ()),
+            Ok(false) => Err(QueueError::NotFound(id.to_string())),
+            Err(e) => Err(QueueError::Write(e.to_string())),
+        }
+    }
+
     /// `tern queue delete ID`: the message is gone, with no report to anyone.
     pub async fn delete(&self, id: QueueId) -> Result<(), QueueError> {
         match store::delete_one(&self.pool, id).await {
@@ -65,6 +84,7 @@ impl Queue {
             id,
             far_future,
             &[Transport::Local, Transport::Remote],
+            true,
         )
         .await
         .map_err(|e| QueueError::Write(e.to_string()))?
@@ -79,6 +99,8 @@ pub struct Listed {
     pub received_at: i64,
     pub reverse_path: String,
     pub size: i64,
+    /// Held by `tern queue hold`: not delivered until released.
+    pub held: bool,
     pub recipients: Vec<ListedRecipient>,
 }
 

@@ -798,7 +798,7 @@ async fn scheduler(
                 },
                 Err(_) => return,
             };
-            match store::load_due(&pool, &shared.spool, id, now, &transports).await {
+            match store::load_due(&pool, &shared.spool, id, now, &transports, false).await {
                 Ok(Some(message)) => {
                     shared.dispatch(Arc::new(message), true, claimed, Some(permit))
                 }

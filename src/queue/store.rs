@@ -216,7 +216,8 @@ pub(super) async fn apply(
 /// Every message with queued recipients, with the earliest time one of them is due.
 pub(super) async fn pending(pool: &SqlitePool) -> Result<Vec<(QueueId, u64)>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT message_id, MIN(next_attempt) FROM recipients WHERE state = 'queued' GROUP BY message_id ORDER BY message_id",
+        "SELECT r.message_id, MIN(r.next_attempt) FROM recipients r JOIN messages m ON m.id = r.message_id \
+         WHERE r.state = 'queued' AND m.held = 0 GROUP BY r.message_id ORDER BY r.message_id",
     )
     .fetch_all(pool)
     .await?;
@@ -251,13 +252,14 @@ pub(super) async fn body_size(pool: &SqlitePool, id: QueueId) -> Result<usize, s
 }
 
 /// Loads a message with its recipients of these transports that are queued and due at `now`; `None` when
-/// it has none.
+/// it has none, or when it is held and `held` is false.
 pub(super) async fn load_due(
     pool: &SqlitePool,
     spool: &super::spool::Spool,
     id: QueueId,
     now: u64,
     transports: &[Transport],
+    held: bool,
 ) -> Result<Option<QueuedMessage>, sqlx::Error> {
     let key = id.to_string();
     let recipients: Vec<QueuedRecipient> = sqlx::query(
@@ -292,9 +294,10 @@ pub(super) async fn load_due(
         return Ok(None);
     }
     let Some(row) = sqlx::query(
-        "SELECT received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks, origin, dkim_domain, spool_offset, spool_len, spool_lines FROM messages WHERE id = ?",
+        "SELECT received_at, reverse_path, body_type, smtputf8, ret, envid, trace, body, checks, origin, dkim_domain, spool_offset, spool_len, spool_lines FROM messages WHERE id = ? AND (held = 0 OR ?)",
     )
     .bind(&key)
+    .bind(held)
     .fetch_optional(pool)
     .await?
     else {
@@ -345,7 +348,7 @@ pub(super) async fn load_due(
 pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<super::Listed>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT m.id, m.received_at, m.reverse_path, length(m.body) + COALESCE(m.spool_len, 0), r.forward_path, r.transport, r.state, r.attempts, \
-         r.next_attempt, r.last_reply FROM messages m JOIN recipients r ON r.message_id = m.id ORDER BY m.id, r.idx",
+         r.next_attempt, r.last_reply, m.held FROM messages m JOIN recipients r ON r.message_id = m.id ORDER BY m.id, r.idx",
     )
     .fetch_all(pool)
     .await?;
@@ -358,6 +361,7 @@ pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<super::Listed>, sqlx::
                 received_at: r.get(1),
                 reverse_path: r.get(2),
                 size: r.get(3),
+                held: r.get::<i64, _>(10) != 0,
                 recipients: Vec::new(),
             });
         }
@@ -386,6 +390,20 @@ pub(super) async fn delete_one(
         .fetch_optional(pool)
         .await?;
     Ok(row.map(|r| r.try_get::<Option<i64>, _>(0).ok().flatten().is_some()))
+}
+
+/// Holds or releases a message; returns whether it is in the queue.
+pub(super) async fn set_held(
+    pool: &SqlitePool,
+    id: QueueId,
+    held: bool,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE messages SET held = ? WHERE id = ?")
+        .bind(i64::from(held))
+        .bind(id.to_string())
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 /// Every queue ID with a spool file (for the start's sweep of orphans).
