@@ -153,8 +153,8 @@ enum QueueAction {
     Flush { id: Option<String> },
     /// Remove a message without telling anyone (on the running daemon).
     Delete { id: String },
-    /// Start no delivery of a message until it is released; it does not expire meanwhile (on the
-    /// running daemon).
+    /// Start no delivery of a message until it is released (one already handed to delivery still
+    /// runs); its lifetime still counts from its arrival (on the running daemon).
     Hold { id: String },
     /// Deliver a held message again, at once (on the running daemon).
     Release { id: String },

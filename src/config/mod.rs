@@ -398,10 +398,10 @@ impl Validator {
         positive("data_timeout_secs", l.data_timeout_secs)?;
         positive("connections", l.connections as u64)?;
         positive("connections_per_ip", l.connections_per_ip as u64)?;
-        if !(16..=16384).contains(&l.spool_threshold_kib) {
+        if !(64..=16384).contains(&l.spool_threshold_kib) {
             return Err(self.err(
                 "limits.spool_threshold_kib",
-                format!("{} is outside 16 to 16384", l.spool_threshold_kib),
+                format!("{} is outside 64 to 16384", l.spool_threshold_kib),
             ));
         }
         if l.command_line < 512 {

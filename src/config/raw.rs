@@ -384,7 +384,7 @@ pub struct RawLimits {
     /// tries again). Default: 512.
     pub data_memory_mb: u64,
     /// KiB past which a message's content goes to a spool file as it arrives (and every later stage reads
-    /// it from there) instead of staying in memory and in queue.db; 16 to 16384. A session holds at most
+    /// it from there) instead of staying in memory and in queue.db; 64 to 16384. A session holds at most
     /// this much content in memory. Smaller means less memory per session and a file (and fsync) more
     /// per message past it. Default: 256.
     pub spool_threshold_kib: usize,

@@ -92,7 +92,7 @@ fn golden_errors() {
         ),
         (
             format!("{MINIMAL}[limits]\nspool_threshold_kib = 4\n"),
-            "/etc/tern/tern.toml: limits.spool_threshold_kib: 4 is outside 16 to 16384",
+            "/etc/tern/tern.toml: limits.spool_threshold_kib: 4 is outside 64 to 16384",
         ),
         (
             format!("{MINIMAL}[tls]\ncert = \"c.pem\"\n"),

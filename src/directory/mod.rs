@@ -180,20 +180,21 @@ impl Directory {
     }
 
     /// Whether this password was verified for this user lately and the user's hash has not changed since:
-    /// a login that needs no argon2id check, and so no slot among the attempts in progress.
+    /// a login that needs no argon2id check, and so no slot among the attempts in progress. Never for a
+    /// disabled account (its login goes the long way and is refused with its state).
     pub async fn verified_lately(&self, address: &str, password: &str) -> bool {
         if self.logins.ttl.is_zero() {
             return false;
         }
-        let hash: Option<Option<String>> =
-            sqlx::query_scalar("SELECT password_hash FROM users WHERE address = ?")
+        let row: Option<(Option<String>, i64)> =
+            sqlx::query_as("SELECT password_hash, disabled FROM users WHERE address = ?")
                 .bind(address.to_lowercase())
                 .fetch_optional(&self.pool)
                 .await
                 .ok()
                 .flatten();
-        match hash {
-            Some(Some(h)) => self.logins.hit(&address.to_lowercase(), &h, password),
+        match row {
+            Some((Some(h), 0)) => self.logins.hit(&address.to_lowercase(), &h, password),
             _ => false,
         }
     }
@@ -545,7 +546,7 @@ impl Directory {
         })
         .await
         .map_err(|e| DirectoryError::Hash(e.to_string()))?;
-        if ok && real {
+        if ok && real && !disabled {
             self.logins.remember(&address, &hash, &password);
         }
         Ok(verdict(ok))

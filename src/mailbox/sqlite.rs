@@ -203,12 +203,25 @@ impl SqliteStore {
         let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         let dir = self.blobs.join(&hex[..2]);
         let path = dir.join(&hex);
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).map_err(|e| super::io_error(&dir, "mkdir", e))?;
-            sync(&self.blobs)?;
+        // The same content already stored (another recipient's copy): kept, the new one dropped. The
+        // temporary file never outlives an error either.
+        let place = || -> Result<(), MailboxError> {
+            if !dir.is_dir() {
+                std::fs::create_dir_all(&dir).map_err(|e| super::io_error(&dir, "mkdir", e))?;
+                sync(&self.blobs)?;
+            }
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == len) {
+                let _ = std::fs::remove_file(&tmp);
+                sync(&path)?;
+            } else {
+                std::fs::rename(&tmp, &path).map_err(|e| super::io_error(&path, "rename", e))?;
+            }
+            sync(&dir)
+        };
+        if let Err(e) = place() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        std::fs::rename(&tmp, &path).map_err(|e| super::io_error(&path, "rename", e))?;
-        sync(&dir)?;
         let unterminated = u64::from(len > 0 && last != b'\n');
         let vsize = (len + lf - crlf + 2 * unterminated) as i64;
         let isize = (len + lf - crlf) as i64;
@@ -449,12 +462,14 @@ impl MailboxStore for SqliteStore {
         let rows = items
             .iter()
             .map(|d| {
-                // A large spooled copy streams to its blob; anything else is assembled in memory.
+                // A spooled copy streams to its blob (never whole in memory); the others are small
+                // and assembled in memory.
                 let mut streamed = None;
                 let mut body = Vec::new();
-                if d.tail.is_some() && d.stored_size().0 as usize > self.threshold {
+                if d.tail.is_some() {
                     streamed = Some(self.write_blob_stream(&|w| d.write_to(w)));
                 } else {
+                    // Only memory: no I/O error is possible.
                     let _ = d.write_to(&mut body);
                 }
                 let folder = d.folder.clone().unwrap_or_else(|| "INBOX".into());

@@ -41,8 +41,8 @@ impl Queue {
         Ok(n)
     }
 
-    /// `tern queue hold ID`: no delivery is started for the message until it is released (one under way
-    /// finishes); it does not expire meanwhile.
+    /// `tern queue hold ID`: no delivery is started for the message until it is released (one already
+    /// handed to delivery still runs); its lifetime still counts from its arrival.
     pub async fn hold(&self, id: QueueId) -> Result<(), QueueError> {
         match store::set_held(&self.pool, id, true).await {
             Ok(true) => Ok(()),

@@ -198,6 +198,8 @@ async fn a_disabled_account_refuses_mail_and_logins_until_enabled() {
     tern(d.dir.path(), &["user", "del", "alice@example.test"]);
     crate::harness::add_user_with_password(d.dir.path(), "alice@example.test", "alice-pw");
     let pop = d.listener("pop3");
+    // A login just before: the daemon remembers it (login_cache_secs), which must not outlive the disable.
+    assert!(pop3_login(pop, "alice-pw").await);
     let out = tern(d.dir.path(), &["user", "disable", "Alice@example.test"]);
     assert!(
         out.status.success(),
@@ -221,6 +223,8 @@ async fn a_disabled_account_refuses_mail_and_logins_until_enabled() {
     p.pop_cmd("USER alice@example.test", false).await;
     let (ok, text) = p.pop_cmd("PASS alice-pw", false).await;
     assert!(!ok && text.contains("[AUTH] account disabled"), "{text}");
+    // Twice: a refused login of a disabled account is not remembered as a good one either.
+    assert!(!pop3_login(pop, "alice-pw").await);
     let mut p = Raw::connect_greeting(pop, "+OK").await;
     p.pop_cmd("USER alice@example.test", false).await;
     let (ok, text) = p.pop_cmd("PASS wrong", false).await;
