@@ -424,6 +424,12 @@ impl Queue {
             .into_iter()
             .collect();
         let orphans = spool.sweep(|id| keep.contains(&id)).map_err(spool_err)?;
+        // A row whose file is gone (removed by hand, a disk fault) cannot be delivered: say so now, by ID.
+        for id in &keep {
+            if !spool.path_of(*id).exists() {
+                tracing::error!(queue_id = %id, path = %spool.path_of(*id).display(), "queue: the spool file of a queued message is missing; it cannot be delivered (tern queue delete removes it)");
+            }
+        }
         if orphans > 0 {
             tracing::info!(
                 files = orphans,
