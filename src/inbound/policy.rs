@@ -104,13 +104,40 @@ impl RecipientPolicy {
                 });
             }
             if let Some(targets) = self.directory.alias(candidate).await? {
-                return Ok(RcptVerdict::Accept(targets));
+                return self.without_disabled(targets, given).await;
             }
         }
         if let Some(targets) = self.directory.catch_all(mailbox.domain()).await? {
-            return Ok(RcptVerdict::Accept(targets));
+            return self.without_disabled(targets, given).await;
         }
         Ok(RcptVerdict::Refuse(Reply::unknown_user(&given.to_string())))
+    }
+
+    /// An alias's or catch-all's targets less the disabled local accounts among them; refused with
+    /// 550 5.2.1 when that leaves none.
+    async fn without_disabled(
+        &self,
+        targets: Vec<Mailbox>,
+        given: &Mailbox,
+    ) -> Result<RcptVerdict, DirectoryError> {
+        let mut kept = Vec::with_capacity(targets.len());
+        for t in targets {
+            let disabled = self.local_domains.contains(t.domain())
+                && self
+                    .directory
+                    .lookup_with_quota(&t)
+                    .await?
+                    .is_some_and(|(_, _, disabled)| disabled);
+            if !disabled {
+                kept.push(t);
+            }
+        }
+        if kept.is_empty() {
+            return Ok(RcptVerdict::Refuse(Reply::mailbox_disabled(
+                &given.to_string(),
+            )));
+        }
+        Ok(RcptVerdict::Accept(kept))
     }
 
     /// The one quota rule, for RCPT, the end of DATA and LMTP: whether `size` more octets (and one more

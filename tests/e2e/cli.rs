@@ -239,6 +239,40 @@ async fn a_disabled_account_refuses_mail_and_logins_until_enabled() {
     assert_eq!(code, 525, "{text}");
     assert!(text.contains("5.7.13"), "{text}");
 
+    // Behind an alias too: the disabled target is dropped, and an alias left with none is refused.
+    tern(
+        d.dir.path(),
+        &["alias", "add", "team@example.test", "alice@example.test"],
+    );
+    let out = tern(
+        d.dir.path(),
+        &[
+            "alias",
+            "add",
+            "both@example.test",
+            "alice@example.test",
+            "bob@example.test",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, text) = c.cmd("RCPT TO:<team@example.test>").await;
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("5.2.1"), "{text}");
+    assert_eq!(c.cmd("RCPT TO:<both@example.test>").await.0, 250);
+    assert_eq!(c.cmd("DATA").await.0, 354);
+    c.send(b"Subject: to both\r\n\r\nhi\r\n.\r\n").await;
+    assert_eq!(c.reply().await.0, 250);
+    assert_eq!(d.wait_delivered("bob@example.test", 1).len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        d.delivered("alice@example.test").is_empty(),
+        "nothing for the disabled account"
+    );
+    assert_eq!(c.cmd("MAIL FROM:<x@remote.test>").await.0, 250);
     let out = tern(d.dir.path(), &["user", "enable", "alice@example.test"]);
     assert!(out.status.success());
     let (code, text) = c.cmd("RCPT TO:<alice@example.test>").await;
