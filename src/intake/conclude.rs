@@ -265,19 +265,10 @@ impl Intake {
     /// `tern queue bounce ID`: every recipient still queued fails now, and the sender gets a DSN, in one
     /// commit. Refused while a delivery of the message is under way (try again in a moment).
     pub async fn bounce(&self, id: QueueId) -> Result<usize, QueueError> {
-        let claims: Vec<_> = [Transport::Local, Transport::Remote]
-            .into_iter()
-            .map(|t| self.queue.try_claim(id, t))
-            .collect();
-        let result = if claims.iter().any(Option::is_none) {
-            Err(QueueError::Busy(id.to_string()))
-        } else {
-            self.bounce_claimed(id).await
-        };
         // The claims go back once the bounce is committed (or refused); a delivery woken meanwhile finds
         // nothing queued.
-        claims.into_iter().flatten().for_each(|c| c.give_back());
-        result
+        let _claims = self.queue.claim_idle(id)?;
+        self.bounce_claimed(id).await
     }
 
     async fn bounce_claimed(&self, id: QueueId) -> Result<usize, QueueError> {

@@ -63,20 +63,7 @@ impl Queue {
     /// `tern queue delete ID`: the message is gone, with no report to anyone. Refused while a delivery of
     /// it is under way (its report would name a message that is no longer there): try again in a moment.
     pub async fn delete(&self, id: QueueId) -> Result<(), QueueError> {
-        let claims: Vec<_> = [Transport::Local, Transport::Remote]
-            .into_iter()
-            .map(|t| self.try_claim(id, t))
-            .collect();
-        let result = if claims.iter().any(Option::is_none) {
-            Err(QueueError::Busy(id.to_string()))
-        } else {
-            self.delete_claimed(id).await
-        };
-        claims.into_iter().flatten().for_each(|c| c.give_back());
-        result
-    }
-
-    async fn delete_claimed(&self, id: QueueId) -> Result<(), QueueError> {
+        let _claims = self.claim_idle(id)?;
         match store::delete_one(&self.pool, id).await {
             Ok(Some(spooled)) => {
                 if spooled {

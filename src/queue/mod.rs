@@ -182,6 +182,16 @@ pub struct Job {
     pub memory: Option<Arc<Hold>>,
 }
 
+/// Both claims of a message held by administration ([`Queue::claim_idle`]); given back on drop, after the
+/// administrative work committed.
+pub struct IdleClaims(Vec<Arc<claims::Claim>>);
+
+impl Drop for IdleClaims {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|c| c.give_back());
+    }
+}
+
 /// What a message in delivery holds: its share of `[queue] delivery_memory` (in KiB) and one of
 /// `[queue] delivery_jobs`.
 #[derive(Debug)]
@@ -553,6 +563,20 @@ impl Queue {
         if self.writes.send(Write::Barrier(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Takes the claims on both transports of a message, for administration (bounce, delete), given back
+    /// when the result drops; `Busy` while a delivery holds either.
+    pub fn claim_idle(&self, id: QueueId) -> Result<IdleClaims, QueueError> {
+        let claims: Vec<_> = [Transport::Local, Transport::Remote]
+            .into_iter()
+            .map(|t| self.try_claim(id, t))
+            .collect();
+        if claims.iter().any(Option::is_none) {
+            claims.into_iter().flatten().for_each(|c| c.give_back());
+            return Err(QueueError::Busy(id.to_string()));
+        }
+        Ok(IdleClaims(claims.into_iter().flatten().collect()))
     }
 
     /// Takes the claim on a message's recipients of one transport, for administration; `None` while a

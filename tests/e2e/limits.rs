@@ -52,14 +52,11 @@ async fn idle_client_is_cut_off_with_421_4_4_2() {
     assert!(c.closed().await);
 }
 
-/// A destination that stalls every delivery, and mail for it pouring in: the bodies held by waiting
-/// deliveries stay within `[queue] delivery_memory_mb`, whatever the queue holds (100 MB here); the rest
-/// waits on disk. The same after a kill -9 and a restart with everything due at once.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stalled_destination_holds_no_more_than_delivery_memory() {
+/// A daemon relaying remote.test (from 127.0.0.1) to a sink on 127.0.0.2 that stalls every session, with
+/// `queue` as its `[queue]` settings.
+fn stalled_destination(queue: &str) -> (Daemon, Vec<crate::sink::Sink>) {
     use crate::dns::{Rr, TestDns};
     use crate::sink::{Behaviour, sinks};
-    use std::time::Duration;
     let s = sinks(vec![Behaviour {
         stall_secs: 120,
         ..Behaviour::default()
@@ -67,11 +64,21 @@ async fn a_stalled_destination_holds_no_more_than_delivery_memory() {
     let dns = TestDns::start(vec![Rr::A("remote.test", "127.0.0.2")]);
     let mut d = Daemon::start_with_dns(&format!(
         "[delivery]\nremote_port = {}\nallow_private_addresses = true\nmax_connections = 2\n\
-         [queue]\ndelivery_memory_mb = 8\n[submission]\ntrusted_networks = [\"127.0.0.1/32\"]\n{}",
+         [queue]\n{queue}\n[submission]\ntrusted_networks = [\"127.0.0.1/32\"]\n{}",
         s[0].addr.port(),
         dns.config()
     ));
     d.dns = Some(dns);
+    (d, s)
+}
+
+/// A destination that stalls every delivery, and mail for it pouring in: the bodies held by waiting
+/// deliveries stay within `[queue] delivery_memory_mb`, whatever the queue holds (100 MB here); the rest
+/// waits on disk. The same after a kill -9 and a restart with everything due at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_destination_holds_no_more_than_delivery_memory() {
+    use std::time::Duration;
+    let (d, s) = stalled_destination("delivery_memory_mb = 8");
     const MESSAGES: usize = 400;
     const SIZE: usize = 256 * 1024;
     let line = "x".repeat(1000);
@@ -207,21 +214,8 @@ async fn concurrent_large_messages_stay_within_data_memory() {
 /// delivery at once (each costs its bookkeeping, whatever its size); the rest wait on disk, all queued.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_destination_holds_no_more_than_delivery_jobs_messages() {
-    use crate::dns::{Rr, TestDns};
-    use crate::sink::{Behaviour, sinks};
     use std::time::Duration;
-    let s = sinks(vec![Behaviour {
-        stall_secs: 120,
-        ..Behaviour::default()
-    }]);
-    let dns = TestDns::start(vec![Rr::A("remote.test", "127.0.0.2")]);
-    let mut d = Daemon::start_with_dns(&format!(
-        "[delivery]\nremote_port = {}\nallow_private_addresses = true\nmax_connections = 2\n\
-         [queue]\ndelivery_jobs = 20\n[submission]\ntrusted_networks = [\"127.0.0.1/32\"]\n{}",
-        s[0].addr.port(),
-        dns.config()
-    ));
-    d.dns = Some(dns);
+    let (d, _s) = stalled_destination("delivery_jobs = 20");
     const MESSAGES: usize = 200;
     let mut raw = Raw::connect(d.addr).await;
     raw.cmd("EHLO load.test").await;
