@@ -198,22 +198,34 @@ impl Maildir {
         };
         let new = dir.join(sub).join(&name);
         let written = size as i64;
-        match write_unnamed_then_link(&dir.join(sub), &new, &|f| item.write_to(f)) {
-            Ok(()) => {}
-            Err(Fallback) => {
-                let tmp = dir.join("tmp").join(&name);
-                let mut f = OpenOptions::new()
+        if write_unnamed_then_link(&dir.join(sub), &new, &|f| item.write_to(f)).is_err() {
+            let tmp = dir.join("tmp").join(&name);
+            let create = || {
+                OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(true)
                     .mode(0o600)
                     .open(&tmp)
-                    .map_err(err(&tmp, "create"))?;
-                item.write_to(&mut f).map_err(err(&tmp, "write"))?;
-                f.sync_data().map_err(err(&tmp, "fsync"))?;
-                drop(f);
-                fs::rename(&tmp, &new).map_err(err(&new, "rename"))?;
+            };
+            let mut f = match create() {
+                // The Maildir was removed while we ran (an admin's rm -r, a restore): made again, as
+                // the user still exists, rather than deferring every message until a restart.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %dir.display(), "maildir vanished; creating it again");
+                    if let Ok(mut k) = self.known.lock() {
+                        k.retain(|d| !d.starts_with(&dir) && !dir.starts_with(d));
+                    }
+                    self.ensure(&dir)?;
+                    create()
+                }
+                r => r,
             }
+            .map_err(err(&tmp, "create"))?;
+            item.write_to(&mut f).map_err(err(&tmp, "write"))?;
+            f.sync_data().map_err(err(&tmp, "fsync"))?;
+            drop(f);
+            fs::rename(&tmp, &new).map_err(err(&new, "rename"))?;
         }
         self.account(&self.path_of(&item.mailbox)?, written, 1);
         Ok(Some(dir.join(sub)))
@@ -822,6 +834,18 @@ mod tests {
             assert!(md.deliver(&[d])[0].is_err(), "{bad}");
         }
         assert!(!dir.path().join("x\"").exists() && !dir.path().join("mail").join("x\"").exists());
+    }
+
+    #[test]
+    fn a_maildir_removed_while_running_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Maildir::new(dir.path().join("mail"));
+        assert!(md.deliver(&[item("1.Q1_0.mx", false)])[0].is_ok());
+        fs::remove_dir_all(dir.path().join("mail/example.test/alice")).unwrap();
+        let r = md.deliver(&[item("1.Q2_0.mx", false)]);
+        assert!(r[0].is_ok(), "{r:?}");
+        let new = dir.path().join("mail/example.test/alice/new");
+        assert_eq!(fs::read_dir(&new).unwrap().count(), 1);
     }
 
     #[test]
