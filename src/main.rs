@@ -1,5 +1,7 @@
 //! The `tern` command: parses arguments, sets up logging and calls into the library.
 
+mod cli;
+
 use clap::{Parser, Subcommand};
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -50,7 +52,7 @@ enum Command {
     /// Look at the queue.
     Queue {
         #[command(subcommand)]
-        action: QueueAction,
+        action: cli::queue::QueueAction,
     },
     /// DKIM keys for outgoing mail.
     Dkim {
@@ -137,29 +139,6 @@ enum AliasAction {
         source: String,
     },
     List,
-}
-
-#[derive(Subcommand)]
-enum QueueAction {
-    /// Messages in the queue with each recipient's state.
-    List {
-        /// One JSON array, for scripts.
-        #[arg(long)]
-        json: bool,
-    },
-    /// One message: envelope, recipients and headers.
-    Show { id: String },
-    /// Retry now: one message, or every message (on the running daemon).
-    Flush { id: Option<String> },
-    /// Remove a message without telling anyone (on the running daemon).
-    Delete { id: String },
-    /// Start no delivery of a message until it is released (one already handed to delivery still
-    /// runs); its lifetime still counts from its arrival (on the running daemon).
-    Hold { id: String },
-    /// Deliver a held message again, at once (on the running daemon).
-    Release { id: String },
-    /// Fail every remaining recipient now and send the sender a DSN (on the running daemon).
-    Bounce { id: String },
 }
 
 #[derive(Subcommand)]
@@ -471,7 +450,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { action } => user(action, cfg).await,
-        Command::Queue { action } => queue(action, cfg).await,
+        Command::Queue { action } => cli::queue::run(action, cfg).await,
         Command::Alias { action } => alias(action, cfg).await,
         Command::Mailbox { action } => mailbox(action, cfg).await,
         Command::Sieve { action } => sieve(action, cfg).await,
@@ -716,102 +695,6 @@ async fn newaliases(file: Option<PathBuf>, cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn queue(action: QueueAction, cfg: Config) -> anyhow::Result<()> {
-    let data_dir = cfg.data_dir.clone();
-    let control = |line: String| async move {
-        let answer = tern::ops::control::request(&data_dir, line.trim())
-            .await
-            .map_err(anyhow::Error::msg)?;
-        println!("{answer}");
-        anyhow::Ok(())
-    };
-    match action {
-        QueueAction::List { json } => queue_list(&cfg.data_dir, json).await,
-        QueueAction::Show { id } => queue_show(&cfg.data_dir, &id).await,
-        QueueAction::Flush { id } => control(format!("FLUSH {}", id.unwrap_or_default())).await,
-        QueueAction::Delete { id } => control(format!("DELETE {id}")).await,
-        QueueAction::Hold { id } => control(format!("HOLD {id}")).await,
-        QueueAction::Release { id } => control(format!("RELEASE {id}")).await,
-        QueueAction::Bounce { id } => control(format!("BOUNCE {id}")).await,
-    }
-}
-
-async fn queue_show(data_dir: &std::path::Path, id: &str) -> anyhow::Result<()> {
-    let messages = tern::queue::list(data_dir).await?;
-    let m = messages
-        .iter()
-        .find(|m| m.id.eq_ignore_ascii_case(id))
-        .ok_or_else(|| anyhow::anyhow!("no message {id} in the queue"))?;
-    println!("queue id:  {}", m.id);
-    println!(
-        "received:  {}",
-        tern::clock::rfc5322_date(m.received_at.max(0) as u64)
-    );
-    println!("sender:    <{}>", m.reverse_path);
-    println!("size:      {} octets", m.size);
-    if m.held {
-        println!("held:      yes (tern queue release {})", m.id);
-    }
-    for r in &m.recipients {
-        println!(
-            "recipient: <{}> {} {} attempts {} next {} {}",
-            r.forward_path,
-            r.transport,
-            r.state,
-            r.attempts,
-            r.next_attempt,
-            r.last_reply.as_deref().unwrap_or("")
-        );
-    }
-    Ok(())
-}
-
-async fn queue_list(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let messages = tern::queue::list(data_dir).await?;
-    if json {
-        let value: Vec<serde_json::Value> = messages
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "id": m.id, "received_at": m.received_at, "sender": m.reverse_path, "size": m.size, "held": m.held,
-                    "recipients": m.recipients.iter().map(|r| serde_json::json!({
-                        "address": r.forward_path, "transport": r.transport, "state": r.state,
-                        "attempts": r.attempts, "next_attempt": r.next_attempt, "last_reply": r.last_reply,
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
-    }
-    if messages.is_empty() {
-        println!("queue is empty");
-    }
-    for m in messages {
-        let age = tern::clock::unix_now().saturating_sub(m.received_at.max(0) as u64);
-        println!(
-            "{}  {:>8} B  age {age}s  from <{}>{}",
-            m.id,
-            m.size,
-            m.reverse_path,
-            if m.held { "  HELD" } else { "" }
-        );
-        for r in m.recipients {
-            let next = if r.state == "queued" {
-                format!(" next {}", r.next_attempt)
-            } else {
-                String::new()
-            };
-            let reply = r.last_reply.map(|l| format!(" ({l})")).unwrap_or_default();
-            println!(
-                "    {:<8} {:<6} <{}> attempts {}{next}{reply}",
-                r.state, r.transport, r.forward_path, r.attempts
-            );
-        }
-    }
-    Ok(())
-}
-
 /// The sendmail interface: exit codes from sysexits.h, messages on standard error.
 fn sendmail(config: &std::path::Path, args: &[String]) -> ExitCode {
     use tern::sendmail::{self as sm, exit};
@@ -844,7 +727,7 @@ fn sendmail(config: &std::path::Path, args: &[String]) -> ExitCode {
                         message: e.to_string(),
                     })?;
                 let result = if opts.mode == sm::Mode::Queue {
-                    runtime.block_on(queue_list(&cfg.data_dir, false))
+                    runtime.block_on(cli::queue::list(&cfg.data_dir, false))
                 } else {
                     runtime.block_on(newaliases(None, cfg.clone()))
                 };

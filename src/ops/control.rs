@@ -151,6 +151,17 @@ async fn reload(reloads: &tokio::sync::mpsc::Sender<ReloadRequest>) -> String {
 
 /// The client side, for `tern queue flush|delete|bounce` and `tern reload`.
 pub async fn request(data_dir: &Path, line: &str) -> Result<String, String> {
+    requests(data_dir, &[line.to_string()])
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err("no answer".into()))
+}
+
+/// Several requests over one connection, one answer each, in order (`tern queue delete --domain`).
+pub async fn requests(
+    data_dir: &Path,
+    lines: &[String],
+) -> Result<Vec<Result<String, String>>, String> {
     let path = socket_path(data_dir);
     let stream = UnixStream::connect(&path).await.map_err(|e| {
         format!(
@@ -159,17 +170,21 @@ pub async fn request(data_dir: &Path, line: &str) -> Result<String, String> {
         )
     })?;
     let (read, mut write) = stream.into_split();
-    write
-        .write_all(format!("{line}\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut lines = BufReader::new(read).lines();
-    match lines.next_line().await {
-        Ok(Some(answer)) => match answer.strip_prefix("OK ") {
-            Some(ok) => Ok(ok.to_string()),
-            None => Err(answer.strip_prefix("ERR ").unwrap_or(&answer).to_string()),
-        },
-        Ok(None) => Err("the daemon closed the control connection".into()),
-        Err(e) => Err(e.to_string()),
+    let mut answers = BufReader::new(read).lines();
+    let mut out = Vec::with_capacity(lines.len());
+    for line in lines {
+        write
+            .write_all(format!("{}\n", line.replace(['\r', '\n'], " ")).as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        out.push(match answers.next_line().await {
+            Ok(Some(answer)) => match answer.strip_prefix("OK ") {
+                Some(ok) => Ok(ok.to_string()),
+                None => Err(answer.strip_prefix("ERR ").unwrap_or(&answer).to_string()),
+            },
+            Ok(None) => return Err("the daemon closed the control connection".into()),
+            Err(e) => return Err(e.to_string()),
+        });
     }
+    Ok(out)
 }

@@ -126,3 +126,19 @@ pub async fn list(data_dir: &Path) -> Result<Vec<Listed>, QueueError> {
     let pool = crate::db::open(&path, &MIGRATOR, 1).await.map_err(err)?;
     store::list(&pool).await.map_err(err)
 }
+
+/// A queued message's content as received (its header section as intake left it), read from `data_dir`
+/// while the daemon runs, too.
+pub async fn content(data_dir: &Path, id: QueueId) -> Result<super::Body, QueueError> {
+    let path = database_path(data_dir);
+    let err = |e: sqlx::Error| QueueError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let pool = crate::db::open(&path, &MIGRATOR, 1).await.map_err(err)?;
+    let spool = super::spool::Spool::open(data_dir).map_err(|e| err(sqlx::Error::Io(e)))?;
+    store::content(&pool, &spool, id)
+        .await
+        .map_err(err)?
+        .ok_or_else(|| QueueError::NotFound(id.to_string()))
+}

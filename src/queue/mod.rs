@@ -14,10 +14,11 @@ pub mod claims;
 pub mod dsn;
 mod id;
 pub mod retry;
+pub mod select;
 pub mod spool;
 mod store;
 
-pub use admin::{Listed, ListedRecipient, list};
+pub use admin::{Listed, ListedRecipient, content, list};
 pub use body::Body;
 pub use id::{IdGenerator, QueueId};
 

@@ -303,27 +303,7 @@ pub(super) async fn load_due(
     else {
         return Ok(None);
     };
-    let tail = match (
-        row.get::<Option<i64>, _>(11),
-        row.get::<Option<i64>, _>(12),
-        row.get::<Option<i64>, _>(13),
-    ) {
-        (Some(offset), Some(len), Some(lines)) => {
-            let spool = spool.clone();
-            let opened = tokio::task::spawn_blocking(move || {
-                spool.open_tail(
-                    id,
-                    offset.max(0) as u64,
-                    len.max(0) as u64,
-                    lines.max(0) as u64,
-                )
-            })
-            .await
-            .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
-            Some(std::sync::Arc::new(opened.map_err(sqlx::Error::Io)?))
-        }
-        _ => None,
-    };
+    let tail = open_tail(spool, id, &row, 11).await?;
     Ok(Some(QueuedMessage {
         id,
         received_at: row.get::<i64, _>(0).max(0) as u64,
@@ -341,6 +321,54 @@ pub(super) async fn load_due(
         origin: Origin::parse(&row.get::<String, _>(9)),
         dkim_domain: row.get(10),
         recipients,
+    }))
+}
+
+/// The spool file a row names in its columns `at` (offset), `at + 1` (length), `at + 2` (lines), if any.
+async fn open_tail(
+    spool: &super::spool::Spool,
+    id: QueueId,
+    row: &sqlx::sqlite::SqliteRow,
+    at: usize,
+) -> Result<Option<std::sync::Arc<super::spool::Tail>>, sqlx::Error> {
+    let (Some(offset), Some(len), Some(lines)) = (
+        row.get::<Option<i64>, _>(at),
+        row.get::<Option<i64>, _>(at + 1),
+        row.get::<Option<i64>, _>(at + 2),
+    ) else {
+        return Ok(None);
+    };
+    let spool = spool.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        spool.open_tail(
+            id,
+            offset.max(0) as u64,
+            len.max(0) as u64,
+            lines.max(0) as u64,
+        )
+    })
+    .await
+    .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
+    Ok(Some(std::sync::Arc::new(opened.map_err(sqlx::Error::Io)?)))
+}
+
+/// A queued message's content (`tern queue show --body`), whatever its recipients' states.
+pub(super) async fn content(
+    pool: &SqlitePool,
+    spool: &super::spool::Spool,
+    id: QueueId,
+) -> Result<Option<super::body::Body>, sqlx::Error> {
+    let Some(row) =
+        sqlx::query("SELECT body, spool_offset, spool_len, spool_lines FROM messages WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(super::body::Body {
+        head: row.get(0),
+        tail: open_tail(spool, id, &row, 1).await?,
     }))
 }
 

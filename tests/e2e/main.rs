@@ -18,6 +18,7 @@ mod ops;
 mod outbound;
 mod pop3;
 mod protocol;
+mod queue_tools;
 mod safety;
 mod sendmail;
 mod sieve;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A sending daemon for example.test resolving through `dns`, MX hosts on `port`.
-fn sender(dns: TestDns, port: u16, extra: &str) -> Daemon {
+pub(crate) fn sender(dns: TestDns, port: u16, extra: &str) -> Daemon {
     let mut d = Daemon::start_with_dns(&format!(
         "[delivery]\nremote_port = {port}\nallow_private_addresses = true\n{extra}\n{}",
         dns.config()
@@ -18,7 +18,7 @@ fn sender(dns: TestDns, port: u16, extra: &str) -> Daemon {
 }
 
 /// alice@example.test sends a message to `to` through `tern sendmail`.
-fn send(d: &Daemon, to: &[&str], subject: &str) {
+pub(crate) fn send(d: &Daemon, to: &[&str], subject: &str) {
     send_raw(
         d,
         to,
@@ -45,12 +45,12 @@ fn send_raw(d: &Daemon, to: &[&str], msg: &str) {
     );
 }
 
-fn queue_list(d: &Daemon) -> String {
+pub(crate) fn queue_list(d: &Daemon) -> String {
     String::from_utf8_lossy(&tern(d.dir.path(), &["queue", "list"]).stdout).to_string()
 }
 
 /// Waits (bounded) for `pred` on `tern queue list`.
-fn wait_queue(d: &Daemon, pred: impl Fn(&str) -> bool) -> String {
+pub(crate) fn wait_queue(d: &Daemon, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let list = queue_list(d);
@@ -62,7 +62,7 @@ fn wait_queue(d: &Daemon, pred: impl Fn(&str) -> bool) -> String {
 }
 
 /// The DSNs in alice's Maildir, once there are `n`.
-fn dsns(d: &Daemon, n: usize) -> Vec<String> {
+pub(crate) fn dsns(d: &Daemon, n: usize) -> Vec<String> {
     d.wait_delivered("alice@example.test", n)
         .iter()
         .map(|f| std::fs::read_to_string(f).unwrap())

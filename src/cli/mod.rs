@@ -1,0 +1,3 @@
+//! The command line's larger subcommands, one file each.
+
+pub mod queue;
