@@ -189,6 +189,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     // As root, everything that needs root happens first: the TLS key is read and the ports are bound.
     prepare_data_dir(&cfg.data_dir)?;
     let tls = crate::tls::server_config(cfg.tls_files.as_ref(), &cfg.data_dir, &cfg.hostname)?;
+    log_certificate_warnings(&cfg);
     let mut sockets = Vec::new();
     let mut bound = Vec::new();
     for (i, listener) in cfg.listeners.iter().enumerate() {
@@ -532,6 +533,7 @@ fn reload(
             return Err(format!("the TLS certificate or key cannot be loaded: {e}"));
         }
     };
+    log_certificate_warnings(&new);
     access.set_tls(tokio_rustls::TlsAcceptor::from(tls.clone()));
     shared.sieve.set_settings(new.sieve.clone());
     for (kind, ctx) in contexts(&new, shared, tls) {
@@ -606,5 +608,23 @@ impl Signals {
             _ = self.hup.recv() => { tracing::info!("SIGHUP received: reloading"); Signal::Reload(None) }
             Some(answer) = requests.recv() => { tracing::info!("reload requested over the control socket"); Signal::Reload(Some(answer)) }
         }
+    }
+}
+
+/// An expiring, expired or misnamed certificate is logged at start and at each reload (the self-signed
+/// bootstrap is not reported as self-signed here: the configuration warnings say so once).
+fn log_certificate_warnings(cfg: &Config) {
+    let public = cfg
+        .listeners
+        .iter()
+        .flat_map(|l| &l.bind)
+        .any(|a| !a.ip().is_loopback());
+    for w in crate::tls::certificate_warnings(
+        cfg.tls_files.as_ref(),
+        &cfg.data_dir,
+        &cfg.hostname,
+        public && cfg.tls_files.is_some(),
+    ) {
+        tracing::warn!("{w}");
     }
 }

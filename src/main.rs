@@ -427,6 +427,7 @@ fn init_logging(level: &str, json: bool) {
         builder.json().with_current_span(true).init();
     } else {
         builder
+            .fmt_fields(tern::log::Logfmt)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
@@ -439,11 +440,23 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Serve => tern::app::serve(cfg).await,
         Command::CheckConfig => {
             // What would stop the daemon at start is an error; what is unwise is a warning.
+            let mut warnings = tern::config::warnings(&cfg);
             if let Some(files) = &cfg.tls_files {
                 tern::tls::server_config(Some(files), &cfg.data_dir, &cfg.hostname)
                     .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+                let public = cfg
+                    .listeners
+                    .iter()
+                    .flat_map(|l| &l.bind)
+                    .any(|a| !a.ip().is_loopback());
+                warnings.extend(tern::tls::certificate_warnings(
+                    Some(files),
+                    &cfg.data_dir,
+                    &cfg.hostname,
+                    public,
+                ));
             }
-            for w in tern::config::warnings(&cfg) {
+            for w in warnings {
                 eprintln!("warning: {w}");
             }
             print!("# {}: valid\n{}", cfg.path.display(), cfg.to_toml());

@@ -331,7 +331,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     };
                     match &refusal {
                         Some(r) => {
-                            tracing::info!(from = %reverse_path, reply = %r.summary(), "sender refused")
+                            tracing::info!(helo = %Escaped(session.helo()), from = %reverse_path, reply = %r.summary(), "sender refused")
                         }
                         None => {
                             conn.recipients = 0;
@@ -360,7 +360,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     };
                     match &verdict {
                         RcptVerdict::Refuse(r) => {
-                            tracing::info!(to = %fp, reply = %r.summary(), "recipient refused")
+                            tracing::info!(helo = %Escaped(session.helo()), from = %Escaped(&conn.reverse_path), to = %fp, reply = %r.summary(), "recipient refused")
                         }
                         RcptVerdict::Accept(_) => conn.recipients += 1,
                     }

@@ -103,7 +103,7 @@ async fn pass_pass_pass_lands_in_the_inbox_with_the_results_header() {
     assert!(got.contains("(unknown [127.0.0.5])"), "{got}");
     let log = d.log_text();
     assert!(
-        log.contains("checks=spf=pass dkim=pass dmarc=pass"),
+        log.contains("checks=\"spf=pass dkim=pass dmarc=pass"),
         "verdict in the log lines: {log}"
     );
 }

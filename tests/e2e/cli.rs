@@ -111,7 +111,28 @@ fn check_config_loads_the_tls_pair_and_warns_about_unwise_settings() {
     .unwrap();
     let out = tern(dir.path(), &["check-config"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("tls:"), "{err}");
+    assert!(
+        !out.status.success()
+            && err.contains("key.pem: this private key does not belong to the certificate"),
+        "{err}"
+    );
+    // A pair that belongs together but expired, for another name: the daemon starts (it still encrypts),
+    // and check-config says what is wrong with it.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["*.example.net".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    let old = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), old.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    let out = tern(dir.path(), &["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("expired on Wed, 1 Jan 2020"), "{err}");
+    assert!(
+        err.contains("does not name server.hostname \"mx.example.test\" (it names *.example.net)"),
+        "{err}"
+    );
     // Public listeners with the self-signed bootstrap are worth a warning.
     let public = config_text("").replace("bind = [\"127.0.0.1:0\"]", "bind = [\"0.0.0.0:0\"]");
     std::fs::write(dir.path().join("tern.toml"), public).unwrap();

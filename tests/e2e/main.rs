@@ -9,6 +9,7 @@ mod checks;
 mod cli;
 mod delivery;
 mod durability;
+mod fail2ban;
 mod imap;
 mod limits;
 mod lmtp;

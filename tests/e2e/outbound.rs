@@ -112,10 +112,10 @@ fn delivers_via_the_mx_to_a_second_tern_over_starttls() {
     );
     assert!(text.contains("\n.dot line\n"), "{text}");
     // The peer has the message a moment before the sender logs its delivery.
-    d.wait_log("relay=mx.peer.test[127.0.0.2]");
+    d.wait_log("relay=\"mx.peer.test[127.0.0.2]");
     let log = d.log_text();
     assert!(
-        log.contains("status=\"sent\"") && log.contains("relay=mx.peer.test[127.0.0.2]"),
+        log.contains("status=\"sent\"") && log.contains("relay=\"mx.peer.test[127.0.0.2]"),
         "{log}"
     );
     assert!(wait_queue(&d, |l| l.contains("queue is empty")).contains("queue is empty"));

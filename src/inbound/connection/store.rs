@@ -95,7 +95,7 @@ impl Conn {
                 match checked {
                     Ok(head) => Body { head, tail },
                     Err(reply) => {
-                        tracing::info!(from = %env.reverse_path, reply = %reply.summary(), "message refused");
+                        tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, reply = %reply.summary(), "message refused");
                         return reply;
                     }
                 }
@@ -135,7 +135,7 @@ impl Conn {
                     .message(&client, &env.helo, &env.reverse_path.to_string(), body)
                     .await;
                 if let Some(reply) = &verdict.reply {
-                    tracing::info!(from = %env.reverse_path, checks = %verdict.summary, reply = %reply.summary(), "message refused");
+                    tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, checks = %verdict.summary, reply = %reply.summary(), "message refused");
                     return reply.clone();
                 }
                 checks_summary = verdict.summary.clone();
@@ -152,7 +152,7 @@ impl Conn {
         if !lmtp {
             for r in &env.recipients {
                 if let Some(reply) = self.quota_refusal(&r.mailboxes, size as u64).await {
-                    tracing::info!(from = %env.reverse_path, to = %r.forward_path, reply = %reply.summary(), "message refused");
+                    tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, to = %r.forward_path, reply = %reply.summary(), "message refused");
                     return reply;
                 }
             }
@@ -174,7 +174,7 @@ impl Conn {
                 .await
         {
             let reply = Reply::refused_by_filter(&reason);
-            tracing::info!(from = %env.reverse_path, to = %r.forward_path, reply = %reply.summary(), "message refused by the recipient's Sieve script (ereject)");
+            tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, to = %r.forward_path, reply = %reply.summary(), "message refused by the recipient's Sieve script (ereject)");
             return reply;
         }
         let trace = match &self.peer {
@@ -232,7 +232,7 @@ impl Conn {
                     r.keep();
                 }
                 let (id, remote) = (stored.id, stored.remote);
-                tracing::info!(queue_id = %id, from = %env.reverse_path, to = %to, size, protocol = env.protocol,
+                tracing::info!(queue_id = %id, helo = %Escaped(&env.helo), from = %env.reverse_path, to = %to, size, protocol = env.protocol,
                     sasl_user = %Escaped(auth), remote, checks = %checks_summary, folder = folder.as_deref().unwrap_or(""),
                     dkim_domain = stored.dkim_domain.as_deref().unwrap_or(""), origin = origin.as_str(), "message accepted");
                 Reply::queued(&id.to_string())

@@ -455,6 +455,11 @@ impl Session {
     }
 
     /// Who authenticated in this session.
+    /// The HELO/EHLO argument, empty before one (for log lines).
+    pub fn helo(&self) -> &str {
+        self.hello.as_ref().map(|h| h.name.as_str()).unwrap_or("")
+    }
+
     pub fn identity(&self) -> Option<&str> {
         self.identity.as_deref()
     }

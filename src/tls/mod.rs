@@ -2,6 +2,8 @@
 //! once in data_dir/tls/ on first start (so that STARTTLS works out of the box; remote MTAs use opportunistic
 //! TLS and do not verify it, RFC 7435).
 
+pub mod check;
+
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -71,7 +73,17 @@ pub fn server_config(
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(chain, key_der)?;
+        .with_single_cert(chain, key_der)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => file_err(
+                &key,
+                format!(
+                    "this private key does not belong to the certificate in {}",
+                    cert.display()
+                ),
+            ),
+            e => TlsError::Rustls(e),
+        })?;
     Ok(Arc::new(config))
 }
 
@@ -128,6 +140,28 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     Ok(())
 }
 
+/// What [`check::warnings`] says of the certificate the daemon presents (`files`, or the self-signed pair).
+pub fn certificate_warnings(
+    files: Option<&(PathBuf, PathBuf)>,
+    data_dir: &Path,
+    hostname: &str,
+    public_listeners: bool,
+) -> Vec<String> {
+    let cert = files
+        .map(|(c, _)| c.clone())
+        .unwrap_or_else(|| self_signed_paths(data_dir).0);
+    match check::leaf_of(&cert) {
+        Ok(leaf) => check::warnings(
+            &leaf,
+            &cert,
+            hostname,
+            public_listeners,
+            crate::clock::unix_now() as i64,
+        ),
+        Err(e) => vec![format!("cannot read the TLS certificate: {e}")],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -167,3 +201,4 @@ mod tests {
         assert!(e.to_string().starts_with("/nonexistent/c.pem: "), "{e}");
     }
 }
+
