@@ -143,7 +143,7 @@ enum AliasAction {
 
 #[derive(Subcommand)]
 enum DkimAction {
-    /// Make a signing key for a domain and print the DNS TXT record to publish.
+    /// Make a signing key for a domain and print the DNS TXT record to publish; it signs once activated.
     Generate {
         #[arg(long)]
         domain: String,
@@ -151,6 +151,18 @@ enum DkimAction {
         selector: String,
         #[arg(long, default_value = "rsa", value_parser = ["rsa", "ed25519"])]
         algorithm: String,
+    },
+    /// Sign the domain's mail with this selector from now on (publish its TXT record first); the running
+    /// daemon switches at its next message.
+    Activate {
+        #[arg(long)]
+        domain: String,
+        selector: String,
+    },
+    /// Every key: domain, selector, state (active, pending, configured, unusable) and the TXT record.
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -436,6 +448,23 @@ fn init_logging(level: &str, json: bool) {
 async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
     // Whatever a command creates under data_dir (databases, mailboxes, keys) is not for other users.
     tern::ops::privileges::restrict_umask();
+    // Commands that write under data_dir run as the service user when root starts them.
+    if matches!(
+        command,
+        Command::User { .. }
+            | Command::Alias { .. }
+            | Command::Mailbox { .. }
+            | Command::Queue { .. }
+            | Command::Dkim { .. }
+            | Command::Sieve { .. }
+            | Command::Newaliases { .. }
+    ) {
+        tern::ops::privileges::become_service_user(
+            cfg.user.as_deref(),
+            cfg.group.as_deref(),
+            &cfg.data_dir,
+        )?;
+    }
     match command {
         Command::Serve => tern::app::serve(cfg).await,
         Command::CheckConfig => {
@@ -467,40 +496,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Alias { action } => alias(action, cfg).await,
         Command::Mailbox { action } => mailbox(action, cfg).await,
         Command::Sieve { action } => sieve(action, cfg).await,
-        Command::Dkim {
-            action:
-                DkimAction::Generate {
-                    domain,
-                    selector,
-                    algorithm,
-                },
-        } => {
-            let domain = domain.to_lowercase();
-            anyhow::ensure!(
-                cfg.local_domains.iter().any(|d| d.as_str() == domain),
-                "{domain:?} is not one of [domains] local"
-            );
-            anyhow::ensure!(
-                !selector.is_empty()
-                    && selector
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-                "{selector:?} is not a DKIM selector (letters, digits, - and _)"
-            );
-            let (path, record) =
-                tern::outbound::dkim::generate(&cfg.data_dir, &domain, &selector, &algorithm)
-                    .map_err(anyhow::Error::msg)?;
-            println!(
-                "# key written to {} (the running daemon signs with it from now on)",
-                path.display()
-            );
-            println!("# publish this TXT record:");
-            println!(
-                "{selector}._domainkey.{domain}. IN TXT {}",
-                tern::outbound::dkim::zone_text(&record)
-            );
-            Ok(())
-        }
+        Command::Dkim { action } => dkim(action, cfg),
         Command::Sendmail { .. } => Ok(()),
         Command::Newaliases { file } => newaliases(file, cfg).await,
         Command::Reload => {
@@ -705,6 +701,108 @@ async fn newaliases(file: Option<PathBuf>, cfg: Config) -> anyhow::Result<()> {
         eprintln!("newaliases: {w}");
     }
     println!("{}: {added} aliases", path.display());
+    Ok(())
+}
+
+fn dkim(action: DkimAction, cfg: Config) -> anyhow::Result<()> {
+    use tern::outbound::dkim;
+    let local = |domain: &str| -> anyhow::Result<String> {
+        let domain = domain.to_lowercase();
+        anyhow::ensure!(
+            cfg.local_domains.iter().any(|d| d.as_str() == domain),
+            "{domain:?} is not one of [domains] local"
+        );
+        Ok(domain)
+    };
+    let valid_selector = |selector: &str| -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !selector.is_empty()
+                && selector.len() <= 63
+                && selector
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "{selector:?} is not a DKIM selector (letters, digits, - and _)"
+        );
+        Ok(())
+    };
+    match action {
+        DkimAction::Generate {
+            domain,
+            selector,
+            algorithm,
+        } => {
+            let domain = local(&domain)?;
+            valid_selector(&selector)?;
+            let (path, record) = dkim::generate(&cfg.data_dir, &domain, &selector, &algorithm)
+                .map_err(anyhow::Error::msg)?;
+            println!("# key written to {}", path.display());
+            println!("# 1. publish this TXT record:");
+            println!(
+                "{selector}._domainkey.{domain}. IN TXT {}",
+                dkim::zone_text(&record)
+            );
+            println!(
+                "# 2. once it resolves (dig +short TXT {selector}._domainkey.{domain}), sign with it:"
+            );
+            println!("#    tern dkim activate --domain {domain} {selector}");
+        }
+        DkimAction::Activate { domain, selector } => {
+            let domain = local(&domain)?;
+            valid_selector(&selector)?;
+            if cfg.dkim_keys.iter().any(|k| k.domain == domain) {
+                eprintln!(
+                    "warning: [dkim] keys names a key for {domain}; it signs instead, whatever is active here"
+                );
+            }
+            let path =
+                dkim::activate(&cfg.data_dir, &domain, &selector).map_err(anyhow::Error::msg)?;
+            println!(
+                "{domain}: {selector} ({}) signs from now on; keep the previous selector's record published for a few days",
+                path.display()
+            );
+        }
+        DkimAction::List { json } => {
+            let keys = dkim::list(&cfg.data_dir, &cfg.dkim_keys);
+            if json {
+                let v: Vec<serde_json::Value> = keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "domain": k.domain, "selector": k.selector, "state": k.state,
+                            "algorithm": k.algorithm, "path": k.path, "record": k.record,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            if keys.is_empty() {
+                println!("no DKIM keys (tern dkim generate --domain D --selector S)");
+            }
+            for k in keys {
+                println!(
+                    "{}  {}  {}  {}  {}",
+                    k.domain,
+                    k.selector,
+                    k.state,
+                    if k.algorithm.is_empty() {
+                        "-"
+                    } else {
+                        k.algorithm
+                    },
+                    k.path.display()
+                );
+                if !k.record.is_empty() {
+                    println!(
+                        "    {}._domainkey.{}. IN TXT {}",
+                        k.selector,
+                        k.domain,
+                        dkim::zone_text(&k.record)
+                    );
+                }
+            }
+        }
+    }
     Ok(())
 }
 

@@ -19,6 +19,11 @@ pub enum PrivilegeError {
     Root,
     #[error("cannot switch to {what}: {source}")]
     Switch { what: String, source: nix::Error },
+    #[error("cannot make data_dir {path} for the service user: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The uid and primary gid of `user`.
@@ -65,6 +70,48 @@ pub fn restrict_umask() {
     umask(old | Mode::from_bits_truncate(0o027));
 }
 
+/// A state-changing command (`tern user add`, `dkim generate`, `mailbox import`...) run by root: it runs
+/// as `[server] user`, so that nothing it writes under data_dir is owned by root and unreadable to the
+/// daemon. data_dir is made (and given to the account) first if it does not exist yet. Without a
+/// configured user the command stays as it was started.
+pub fn become_service_user(
+    user: Option<&str>,
+    group: Option<&str>,
+    data_dir: &Path,
+) -> Result<(), PrivilegeError> {
+    let Some(name) = user.filter(|_| is_root()) else {
+        return Ok(());
+    };
+    let (uid, user_gid) = lookup_user(name).ok_or_else(|| PrivilegeError::NoUser(name.into()))?;
+    let gid = match group {
+        Some(g) => lookup_group(g).ok_or_else(|| PrivilegeError::NoGroup(g.into()))?,
+        None => user_gid,
+    };
+    if !data_dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o750)
+            .recursive(true)
+            .create(data_dir)
+            .map_err(|source| PrivilegeError::DataDir {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
+    }
+    // data_dir and its databases may have been made by root (an earlier run as root, a first start that
+    // refused): they become the account's, as the daemon's own start does for the whole tree. Only the
+    // top level here, so that a command stays quick on a large mail store.
+    chown_levels(data_dir, uid, gid, 1);
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |source| PrivilegeError::Switch { what, source }
+    };
+    nix::unistd::setgroups(&[]).map_err(err("no supplementary groups"))?;
+    nix::unistd::setgid(Gid::from_raw(gid)).map_err(err(&format!("group {gid}")))?;
+    nix::unistd::setuid(Uid::from_raw(uid)).map_err(err(&format!("user {name}")))?;
+    Ok(())
+}
+
 /// When running as root: hands `owned` paths to the account, then drops to it for good.
 pub fn drop_to(
     user: Option<&str>,
@@ -107,6 +154,11 @@ pub fn drop_to(
 /// trusted: symbolic links are never followed (the link itself is changed, its target never), and a file
 /// with more than one hard link is left alone (it may be a link to /etc/shadow).
 fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    chown_levels(path, uid, gid, usize::MAX);
+}
+
+/// [`chown_tree`] down to `levels` below `path` (0: the path alone).
+fn chown_levels(path: &Path, uid: u32, gid: u32, levels: usize) {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return;
@@ -118,10 +170,11 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) {
     }
     let _ = std::os::unix::fs::lchown(path, Some(uid), Some(gid));
     if ft.is_dir()
+        && levels > 0
         && let Ok(entries) = std::fs::read_dir(path)
     {
         for e in entries.flatten() {
-            chown_tree(&e.path(), uid, gid);
+            chown_levels(&e.path(), uid, gid, levels - 1);
         }
     }
 }

@@ -120,22 +120,32 @@ impl Dkim {
             .map(|k| (k.selector.clone(), k.path.clone()))
             .collect();
         if candidates.is_empty() {
-            let mut files: Vec<(SystemTime, String, PathBuf)> = std::fs::read_dir(dir)
-                .ok()?
-                .flatten()
-                .filter_map(|e| {
-                    let path = e.path();
-                    let selector = path
-                        .file_name()?
-                        .to_str()?
-                        .strip_suffix(".pem")?
-                        .to_string();
-                    Some((e.metadata().ok()?.modified().ok()?, selector, path))
-                })
-                .collect();
-            files.sort();
-            candidates.extend(files.into_iter().rev().map(|(_, s, p)| (s, p)));
+            match std::fs::read_to_string(dir.join(ACTIVE)) {
+                Ok(active) => {
+                    let selector = active.trim();
+                    if selector.is_empty() {
+                        tracing::info!(
+                            domain,
+                            "no active dkim key (tern dkim activate): sending unsigned"
+                        );
+                        return None;
+                    }
+                    candidates.push((selector.to_string(), dir.join(format!("{selector}.pem"))));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // A folder from before `tern dkim activate`: its newest key signs, as it always did.
+                    candidates.extend(newest_first(dir));
+                }
+                Err(e) => {
+                    tracing::error!(domain, error = %e, "cannot read the active dkim selector; sending unsigned");
+                    return None;
+                }
+            }
         }
+        self.load_first(domain, candidates)
+    }
+
+    fn load_first(&self, domain: &str, candidates: Vec<(String, PathBuf)>) -> Option<Loaded> {
         for (selector, path) in candidates {
             match std::fs::read_to_string(&path)
                 .map_err(|e| e.to_string())
@@ -180,6 +190,167 @@ impl Dkim {
     }
 }
 
+/// The file in data_dir/dkim/<domain>/ naming the selector that signs (empty: none). A folder without it
+/// predates `tern dkim activate`, and its newest key signs.
+const ACTIVE: &str = "active";
+
+/// The keys of a domain folder as (selector, path), newest first.
+fn newest_first(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut files: Vec<(SystemTime, String, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let selector = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".pem")?
+                .to_string();
+            Some((e.metadata().ok()?.modified().ok()?, selector, path))
+        })
+        .collect();
+    files.sort();
+    files.into_iter().rev().map(|(_, s, p)| (s, p)).collect()
+}
+
+/// Writes the active selector (empty: none) atomically and durably: a temporary file, fsync, rename, and the
+/// folder fsynced.
+fn write_active(dir: &Path, selector: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!(".{ACTIVE}.tmp"));
+    let target = dir.join(ACTIVE);
+    let e = |p: &Path| {
+        let p = p.display().to_string();
+        move |err: std::io::Error| format!("{p}: {err}")
+    };
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(&tmp)
+        .map_err(e(&tmp))?;
+    f.write_all(format!("{selector}\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(e(&tmp))?;
+    std::fs::rename(&tmp, &target).map_err(e(&target))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(e(dir))
+}
+
+/// A key's state for `tern dkim list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub domain: String,
+    pub selector: String,
+    pub path: PathBuf,
+    /// `active` (signs), `pending` (generated, waiting for `tern dkim activate`), `configured` (`[dkim] keys`)
+    /// or `unusable` (the file cannot be read as a key).
+    pub state: &'static str,
+    /// `rsa` or `ed25519`.
+    pub algorithm: &'static str,
+    /// The TXT record to publish at `<selector>._domainkey.<domain>`, empty for an unusable key.
+    pub record: String,
+}
+
+/// Every key under data_dir/dkim/ and in `[dkim] keys`, with its state and record.
+pub fn list(data_dir: &Path, configured: &[DkimKeyFile]) -> Vec<KeyInfo> {
+    let mut out = Vec::new();
+    let root = data_dir.join("dkim");
+    let mut domains: Vec<String> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    domains.sort();
+    let info = |domain: &str, selector: &str, path: &Path, state: &'static str| {
+        let (state, algorithm, record) = match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| public_record(&pem))
+        {
+            Ok((alg, record)) => (state, alg, record),
+            Err(_) => ("unusable", "", String::new()),
+        };
+        KeyInfo {
+            domain: domain.into(),
+            selector: selector.into(),
+            path: path.to_path_buf(),
+            state,
+            algorithm,
+            record,
+        }
+    };
+    for k in configured {
+        out.push(info(&k.domain, &k.selector, &k.path, "configured"));
+    }
+    for domain in domains {
+        let dir = root.join(&domain);
+        let keys = newest_first(&dir);
+        let active = match std::fs::read_to_string(dir.join(ACTIVE)) {
+            Ok(a) => a.trim().to_string(),
+            Err(_) => keys.first().map(|(s, _)| s.clone()).unwrap_or_default(),
+        };
+        let overridden = configured.iter().any(|k| k.domain == domain);
+        let mut keys = keys;
+        keys.sort();
+        for (selector, path) in keys {
+            let state = if selector == active && !overridden {
+                "active"
+            } else {
+                "pending"
+            };
+            out.push(info(&domain, &selector, &path, state));
+        }
+    }
+    out
+}
+
+/// The algorithm and TXT record of a private key in PEM (PKCS#1 or PKCS#8 RSA, PKCS#8 Ed25519).
+fn public_record(pem: &str) -> Result<(&'static str, String), String> {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let rsa = rsa::RsaPrivateKey::from_pkcs1_pem(pem)
+        .or_else(|_| rsa::RsaPrivateKey::from_pkcs8_pem(pem));
+    if let Ok(key) = rsa {
+        let public = key
+            .to_public_key()
+            .to_public_key_der()
+            .map_err(|e| e.to_string())?;
+        return Ok((
+            "rsa",
+            format!("v=DKIM1; k=rsa; p={}", b64(public.as_bytes())),
+        ));
+    }
+    let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| e.to_string())?;
+    let key = Ed25519Key::from_pkcs8_der(der.secret_der()).map_err(|e| e.to_string())?;
+    Ok((
+        "ed25519",
+        format!("v=DKIM1; k=ed25519; p={}", b64(&key.public_key())),
+    ))
+}
+
+/// `tern dkim activate`: `selector` signs for `domain` from now on (the running daemon notices the folder
+/// change). Refused unless the key is there and loads.
+pub fn activate(data_dir: &Path, domain: &str, selector: &str) -> Result<PathBuf, String> {
+    let dir = data_dir.join("dkim").join(domain);
+    let path = dir.join(format!("{selector}.pem"));
+    let pem = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "{}: {e} (tern dkim list shows the keys there are)",
+            path.display()
+        )
+    })?;
+    load_key(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    write_active(&dir, selector)?;
+    Ok(path)
+}
+
 /// `tern dkim generate`: a new key under data_dir/dkim/<domain>/<selector>.pem and the TXT record to publish.
 pub fn generate(
     data_dir: &Path,
@@ -222,6 +393,16 @@ pub fn generate(
     };
     let dir = data_dir.join("dkim").join(domain);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // A new key signs only once activated: a folder without the active file (older than it, or new) gets
+    // one naming what signs now (its newest key, or nothing).
+    if !dir.join(ACTIVE).exists() {
+        let current = newest_first(&dir)
+            .into_iter()
+            .next()
+            .map(|(s, _)| s)
+            .unwrap_or_default();
+        write_active(&dir, &current)?;
+    }
     let path = dir.join(format!("{selector}.pem"));
     let mut f = std::fs::OpenOptions::new()
         .write(true)

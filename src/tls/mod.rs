@@ -201,4 +201,3 @@ mod tests {
         assert!(e.to_string().starts_with("/nonexistent/c.pem: "), "{e}");
     }
 }
-

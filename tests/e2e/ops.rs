@@ -248,7 +248,40 @@ fn root_is_dropped_for_the_configured_user_and_refused_without_one() {
         .arg(dir.path().join("tern.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Run by root, the command ran as the service user: data_dir and the database it made are nobody's,
+    // not root's, before the daemon ever started.
+    use std::os::unix::fs::MetadataExt;
+    for made in ["data", "data/tern.db"] {
+        let uid = std::fs::metadata(dir.path().join(made)).unwrap().uid();
+        assert_eq!(uid, 65534, "{made} is owned by uid {uid}");
+    }
+    let out = Command::new(TERN)
+        .args([
+            "dkim",
+            "generate",
+            "--domain",
+            "example.test",
+            "--selector",
+            "s1",
+            "--algorithm",
+            "ed25519",
+            "--config",
+        ])
+        .arg(dir.path().join("tern.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = std::fs::metadata(dir.path().join("data/dkim/example.test/s1.pem")).unwrap();
+    assert_eq!((key.uid(), key.mode() & 0o777), (65534, 0o600));
     let d = Daemon::spawn(dir);
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();

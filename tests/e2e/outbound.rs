@@ -502,7 +502,140 @@ fn dkim_key(d: &Daemon, domain: &str, algorithm: &str) -> String {
         .as_ref()
         .unwrap()
         .add(Rr::Txt(format!("s1._domainkey.{domain}"), txt.clone()));
+    let out = tern(
+        d.dir.path(),
+        &["dkim", "activate", "--domain", domain, "s1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     txt
+}
+
+/// Rotation: a generated key waits until activated (publish first, then sign), `tern dkim list` shows
+/// each key's state and record, and activation switches the running daemon without a restart.
+#[tokio::test]
+async fn a_new_dkim_key_signs_only_once_activated() {
+    let s = sinks(vec![Behaviour::default()]);
+    let dns = TestDns::start(vec![Rr::A("sig.test", "127.0.0.2")]);
+    let dns_addr = dns.addr;
+    let d = sender(dns, s[0].addr.port(), "");
+    // Generated but not active: mail goes unsigned.
+    let out = tern(
+        d.dir.path(),
+        &[
+            "dkim",
+            "generate",
+            "--domain",
+            "example.test",
+            "--selector",
+            "s1",
+            "--algorithm",
+            "ed25519",
+        ],
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && said.contains("tern dkim activate --domain example.test s1"),
+        "{said}"
+    );
+    let txt1: String = said
+        .lines()
+        .find(|l| l.contains("IN TXT"))
+        .unwrap()
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    send(&d, &["rcpt@sig.test"], "before activation");
+    let got = s[0].wait(1);
+    assert!(!got[0].data.contains("DKIM-Signature:"), "{}", got[0].data);
+    // Activated s1, then s2 generated: s1 keeps signing while s2's record propagates.
+    d.dns
+        .as_ref()
+        .unwrap()
+        .add(Rr::Txt("s1._domainkey.example.test".into(), txt1.clone()));
+    let out = tern(
+        d.dir.path(),
+        &["dkim", "activate", "--domain", "example.test", "s1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tern(
+        d.dir.path(),
+        &[
+            "dkim",
+            "generate",
+            "--domain",
+            "example.test",
+            "--selector",
+            "s2",
+            "--algorithm",
+            "rsa",
+        ],
+    );
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let txt2: String = said
+        .lines()
+        .find(|l| l.contains("IN TXT"))
+        .unwrap()
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    send(&d, &["rcpt@sig.test"], "after rotation started");
+    let got = s[0].wait(2);
+    assert!(got[1].data.contains("s=s1;"), "{}", got[1].data);
+    assert!(dkim_passes(dns_addr, &got[1].data).await);
+    // The list: s1 active, s2 pending, each with the record it needs.
+    let out = tern(d.dir.path(), &["dkim", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let state = |sel: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["selector"] == sel)
+            .map(|k| {
+                (
+                    k["state"].as_str().unwrap().to_string(),
+                    k["record"].as_str().unwrap().to_string(),
+                )
+            })
+            .unwrap()
+    };
+    assert_eq!(state("s1"), ("active".to_string(), txt1.clone()));
+    assert_eq!(state("s2"), ("pending".to_string(), txt2.clone()));
+    // Activating a selector with no key is refused and changes nothing.
+    let out = tern(
+        d.dir.path(),
+        &["dkim", "activate", "--domain", "example.test", "s3"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s3.pem"));
+    // s2 published and activated: the next message is signed with it, no restart.
+    d.dns
+        .as_ref()
+        .unwrap()
+        .add(Rr::Txt("s2._domainkey.example.test".into(), txt2));
+    let out = tern(
+        d.dir.path(),
+        &["dkim", "activate", "--domain", "example.test", "s2"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    send(&d, &["rcpt@sig.test"], "after activation of s2");
+    let got = s[0].wait(3);
+    assert!(got[2].data.contains("s=s2;"), "{}", got[2].data);
+    assert!(dkim_passes(dns_addr, &got[2].data).await);
 }
 
 #[tokio::test]

@@ -443,6 +443,14 @@ async fn relayed_mail_from_outside_is_not_signed_as_ours() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
+    assert!(
+        tern(
+            d.dir.path(),
+            &["dkim", "activate", "--domain", "example.test", "s1"]
+        )
+        .status
+        .success()
+    );
     tern(
         d.dir.path(),
         &["alias", "add", "fwd@example.test", "kim@remote.test"],
