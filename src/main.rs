@@ -196,6 +196,17 @@ enum UserAction {
         #[arg(long)]
         remove: bool,
     },
+    /// Import users and their password hashes from a Dovecot passwd-file (`user:{SCHEME}hash:...`), as they
+    /// are: {ARGON2ID}, {SHA512-CRYPT}, {SHA256-CRYPT}, {BLF-CRYPT}. Missing users are added, existing ones
+    /// get the hash; each is re-hashed to argon2id at its next login. For Dovecot's SQL schemes, export
+    /// `user:password` lines first.
+    ImportDovecot {
+        /// The passwd-file; - for standard input.
+        file: PathBuf,
+        /// Domain for names without one (`alice` becomes alice@DOMAIN).
+        #[arg(long)]
+        domain: Option<String>,
+    },
     /// Limit a user's mailbox; 0 removes a limit. Over quota: 452 4.2.2 at RCPT, deliveries deferred.
     SetQuota {
         address: String,
@@ -991,6 +1002,50 @@ async fn user(action: UserAction, cfg: Config) -> anyhow::Result<()> {
             } else {
                 println!("password changed for {}", address.to_lowercase());
             }
+        }
+        UserAction::ImportDovecot { file, domain } => {
+            let text = if file.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut t)?;
+                t
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+            };
+            let (mut added, mut updated, mut skipped) = (0, 0, 0);
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let mut fields = line.splitn(3, ':');
+                let (user, hash) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+                let address = match (&domain, user.contains('@')) {
+                    (Some(d), false) => format!("{user}@{d}"),
+                    _ => user.to_string(),
+                };
+                let result = async {
+                    let mailbox = Directory::parse_user_address(&address, &cfg.local_domains)?;
+                    anyhow::ensure!(!hash.is_empty(), "no password hash");
+                    Ok(dir.import_hash(&mailbox, hash).await?)
+                }
+                .await;
+                match result {
+                    Ok(true) => added += 1,
+                    Ok(false) => updated += 1,
+                    Err(e) => {
+                        skipped += 1;
+                        eprintln!(
+                            "{}:{}: {} skipped: {e:#}",
+                            file.display(),
+                            n + 1,
+                            tern::log::escape(&address)
+                        );
+                    }
+                }
+            }
+            println!("{added} users added, {updated} passwords replaced, {skipped} lines skipped");
+            anyhow::ensure!(skipped == 0, "{skipped} lines were not imported");
         }
         UserAction::Del { address } => {
             anyhow::ensure!(dir.delete_user(&address).await?, "no user {address:?}");

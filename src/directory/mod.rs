@@ -5,10 +5,11 @@
 
 pub mod aliases;
 pub mod aliases_file;
+pub mod schemes;
 
 use crate::config::SenderPolicy;
 use crate::smtp::{Domain, Mailbox};
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use argon2::{Argon2, PasswordHasher};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use thiserror::Error;
@@ -538,18 +539,76 @@ impl Directory {
             .acquire()
             .await
             .map_err(|e| DirectoryError::Hash(e.to_string()))?;
-        let (ok, hash, password) = tokio::task::spawn_blocking(move || {
-            let ok = Argon2::default()
-                .verify_password(password.as_bytes(), hash.as_str())
-                .is_ok();
-            (ok, hash, password)
+        let (ok, rehash, hash, password) = tokio::task::spawn_blocking(move || {
+            let (ok, rehash) = schemes::verify(&hash, password.as_bytes());
+            (ok, rehash, hash, password)
         })
         .await
         .map_err(|e| DirectoryError::Hash(e.to_string()))?;
         if ok && real && !disabled {
+            // An imported (Dovecot) hash is replaced by argon2id now that the password is known; only if
+            // nobody changed it meanwhile.
+            let hash = if rehash {
+                self.rehash(&address, &hash, &password)
+                    .await
+                    .unwrap_or(hash)
+            } else {
+                hash
+            };
             self.logins.remember(&address, &hash, &password);
         }
         Ok(verdict(ok))
+    }
+
+    async fn rehash(&self, address: &str, old: &str, password: &str) -> Option<String> {
+        let new = match hash_password(password.to_string()).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(user = %crate::log::Escaped(address), error = %e, "cannot re-hash an imported password");
+                return None;
+            }
+        };
+        let r = sqlx::query(
+            "UPDATE users SET password_hash = ? WHERE address = ? AND password_hash = ?",
+        )
+        .bind(&new)
+        .bind(address)
+        .bind(old)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(r) if r.rows_affected() == 1 => {
+                tracing::info!(user = %crate::log::Escaped(address), "imported password hash replaced by argon2id");
+                Some(new)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(user = %crate::log::Escaped(address), error = %e, "cannot store the re-hashed password");
+                None
+            }
+        }
+    }
+
+    /// Stores a hash made elsewhere (Dovecot's `{SHA512-CRYPT}`, `{BLF-CRYPT}`..., checked by
+    /// [`schemes::import`]) for a user, adding the user if missing; returns whether the user was added.
+    pub async fn import_hash(&self, address: &Mailbox, hash: &str) -> Result<bool, DirectoryError> {
+        let stored = schemes::import(hash).map_err(|e| DirectoryError::Hash(e.to_string()))?;
+        let key = address.to_string().to_lowercase();
+        let r = sqlx::query("UPDATE users SET password_hash = ? WHERE address = ?")
+            .bind(&stored)
+            .bind(&key)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() > 0 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO users (address, password_hash, created_at) VALUES (?, ?, ?)")
+            .bind(&key)
+            .bind(&stored)
+            .bind(crate::clock::unix_now() as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
     }
 }
 

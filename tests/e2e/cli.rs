@@ -308,3 +308,115 @@ async fn a_disabled_account_refuses_mail_and_logins_until_enabled() {
             .success()
     );
 }
+
+/// POP3 USER/PASS for any user.
+async fn pop3_login_as(addr: std::net::SocketAddr, user: &str, password: &str) -> bool {
+    let mut c = Raw::connect_greeting(addr, "+OK").await;
+    assert!(c.pop_cmd(&format!("USER {user}"), false).await.0);
+    let ok = c.pop_cmd(&format!("PASS {password}"), false).await.0;
+    let _ = c.pop_cmd("QUIT", false).await;
+    ok
+}
+
+/// Users moved from Dovecot keep their passwords: a passwd-file with hashes made by Dovecot's own
+/// `doveadm pw` is imported as it is, each hash logs in, and the first login replaces it by argon2id.
+/// A scheme tern does not take ({PLAIN}) is named and skipped, and the import says it was not complete.
+#[tokio::test]
+async fn dovecot_password_hashes_are_imported_and_rehashed_at_login() {
+    let Some(doveadm) = ["/usr/bin/doveadm", "/usr/local/bin/doveadm"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("doveadm not installed: skipping (CI installs dovecot-core with dovecot-sieve)");
+        return;
+    };
+    let d = Daemon::start(
+        "[[listener]]\nkind = \"pop3\"\nbind = [\"127.0.0.1:0\"]\n[auth]\nfailure_delay_ms = 1\n",
+    );
+    let schemes = ["SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2ID"];
+    let mut file = String::from("# exported from dovecot\n");
+    for (i, scheme) in schemes.iter().enumerate() {
+        let out = Command::new(doveadm)
+            .args(["pw", "-s", scheme, "-p", &format!("pw-{i}")])
+            .output()
+            .unwrap();
+        let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(hash.starts_with(&format!("{{{scheme}}}")), "{hash}");
+        // The last one without a domain: --domain qualifies it.
+        let user = if i == 3 {
+            format!("u{i}")
+        } else {
+            format!("u{i}@example.test")
+        };
+        file.push_str(&format!("{user}:{hash}:1000:1000::/home/u{i}::\n"));
+    }
+    file.push_str("plain@example.test:{PLAIN}pencil:1000:1000::::\n");
+    std::fs::write(d.dir.path().join("users"), &file).unwrap();
+    let path = d.dir.path().join("users");
+    let out = tern(
+        d.dir.path(),
+        &[
+            "user",
+            "import-dovecot",
+            path.to_str().unwrap(),
+            "--domain",
+            "example.test",
+        ],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(
+        !out.status.success(),
+        "a skipped line must show in the exit status"
+    );
+    assert!(
+        stdout.contains("4 users added, 0 passwords replaced, 1 lines skipped"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("plain@example.test skipped") && stderr.contains("PLAIN"),
+        "{stderr}"
+    );
+
+    let db = d.dir.path().join("data/tern.db");
+    let stored = |user: String| {
+        let db = db.clone();
+        async move {
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect(&format!("sqlite:{}?mode=ro", db.display()))
+                .await
+                .unwrap();
+            let h: Option<String> =
+                sqlx::query_scalar("SELECT password_hash FROM users WHERE address = ?")
+                    .bind(user)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            pool.close().await;
+            h.unwrap_or_default()
+        }
+    };
+    let pop = d.listener("pop3");
+    for i in 0..schemes.len() {
+        let user = format!("u{i}@example.test");
+        assert!(!pop3_login_as(pop, &user, "wrong").await, "{user}");
+        assert!(
+            pop3_login_as(pop, &user, &format!("pw-{i}")).await,
+            "{user}: {}",
+            d.log_text()
+        );
+        let now = stored(user.clone()).await;
+        assert!(now.starts_with("$argon2id$"), "{user} still has {now}");
+        if i < 3 {
+            assert!(d.wait_log("imported password hash replaced by argon2id"));
+        }
+        assert!(
+            pop3_login_as(pop, &user, &format!("pw-{i}")).await,
+            "{user}"
+        );
+    }
+    assert!(!pop3_login_as(pop, "plain@example.test", "pencil").await);
+}
