@@ -737,4 +737,11 @@ pub struct RawTransport {
     /// File holding the password (its first line), readable by the service user only (mode 0600).
     #[serde(default)]
     pub auth_password_file: Option<String>,
+    /// Source addresses for these connections: at most one IPv4 and one IPv6 address of this host (Postfix's
+    /// smtp_bind_address); a destination of the other family goes from the default address.
+    #[serde(default)]
+    pub bind: Vec<String>,
+    /// Connections at once for this rule, over all its destinations (default: no limit of its own).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }

@@ -29,9 +29,22 @@ pub struct TransportRule {
     pub relay: Option<(String, u16)>,
     pub tls: Option<TlsPolicy>,
     pub auth: Option<RelayAuth>,
+    /// Source addresses, by family.
+    pub bind_v4: Option<std::net::Ipv4Addr>,
+    pub bind_v6: Option<std::net::Ipv6Addr>,
+    /// Connections at once under this rule.
+    pub concurrency: Option<usize>,
 }
 
 impl TransportRule {
+    /// The source address for a connection to `to`, if the rule names one of its family.
+    pub fn source_for(&self, to: std::net::IpAddr) -> Option<std::net::IpAddr> {
+        match to {
+            std::net::IpAddr::V4(_) => self.bind_v4.map(std::net::IpAddr::V4),
+            std::net::IpAddr::V6(_) => self.bind_v6.map(std::net::IpAddr::V6),
+        }
+    }
+
     pub fn matches(&self, domain: &str) -> bool {
         let d = domain.to_ascii_lowercase();
         self.domains.iter().any(|p| {
@@ -135,11 +148,43 @@ impl Validator {
                     })
                 }
             };
+            let (mut bind_v4, mut bind_v6) = (None, None);
+            for b in &t.bind {
+                let ip: std::net::IpAddr = b
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse()
+                    .map_err(|_| {
+                        self.err(key("bind"), format!("{b:?} is not an IPv4 or IPv6 address"))
+                    })?;
+                // An address this host does not have would fail every connection: said now, not at 3 a.m.
+                if let Err(e) = std::net::UdpSocket::bind((ip, 0)) {
+                    return Err(self.err(
+                        key("bind"),
+                        format!("{ip} is not an address of this host: {e}"),
+                    ));
+                }
+                let dup = match ip {
+                    std::net::IpAddr::V4(a) => bind_v4.replace(a).is_some(),
+                    std::net::IpAddr::V6(a) => bind_v6.replace(a).is_some(),
+                };
+                if dup {
+                    return Err(self.err(key("bind"), "names two addresses of one family"));
+                }
+            }
+            if let Some(c) = t.concurrency
+                && !(1..=10_000).contains(&c)
+            {
+                return Err(self.err(key("concurrency"), "must be between 1 and 10000"));
+            }
             out.push(TransportRule {
                 domains,
                 relay,
                 tls: t.tls,
                 auth,
+                bind_v4,
+                bind_v6,
+                concurrency: t.concurrency,
             });
         }
         Ok(out)
@@ -173,6 +218,9 @@ mod tests {
             relay: None,
             tls: None,
             auth: None,
+            bind_v4: None,
+            bind_v6: None,
+            concurrency: None,
         };
         assert!(
             r.matches("mx.example.com") && r.matches("A.Example.COM") && r.matches("example.net")

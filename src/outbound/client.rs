@@ -44,6 +44,8 @@ pub struct Connection {
     pub last_used: Instant,
     /// Transactions completed on it.
     pub transactions: u32,
+    /// The local address it was made from when a transport rule names one (the idle pool keeps them apart).
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Connection {
@@ -51,11 +53,27 @@ impl Connection {
         addr: SocketAddr,
         host: &str,
         timeout: Duration,
+        source: Option<std::net::IpAddr>,
     ) -> Result<Connection, ConnError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let connecting = async {
+            match source {
+                None => TcpStream::connect(addr).await,
+                Some(ip) => {
+                    let socket = if addr.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                    socket.connect(addr).await
+                }
+            }
+        };
+        let from = source.map(|s| format!(" from {s}")).unwrap_or_default();
+        let stream = tokio::time::timeout(timeout, connecting)
             .await
-            .map_err(|_| ConnError(format!("connect to {host}[{}] timed out", addr.ip())))?
-            .map_err(|e| ConnError(format!("connect to {host}[{}]: {e}", addr.ip())))?;
+            .map_err(|_| ConnError(format!("connect to {host}[{}]{from} timed out", addr.ip())))?
+            .map_err(|e| ConnError(format!("connect to {host}[{}]{from}: {e}", addr.ip())))?;
         let _ = stream.set_nodelay(true);
         Ok(Connection {
             stream: Stream::Plain(stream),
@@ -66,6 +84,7 @@ impl Connection {
             tls: None,
             last_used: Instant::now(),
             transactions: 0,
+            source,
         })
     }
 

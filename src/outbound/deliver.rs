@@ -171,6 +171,7 @@ pub(super) async fn deliver_domain(
                     .and_then(|r| r.tls)
                     .unwrap_or_else(|| ctx.tls_policy(domain)),
                 auth: None,
+                rule,
             };
             match transact(ctx, m, domain, host, addr, rcpts, &opts).await {
                 Ok(attempts) => return attempts,
@@ -197,6 +198,14 @@ pub(super) async fn deliver_domain(
 struct Opts<'a> {
     tls: TlsPolicy,
     auth: Option<&'a crate::config::RelayAuth>,
+    /// The rule whose source addresses connections use, if any.
+    rule: Option<&'a crate::config::TransportRule>,
+}
+
+impl Opts<'_> {
+    fn source_for(&self, addr: SocketAddr) -> Option<std::net::IpAddr> {
+        self.rule.and_then(|r| r.source_for(addr.ip()))
+    }
 }
 
 /// A `[[transport]]` relay: its address (a name resolved by A/AAAA, no MX lookup), its TLS policy and
@@ -228,6 +237,7 @@ async fn via_relay(
     let opts = Opts {
         tls: rule.tls.unwrap_or_else(|| ctx.tls_policy(domain)),
         auth: rule.auth.as_ref(),
+        rule: Some(rule),
     };
     let mut last = format!("4.4.1 relay {host} did not answer");
     for ip in addresses {
@@ -327,9 +337,14 @@ async fn open(
     let policy = opts.tls;
     let mut use_tls = true;
     for _ in 0..2 {
-        let mut conn = Connection::connect(addr, host, ctx.settings.connect_timeout)
-            .await
-            .map_err(|e| TryNext::temporary(format!("4.4.1 {e}")))?;
+        let mut conn = Connection::connect(
+            addr,
+            host,
+            ctx.settings.connect_timeout,
+            opts.source_for(addr),
+        )
+        .await
+        .map_err(|e| TryNext::temporary(format!("4.4.1 {e}")))?;
         let greeting = conn
             .reply(GREETING_TIMEOUT)
             .await
@@ -547,7 +562,10 @@ async fn transact(
     let poolable = opts.auth.is_none();
     // A pooled connection may have been closed by the server meanwhile: then one fresh try.
     for pooled in [true, false] {
-        let conn = match (pooled && poolable).then(|| ctx.pool.take(addr)).flatten() {
+        let conn = match (pooled && poolable)
+            .then(|| ctx.pool.take(addr, opts.source_for(addr)))
+            .flatten()
+        {
             Some(c) => c,
             None if pooled => continue,
             None => open(ctx, domain, host, addr, opts).await?,

@@ -34,6 +34,8 @@ pub struct Outbound {
     pool: pool::Pool,
     total: Arc<Semaphore>,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// `[[transport]] concurrency`, by rule (its position and limit).
+    per_transport: Mutex<HashMap<(usize, usize), Arc<Semaphore>>>,
 }
 
 impl Outbound {
@@ -62,6 +64,7 @@ impl Outbound {
             pool,
             total,
             per_destination: Mutex::new(HashMap::new()),
+            per_transport: Mutex::new(HashMap::new()),
         })
     }
 
@@ -85,6 +88,23 @@ impl Outbound {
         map.entry(domain.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_destination)))
             .clone()
+    }
+
+    /// The slots of the transport rule for `domain`, when it limits its connections.
+    fn transport_slots(&self, domain: &str) -> Option<Arc<Semaphore>> {
+        let (i, rule) = self
+            .settings
+            .transports
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(domain))?;
+        let limit = rule.concurrency?;
+        let mut map = self.per_transport.lock().unwrap_or_else(|p| p.into_inner());
+        Some(
+            map.entry((i, limit))
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                .clone(),
+        )
     }
 
     /// Whether `addr` is one of our own listening sockets (an MX pointing back at us).
@@ -130,8 +150,13 @@ async fn deliver_job(ctx: &Outbound, job: &Job) -> Vec<Attempt> {
     }
     let mut attempts: Vec<Option<Attempt>> = vec![None; m.recipients.len()];
     for (domain, indexes) in by_domain {
-        // The domain's slot first, then one of the global connections: a job waiting for a busy (or slow)
-        // domain holds nothing that deliveries to other domains need.
+        // The transport rule's slot, then the domain's, then one of the global connections: a job waiting
+        // for a busy (or slow) relay or domain holds nothing that deliveries elsewhere need.
+        let transport = ctx.transport_slots(&domain);
+        let _transport_slot = match &transport {
+            Some(t) => Some(t.acquire().await),
+            None => None,
+        };
         let slots = ctx.destination_slots(&domain);
         let _slot = slots.acquire().await;
         let _permit = ctx.total.acquire().await;

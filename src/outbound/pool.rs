@@ -4,14 +4,15 @@
 use super::Outbound;
 use super::client::Connection;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct Pool {
     idle: Duration,
     per_host: usize,
-    conns: Mutex<HashMap<SocketAddr, Vec<Connection>>>,
+    /// By destination and the source address a transport rule bound it to.
+    conns: Mutex<HashMap<(SocketAddr, Option<IpAddr>), Vec<Connection>>>,
 }
 
 impl Pool {
@@ -23,10 +24,10 @@ impl Pool {
         }
     }
 
-    /// A connection to `addr` used recently enough, if one is idle.
-    pub fn take(&self, addr: SocketAddr) -> Option<Connection> {
+    /// A connection to `addr` from `source` used recently enough, if one is idle.
+    pub fn take(&self, addr: SocketAddr, source: Option<IpAddr>) -> Option<Connection> {
         let mut map = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let list = map.get_mut(&addr)?;
+        let list = map.get_mut(&(addr, source))?;
         while let Some(c) = list.pop() {
             if c.last_used.elapsed() < self.idle {
                 return Some(c);
@@ -43,7 +44,7 @@ impl Pool {
         }
         conn.last_used = std::time::Instant::now();
         let mut map = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let list = map.entry(conn.addr).or_default();
+        let list = map.entry((conn.addr, conn.source)).or_default();
         if list.len() < self.per_host {
             list.push(conn);
         } else {

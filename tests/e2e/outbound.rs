@@ -858,6 +858,63 @@ fn a_wrong_relay_password_defers_and_a_readable_password_file_is_refused() {
     );
 }
 
+/// `[[transport]] bind` and `concurrency`: connections under the rule come from the named source address
+/// and never more than the limit at once; an address this host does not have stops the configuration.
+#[test]
+fn a_transport_binds_its_source_address_and_limits_its_connections() {
+    // The relay answers each final dot after a second, so that deliveries would overlap without the limit.
+    let relay = crate::sink::Sink::start(
+        "127.0.0.2",
+        0,
+        Behaviour {
+            stall_secs: 1,
+            ..Behaviour::default()
+        },
+    )
+    .expect("sink");
+    let dns = TestDns::start(Vec::new());
+    let d = sender(
+        dns,
+        25,
+        &format!(
+            "idle_secs = 0\n[[transport]]\ndomains = [\"bound.test\"]\nrelay = \"127.0.0.2:{}\"\n\
+             bind = [\"127.0.0.3\"]\nconcurrency = 1\n",
+            relay.addr.port()
+        ),
+    );
+    for i in 0..3 {
+        send(&d, &[&format!("r{i}@bound.test")], &format!("bound {i}"));
+    }
+    let got = relay.wait(3);
+    assert_eq!(got.len(), 3, "{}", d.log_text());
+    let peers = relay.state.peers.lock().unwrap().clone();
+    assert!(
+        !peers.is_empty() && peers.iter().all(|p| p.to_string() == "127.0.0.3"),
+        "{peers:?}"
+    );
+    assert_eq!(
+        relay
+            .state
+            .max_open
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "more than `concurrency` connections at once"
+    );
+    // A source address that is not this host's is refused by check-config, naming the key.
+    let text = std::fs::read_to_string(d.dir.path().join("tern.toml"))
+        .unwrap()
+        .replace("bind = [\"127.0.0.3\"]", "bind = [\"192.0.2.55\"]");
+    std::fs::write(d.dir.path().join("tern.toml"), text).unwrap();
+    let out = tern(d.dir.path(), &["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("transport[0].bind")
+            && err.contains("not an address of this host"),
+        "{err}"
+    );
+}
+
 /// A message past the spool threshold (600 KiB here, under the sink's SIZE, with dot lines on every chunk edge a reader could
 /// pick) goes out whole from its spool file: dot-stuffed correctly, DKIM-signed over all of it (mail-auth
 /// and python3-dkim verify), and its spool file is gone once it is delivered.

@@ -33,6 +33,8 @@ pub struct State {
     pub connections: AtomicUsize,
     pub open: AtomicUsize,
     pub max_open: AtomicUsize,
+    /// The client address of every connection, in order.
+    pub peers: Mutex<Vec<std::net::IpAddr>>,
     data_failures: AtomicUsize,
 }
 
@@ -88,7 +90,8 @@ impl Sink {
                     tokio::select! {
                         _ = &mut stop_rx => return,
                         accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
+                            let Ok((stream, peer)) = accepted else { continue };
+                            st.peers.lock().unwrap().push(peer.ip());
                             // Replies are written one by one: without this, Nagle and delayed ACKs stall
                             // every pipelined transaction by 40 ms.
                             let _ = stream.set_nodelay(true);
