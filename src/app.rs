@@ -190,6 +190,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     prepare_data_dir(&cfg.data_dir)?;
     let tls = crate::tls::server_config(cfg.tls_files.as_ref(), &cfg.data_dir, &cfg.hostname)?;
     log_certificate_warnings(&cfg);
+    // The sendmail socket counts as the `local` listener.
+    let mut kinds: Vec<&str> = cfg.listeners.iter().map(|l| l.kind.as_str()).collect();
+    kinds.push(ListenerKind::Local.as_str());
+    kinds.sort();
+    kinds.dedup();
+    crate::ops::metrics::declare_defaults(&kinds);
     let mut sockets = Vec::new();
     let mut bound = Vec::new();
     for (i, listener) in cfg.listeners.iter().enumerate() {
@@ -626,5 +632,18 @@ fn log_certificate_warnings(cfg: &Config) {
         public && cfg.tls_files.is_some(),
     ) {
         tracing::warn!("{w}");
+    }
+    let cert = cfg
+        .tls_files
+        .as_ref()
+        .map(|(c, _)| c.clone())
+        .unwrap_or_else(|| crate::tls::self_signed_paths(&cfg.data_dir).0);
+    crate::ops::metrics::clear_gauge("tern_tls_certificate_expiry_timestamp_seconds");
+    if let Ok(leaf) = crate::tls::check::leaf_of(&cert) {
+        crate::ops::metrics::set_gauge(
+            "tern_tls_certificate_expiry_timestamp_seconds",
+            &[("cert", &cert.display().to_string())],
+            leaf.not_after as f64,
+        );
     }
 }

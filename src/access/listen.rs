@@ -62,6 +62,8 @@ pub async fn accept<F, Fut>(
         tokio::spawn(
             async move {
                 tracing::info!("connect");
+                crate::ops::metrics::inc("tern_connections_total", &[("listener", kind.as_str())]);
+                let _open = crate::ops::metrics::connection_opened(kind.as_str());
                 match session.await {
                     Ok(()) => tracing::info!("disconnect"),
                     Err(e) => tracing::info!(error = %e, "disconnect"),

@@ -80,6 +80,7 @@ pub(super) async fn handle(
 ) {
     tracing::info!("connect");
     crate::ops::metrics::inc("tern_connections_total", &[("listener", ctx.kind.as_str())]);
+    let _open = crate::ops::metrics::connection_opened(ctx.kind.as_str());
     let implicit_tls = ctx.kind == ListenerKind::Submissions;
     let mut conn = Conn {
         ctx,

@@ -1,4 +1,4 @@
-//! The admin HTTP listener (`[admin] bind`, loopback by default): `GET /metrics` (Prometheus text format) and
+//! The admin HTTP listener (`[admin] bind`, loopback by default): `GET /metrics` (OpenMetrics text, which Prometheus reads) and
 //! `GET /healthz`. A deliberately tiny HTTP/1.1 server: one request per connection, bounded reads.
 
 use crate::queue::Queue;
@@ -57,24 +57,24 @@ async fn handle(mut stream: TcpStream, queue: Queue) {
     let (status, kind, body) = match (method, path) {
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
         ("GET", "/metrics") => {
-            let mut gauges: Vec<(&str, Vec<(&str, String)>, u64)> = Vec::new();
+            let mut gauges: Vec<crate::ops::metrics::GaugeValue> = Vec::new();
             if let Ok(counts) = queue.counts().await {
                 for ((transport, state), n) in counts {
                     gauges.push((
                         "tern_queue_recipients",
                         vec![("transport", transport), ("state", state)],
-                        n,
+                        n as f64,
                     ));
                 }
             }
-            gauges.push((
-                "tern_deliveries_in_flight",
-                vec![("kind", "all".to_string())],
-                queue.inflight() as u64,
-            ));
+            if let Ok(oldest) = queue.oldest_received().await {
+                let age = oldest.map_or(0, |t| crate::clock::unix_now().saturating_sub(t));
+                gauges.push(("tern_queue_oldest_message_age_seconds", vec![], age as f64));
+            }
+            gauges.push(("tern_deliveries_in_flight", vec![], queue.inflight() as f64));
             (
                 "200 OK",
-                "text/plain; version=0.0.4",
+                crate::ops::metrics::CONTENT_TYPE,
                 crate::ops::metrics::render(&gauges),
             )
         }

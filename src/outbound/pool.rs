@@ -8,11 +8,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+type PoolKey = (SocketAddr, Option<IpAddr>);
+
 pub struct Pool {
     idle: Duration,
     per_host: usize,
     /// By destination and the source address a transport rule bound it to.
-    conns: Mutex<HashMap<(SocketAddr, Option<IpAddr>), Vec<Connection>>>,
+    conns: Mutex<HashMap<PoolKey, Vec<Connection>>>,
 }
 
 impl Pool {

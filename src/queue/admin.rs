@@ -21,6 +21,15 @@ impl Queue {
             .collect())
     }
 
+    /// When the oldest message in the queue arrived (Unix seconds), for the metrics.
+    pub async fn oldest_received(&self) -> Result<Option<u64>, QueueError> {
+        let t: Option<i64> = sqlx::query_scalar("SELECT MIN(received_at) FROM messages")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| QueueError::Write(e.to_string()))?;
+        Ok(t.map(|t| t.max(0) as u64))
+    }
+
     /// `tern queue flush [ID]`: every queued recipient (of one message, or all) is due now.
     pub async fn flush(&self, id: Option<QueueId>) -> Result<usize, QueueError> {
         let now = crate::clock::unix_now();

@@ -232,12 +232,12 @@ async fn a_stalled_destination_holds_no_more_than_delivery_jobs_messages() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let admin = d.listener("admin");
     let metrics = crate::ops::http_get(admin, "/metrics").await;
-    let in_flight: u64 = metrics
+    let in_flight = metrics
         .lines()
         .find(|l| l.starts_with("tern_deliveries_in_flight"))
         .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .expect("tern_deliveries_in_flight");
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("tern_deliveries_in_flight") as u64;
     // The gauge counts claims: 20 jobs, plus the two (local, remote) the scheduler holds on the next
     // message while it waits for a job to finish.
     assert!(

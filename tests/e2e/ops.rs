@@ -52,6 +52,18 @@ async fn metrics_and_health_over_http() {
         "tern_delivery_attempts_total{transport=\"local\",result=\"sent\"} 1",
         "tern_reply_latency_seconds_count 1",
         "tern_deliveries_in_flight",
+        // Every family with HELP and TYPE, from start: an alert on a counter works before its first event.
+        "# HELP tern_connections Connections accepted, by listener.\n",
+        "# TYPE tern_delivery_attempts counter",
+        "tern_delivery_attempts_total{transport=\"remote\",result=\"bounced\"} 0",
+        "tern_messages_accepted_total{listener=\"local\"} 0",
+        "tern_connections_open{listener=\"relay\"} 1.0",
+        "tern_queue_oldest_message_age_seconds 0.0",
+        "tern_tls_certificate_expiry_timestamp_seconds{cert=\"",
+        "tern_build_info{version=\"",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "# EOF",
     ] {
         assert!(m.contains(want), "missing {want:?} in\n{m}");
     }
