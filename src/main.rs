@@ -49,6 +49,13 @@ enum Command {
         #[command(subcommand)]
         action: MailboxAction,
     },
+    /// A message's history: received from whom, each delivery attempt with relay and reply, DSNs sent,
+    /// admin actions. KEY is a queue ID or a Message-ID (while the history is kept: [queue] history_secs).
+    Trace {
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Look at the queue.
     Queue {
         #[command(subcommand)]
@@ -466,6 +473,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             | Command::Alias { .. }
             | Command::Mailbox { .. }
             | Command::Queue { .. }
+            | Command::Trace { .. }
             | Command::Dkim { .. }
             | Command::Sieve { .. }
             | Command::Newaliases { .. }
@@ -504,6 +512,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::User { action } => user(action, cfg).await,
         Command::Queue { action } => cli::queue::run(action, cfg).await,
+        Command::Trace { key, json } => cli::queue::trace(&cfg.data_dir, &key, json).await,
         Command::Alias { action } => alias(action, cfg).await,
         Command::Mailbox { action } => mailbox(action, cfg).await,
         Command::Sieve { action } => sieve(action, cfg).await,

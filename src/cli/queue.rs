@@ -288,3 +288,34 @@ pub async fn list(data_dir: &Path, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `tern trace KEY`.
+pub async fn trace(data_dir: &Path, key: &str, json: bool) -> anyhow::Result<()> {
+    let events = tern::queue::trace(data_dir, key).await?;
+    if json {
+        let v: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::json!({"queue_id": e.message_id, "at": e.at, "kind": e.kind, "detail": e.detail}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    anyhow::ensure!(
+        !events.is_empty(),
+        "nothing known of {key:?}: not a queue ID or Message-ID seen here, or older than [queue] history_secs"
+    );
+    let mut last = "";
+    for e in &events {
+        if e.message_id != last {
+            println!("{}", e.message_id);
+            last = &e.message_id;
+        }
+        println!(
+            "  {}  {:<8} {}",
+            tern::clock::rfc5322_date(e.at.max(0) as u64),
+            e.kind,
+            e.detail
+        );
+    }
+    Ok(())
+}

@@ -52,6 +52,12 @@ impl Intake {
         let mut delayed: Vec<(&QueuedRecipient, String, Option<String>)> = Vec::new();
         let delay_ms = started.elapsed().as_millis() as u64;
         for (rcpt, attempt) in m.recipients.iter().zip(attempts) {
+            let relay_of = match &attempt {
+                Attempt::Delivered { relay, .. } => Some(relay.clone()),
+                Attempt::Temporary { relay, .. } | Attempt::Permanent { relay, .. } => {
+                    relay.clone()
+                }
+            };
             let kind = match attempt {
                 Attempt::Delivered { reply, relay } => {
                     tracing::info!(queue_id = %m.id, from = %m.reverse_path, to = %rcpt.forward_path, relay = %relay,
@@ -111,15 +117,34 @@ impl Intake {
                 id: m.id,
                 idx: rcpt.idx,
                 kind,
+                to: rcpt.forward_path.clone(),
+                relay: relay_of,
             });
         }
         let mut dsns = Vec::new();
+        let mut dsn_notes = Vec::new();
         for (kind, list) in [(DsnKind::Failure, &failed), (DsnKind::Delay, &delayed)] {
             if list.is_empty() {
                 continue;
             }
             match self.notify(m, kind, list).await {
-                Ok(Some(d)) => dsns.push(d),
+                Ok(Some(d)) => {
+                    dsn_notes.push(format!(
+                        "{} DSN to <{}> for {} queued as {}",
+                        if kind == DsnKind::Failure {
+                            "failure"
+                        } else {
+                            "delay"
+                        },
+                        m.reverse_path,
+                        list.iter()
+                            .map(|(r, _, _)| format!("<{}>", r.forward_path))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        d.id
+                    ));
+                    dsns.push(d)
+                }
                 Ok(None) => {}
                 Err(e) => {
                     // Not routable now: the recipients stay deferred, and the next attempt tries again.
@@ -161,6 +186,7 @@ impl Intake {
                 whole: job.whole,
                 outcomes,
                 claim: Some(job.claim.clone()),
+                dsn_notes,
             },
             dsns,
         )
@@ -290,6 +316,17 @@ impl Intake {
                 kind: OutcomeKind::Failed {
                     reply: reply.clone(),
                 },
+                to: r.forward_path.clone(),
+                relay: None,
+            })
+            .collect();
+        let dsn_notes = dsn
+            .iter()
+            .map(|d| {
+                format!(
+                    "failure DSN to <{}> (tern queue bounce) queued as {}",
+                    message.reverse_path, d.id
+                )
             })
             .collect();
         let reports = vec![Report {
@@ -298,6 +335,7 @@ impl Intake {
             whole: false,
             outcomes,
             claim: None,
+            dsn_notes,
         }];
         self.queue.record(reports, dsn.into_iter().collect()).await;
         self.queue.settle().await;

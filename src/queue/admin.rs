@@ -54,7 +54,11 @@ impl Queue {
     /// handed to delivery still runs); its lifetime still counts from its arrival.
     pub async fn hold(&self, id: QueueId) -> Result<(), QueueError> {
         match store::set_held(&self.pool, id, true).await {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                self.note(id, "held by the administrator (tern queue hold)")
+                    .await;
+                Ok(())
+            }
             Ok(false) => Err(QueueError::NotFound(id.to_string())),
             Err(e) => Err(QueueError::Write(e.to_string())),
         }
@@ -63,7 +67,11 @@ impl Queue {
     /// `tern queue release ID`: a held message is delivered again, at once.
     pub async fn release(&self, id: QueueId) -> Result<(), QueueError> {
         match store::set_held(&self.pool, id, false).await {
-            Ok(true) => self.flush(Some(id)).await.map(|_| ()),
+            Ok(true) => {
+                self.note(id, "released by the administrator (tern queue release)")
+                    .await;
+                self.flush(Some(id)).await.map(|_| ())
+            }
             Ok(false) => Err(QueueError::NotFound(id.to_string())),
             Err(e) => Err(QueueError::Write(e.to_string())),
         }
@@ -75,6 +83,11 @@ impl Queue {
         let _claims = self.claim_idle(id)?;
         match store::delete_one(&self.pool, id).await {
             Ok(Some(spooled)) => {
+                self.note(
+                    id,
+                    "deleted by the administrator (tern queue delete); nobody was told",
+                )
+                .await;
                 if spooled {
                     let spool = self.spool.clone();
                     let _ = tokio::task::spawn_blocking(move || spool.remove(&[id])).await;
@@ -83,6 +96,13 @@ impl Queue {
             }
             Ok(None) => Err(QueueError::NotFound(id.to_string())),
             Err(e) => Err(QueueError::Write(e.to_string())),
+        }
+    }
+
+    /// An admin action in the message's trace; a failure to record it is logged, never the action's.
+    async fn note(&self, id: QueueId, detail: &str) {
+        if let Err(e) = super::events::note(&self.pool, id, "admin", detail).await {
+            tracing::warn!(queue_id = %id, error = %e, "cannot record the admin action for tern trace");
         }
     }
 
@@ -150,4 +170,16 @@ pub async fn content(data_dir: &Path, id: QueueId) -> Result<super::Body, QueueE
         .await
         .map_err(err)?
         .ok_or_else(|| QueueError::NotFound(id.to_string()))
+}
+
+/// `tern trace KEY`: the events of a queue ID, or of every message with that Message-ID, read from
+/// `data_dir` (while the daemon runs, too).
+pub async fn trace(data_dir: &Path, key: &str) -> Result<Vec<super::events::Event>, QueueError> {
+    let path = database_path(data_dir);
+    let err = |e: sqlx::Error| QueueError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let pool = crate::db::open(&path, &MIGRATOR, 1).await.map_err(err)?;
+    super::events::trace(&pool, key).await.map_err(err)
 }

@@ -12,13 +12,14 @@ mod admin;
 pub mod body;
 pub mod claims;
 pub mod dsn;
+pub mod events;
 mod id;
 pub mod retry;
 pub mod select;
 pub mod spool;
 mod store;
 
-pub use admin::{Listed, ListedRecipient, content, list};
+pub use admin::{Listed, ListedRecipient, content, list, trace};
 pub use body::Body;
 pub use id::{IdGenerator, QueueId};
 
@@ -211,6 +212,8 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
     /// Released once the outcomes are committed.
     pub claim: Option<Arc<claims::Claim>>,
+    /// The DSNs this report sends, for `tern trace` ("failure DSN to <a@b> ... queued as ID").
+    pub dsn_notes: Vec<String>,
 }
 
 impl Report {
@@ -230,6 +233,9 @@ pub struct Outcome {
     pub id: QueueId,
     pub idx: u32,
     pub kind: OutcomeKind,
+    /// The recipient's forward-path and the relay tried, for `tern trace`.
+    pub to: String,
+    pub relay: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -753,6 +759,7 @@ async fn commit(
             .map_err(sqlx::Error::Io)?;
     }
     store::insert(&mut tx, &inserts).await?;
+    events::record(&mut tx, &inserts, &reports).await?;
     // The common case, every recipient of a fresh message final at once, is one statement for the group.
     let mut finished = Vec::new();
     let mut spooled = Vec::new();
@@ -843,11 +850,16 @@ async fn scheduler(
         }
         if now >= last_prune + 3600 {
             last_prune = now;
-            match store::prune_history(&pool, now.saturating_sub(settings.history.as_secs())).await
-            {
+            let before = now.saturating_sub(settings.history.as_secs());
+            match store::prune_history(&pool, before).await {
                 Ok(n) if n > 0 => tracing::info!(rows = n, "queue: old history pruned"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "queue: history pruning failed"),
+            }
+            match events::prune(&pool, before).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "queue: old trace events pruned"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "queue: trace event pruning failed"),
             }
         }
         let wait = heap

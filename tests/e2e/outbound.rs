@@ -29,7 +29,7 @@ pub(crate) fn send(d: &Daemon, to: &[&str], subject: &str) {
     );
 }
 
-fn send_raw(d: &Daemon, to: &[&str], msg: &str) {
+pub(crate) fn send_raw(d: &Daemon, to: &[&str], msg: &str) {
     let mut args = vec!["sendmail", "-i", "-f", "alice@example.test"];
     args.extend_from_slice(to);
     let out = run_sendmail(

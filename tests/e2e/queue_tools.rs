@@ -149,3 +149,97 @@ fn bulk_operations_take_exactly_the_selected_messages() {
     let list = wait_queue(&d, |l| !l.contains("a@slow.test"));
     assert!(!list.contains("a@slow.test"), "{list}");
 }
+
+/// `tern trace`: a message's whole history by queue ID or Message-ID, from its arrival through a deferred
+/// attempt (with the relay and its reply) to the delivery, and a bounce with the DSN it sent.
+#[test]
+fn trace_tells_the_history_of_a_message() {
+    let sink = sinks(vec![crate::sink::Behaviour {
+        fail_data: 1,
+        ..Default::default()
+    }]);
+    let dns = TestDns::start(vec![
+        Rr::A("retry.test", "127.0.0.2"),
+        Rr::A("never.test", "127.0.0.3"),
+    ]);
+    let d = sender(
+        dns,
+        sink[0].addr.port(),
+        "[queue]\nretry_base_secs = 1\nretry_max_secs = 1\n",
+    );
+    crate::outbound::send_raw(
+        &d,
+        &["rcpt@retry.test"],
+        "From: Alice <alice@example.test>\nMessage-ID: <trace-me@example.test>\nSubject: traced\n\nbody\n",
+    );
+    assert_eq!(sink[0].wait(1).len(), 1, "{}", d.log_text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let by_header = loop {
+        let (_, out, _) = run(&d, &["trace", "<trace-me@example.test>"]);
+        if out.contains("status=sent") || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let lines: Vec<&str> = by_header.lines().collect();
+    let id = lines[0].trim();
+    let kinds: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().nth(6).unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["received", "delivery", "delivery"], "{by_header}");
+    assert!(
+        lines[1].contains("from=<alice@example.test> to=<rcpt@retry.test>")
+            && lines[1].contains("origin=local"),
+        "{by_header}"
+    );
+    assert!(
+        lines[2].contains("status=deferred")
+            && lines[2].contains("relay=retry.test[127.0.0.2]")
+            && lines[2].contains("451"),
+        "{by_header}"
+    );
+    assert!(
+        lines[3].contains("status=sent") && lines[3].contains("reply=\"250"),
+        "{by_header}"
+    );
+    // By queue ID, the same; as JSON for scripts.
+    let (ok, by_id, _) = run(&d, &["trace", id]);
+    assert!(ok && by_id == by_header, "{by_id}");
+    let (_, json, _) = run(&d, &["trace", id, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+
+    // Held, then bounced by the administrator: both in the trace, with the DSN's queue ID.
+    send(&d, &["x@never.test"], "never");
+    let list = wait_queue(&d, |l| {
+        l.contains("x@never.test") && l.contains("attempts 1")
+    });
+    let id = list
+        .lines()
+        .find(|l| !l.starts_with(' '))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(run(&d, &["queue", "hold", &id]).0);
+    assert!(run(&d, &["queue", "bounce", &id]).0);
+    dsns(&d, 1);
+    let (_, t, _) = run(&d, &["trace", &id]);
+    assert!(t.contains("admin    held by the administrator"), "{t}");
+    assert!(
+        t.contains("status=bounced") && t.contains("returned to sender by the administrator"),
+        "{t}"
+    );
+    let dsn_line = t
+        .lines()
+        .find(|l| l.contains(" dsn "))
+        .unwrap_or_else(|| panic!("{t}"));
+    let dsn_id = dsn_line.split_whitespace().last().unwrap();
+    let (_, dsn_trace, _) = run(&d, &["trace", dsn_id]);
+    assert!(dsn_trace.contains("origin=generated"), "{dsn_trace}");
+    // Unknown keys say so and fail.
+    let (ok, _, err) = run(&d, &["trace", "<nobody@nowhere>"]);
+    assert!(!ok && err.contains("nothing known"), "{err}");
+}
