@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
-pub use transport::{RelayAuth, TransportRule, rule_for};
+pub use transport::{LmtpTarget, RelayAuth, TransportRule, rule_for};
 pub use warnings::warnings;
 
 /// The shipped default configuration (config/tern.toml), parsed in tests so it cannot rot.

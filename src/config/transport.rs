@@ -21,12 +21,30 @@ impl std::fmt::Debug for RelayAuth {
     }
 }
 
+/// Where an LMTP transport delivers (RFC 2033).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmtpTarget {
+    Tcp(String, u16),
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for LmtpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LmtpTarget::Tcp(h, p) => write!(f, "lmtp:{h}:{p}"),
+            LmtpTarget::Unix(p) => write!(f, "lmtp:unix:{}", p.display()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportRule {
     /// Lower-cased: `example.com`, `*.example.com`, `*`.
     pub domains: Vec<String>,
-    /// (host, port) of the relay; `None`: MX delivery.
+    /// (host, port) of the relay; `None`: MX delivery (or LMTP).
     pub relay: Option<(String, u16)>,
+    /// An LMTP server instead of SMTP (`relay = "lmtp:unix:/path"` or `"lmtp:host:port"`).
+    pub lmtp: Option<LmtpTarget>,
     pub tls: Option<TlsPolicy>,
     pub auth: Option<RelayAuth>,
     /// Source addresses, by family.
@@ -84,13 +102,38 @@ impl Validator {
                 }
                 domains.push(d.to_ascii_lowercase());
             }
+            let mut lmtp = None;
             let relay = match &t.relay {
                 None => None,
                 Some(r) if r.starts_with("lmtp:") => {
-                    return Err(self.err(
-                        key("relay"),
-                        format!("{r:?}: LMTP transports are not supported yet"),
-                    ));
+                    let rest = &r["lmtp:".len()..];
+                    lmtp = Some(match rest.strip_prefix("unix:") {
+                        Some(path) if path.starts_with('/') => {
+                            LmtpTarget::Unix(std::path::PathBuf::from(path))
+                        }
+                        Some(_) => {
+                            return Err(self.err(
+                                key("relay"),
+                                format!("{r:?}: the socket path must be absolute (lmtp:unix:/run/dovecot/lmtp)"),
+                            ));
+                        }
+                        None => {
+                            let (h, p) = parse_host_port(rest).ok_or_else(|| {
+                                self.err(
+                                    key("relay"),
+                                    format!("{r:?} is not lmtp:host:port or lmtp:unix:/path"),
+                                )
+                            })?;
+                            LmtpTarget::Tcp(h, p)
+                        }
+                    });
+                    if t.auth_user.is_some() || t.tls.is_some_and(|p| p != TlsPolicy::May) {
+                        return Err(self.err(
+                            key("relay"),
+                            "an LMTP transport takes no auth_user and no tls (LMTP is for a delivery agent on this host or network)",
+                        ));
+                    }
+                    None
                 }
                 Some(r) => Some(parse_host_port(r).ok_or_else(|| {
                     self.err(
@@ -108,7 +151,7 @@ impl Validator {
                     ));
                 }
                 (Some(user), Some(file)) => {
-                    if relay.is_none() {
+                    if relay.is_none() && lmtp.is_none() {
                         return Err(self.err(key("auth_user"), "AUTH needs a relay"));
                     }
                     let path = self.resolve(file);
@@ -180,6 +223,7 @@ impl Validator {
             out.push(TransportRule {
                 domains,
                 relay,
+                lmtp,
                 tls: t.tls,
                 auth,
                 bind_v4,
@@ -216,6 +260,7 @@ mod tests {
         let r = TransportRule {
             domains: vec!["*.example.com".into(), "example.net".into()],
             relay: None,
+            lmtp: None,
             tls: None,
             auth: None,
             bind_v4: None,

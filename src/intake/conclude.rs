@@ -80,7 +80,7 @@ impl Intake {
                                 delayed.push((rcpt, reply.clone(), relay.clone()));
                             }
                             tracing::warn!(queue_id = %m.id, from = %m.reverse_path, to = %rcpt.forward_path,
-                                relay = relay.as_deref().unwrap_or("none"), delay_ms, status = "deferred", reply = %reply,
+                                relay = %relay.as_deref().unwrap_or("none"), delay_ms, status = "deferred", reply = %reply,
                                 next_attempt = t, "delivery");
                             OutcomeKind::Deferred {
                                 reply,
@@ -91,7 +91,7 @@ impl Intake {
                         Retry::Expired => {
                             let reply = format!("5.4.7 delivery time expired; last error: {reply}");
                             tracing::warn!(queue_id = %m.id, from = %m.reverse_path, to = %rcpt.forward_path,
-                                relay = relay.as_deref().unwrap_or("none"), status = "bounced", reply = %reply, "delivery");
+                                relay = %relay.as_deref().unwrap_or("none"), status = "bounced", reply = %reply, "delivery");
                             failed.push((rcpt, reply.clone(), relay));
                             OutcomeKind::Failed { reply }
                         }
@@ -99,7 +99,7 @@ impl Intake {
                 }
                 Attempt::Permanent { reply, relay } => {
                     tracing::warn!(queue_id = %m.id, from = %m.reverse_path, to = %rcpt.forward_path,
-                        relay = relay.as_deref().unwrap_or("none"), delay_ms, status = "bounced", reply = %reply, "delivery");
+                        relay = %relay.as_deref().unwrap_or("none"), delay_ms, status = "bounced", reply = %reply, "delivery");
                     failed.push((rcpt, reply.clone(), relay));
                     OutcomeKind::Failed { reply }
                 }

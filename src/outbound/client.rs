@@ -19,6 +19,8 @@ pub const FINAL_DOT_TIMEOUT: Duration = Duration::from_secs(600);
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// An LMTP server's Unix socket.
+    Unix(tokio::net::UnixStream),
 }
 
 /// What went wrong talking to a server (not what it replied).
@@ -88,10 +90,47 @@ impl Connection {
         })
     }
 
+    /// A connection to an LMTP server's Unix socket (`host` names it in logs).
+    pub async fn connect_unix(
+        path: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<Connection, ConnError> {
+        let host = format!("unix:{}", path.display());
+        let stream = tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path))
+            .await
+            .map_err(|_| ConnError(format!("connect to {host} timed out")))?
+            .map_err(|e| ConnError(format!("connect to {host}: {e}")))?;
+        Ok(Connection {
+            stream: Stream::Unix(stream),
+            parser: ReplyParser::default(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            host,
+            caps: Capabilities::default(),
+            tls: None,
+            last_used: Instant::now(),
+            transactions: 0,
+            source: None,
+        })
+    }
+
+    /// LHLO (RFC 2033 4.1); fills in the capabilities.
+    pub async fn lhlo(&mut self, our_name: &str) -> Result<Reply, ConnError> {
+        let reply = self
+            .command(&format!("LHLO {our_name}\r\n"), COMMAND_TIMEOUT)
+            .await?;
+        self.caps = if reply.code == 250 {
+            Capabilities::from_ehlo(&reply)
+        } else {
+            Capabilities::default()
+        };
+        Ok(reply)
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         let r = match &mut self.stream {
             Stream::Plain(s) => tokio::time::timeout(DATA_BLOCK_TIMEOUT, s.write_all(bytes)).await,
             Stream::Tls(s) => tokio::time::timeout(DATA_BLOCK_TIMEOUT, s.write_all(bytes)).await,
+            Stream::Unix(s) => tokio::time::timeout(DATA_BLOCK_TIMEOUT, s.write_all(bytes)).await,
         };
         match r {
             Ok(Ok(())) => Ok(()),
@@ -112,6 +151,7 @@ impl Connection {
             let read = match &mut self.stream {
                 Stream::Plain(s) => tokio::time::timeout_at(deadline, s.read(&mut buf)).await,
                 Stream::Tls(s) => tokio::time::timeout_at(deadline, s.read(&mut buf)).await,
+                Stream::Unix(s) => tokio::time::timeout_at(deadline, s.read(&mut buf)).await,
             };
             match read {
                 Ok(Ok(0)) => return Err(ConnError(format!("{} closed the connection", self.host))),

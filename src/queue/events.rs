@@ -49,6 +49,10 @@ fn client_of(trace: &str) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
+    if t.starts_with("by ") {
+        // Made here (a DSN, a local submission): no client.
+        return String::new();
+    }
     let end = t.find(" by ").unwrap_or(t.len());
     t[..end].to_string()
 }
@@ -229,6 +233,10 @@ mod tests {
                 "Received: from mail.sender.test (unknown [127.0.0.5])\r\n\tby mx.example.test with ESMTP id 1"
             ),
             "from mail.sender.test (unknown [127.0.0.5])"
+        );
+        assert_eq!(
+            super::client_of("Received: by mx.example.test (tern) id 1"),
+            ""
         );
     }
 }

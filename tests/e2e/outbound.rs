@@ -759,6 +759,94 @@ fn smarthost() -> Daemon {
     relay
 }
 
+/// `[[transport]] relay = "lmtp:..."`: mail for a domain goes to an LMTP server (a second tern's LMTP
+/// listener here) over its Unix socket or TCP, and each recipient gets its own reply after the data: one
+/// delivered, one over quota and bounced, in the same transaction.
+#[test]
+fn lmtp_transports_deliver_with_a_reply_per_recipient() {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("lmtp.sock");
+    let dns = TestDns::start(Vec::new());
+    let mut peer = Daemon::start_with_dns(&format!(
+        "[domains]\nlocal = [\"peer.test\", \"peer.org\"]\npostmaster = \"carol@peer.test\"\n\
+         [[listener]]\nkind = \"lmtp\"\nbind = [\"127.0.0.1:0\", \"unix:{}\"]\n{}",
+        sock.display(),
+        dns.config()
+    ));
+    peer.dns = Some(dns);
+    for u in ["carol@peer.test", "dave@peer.test", "erin@peer.org"] {
+        assert!(tern(peer.dir.path(), &["user", "add", u]).status.success());
+    }
+    // Dave's quota cannot hold the message: his reply after the data is a 5xx, Carol's a 250.
+    assert!(
+        tern(
+            peer.dir.path(),
+            &["user", "set-quota", "dave@peer.test", "--bytes", "50"]
+        )
+        .status
+        .success()
+    );
+    let d = sender(
+        TestDns::start(Vec::new()),
+        25,
+        &format!(
+            "[[transport]]\ndomains = [\"peer.test\"]\nrelay = \"lmtp:unix:{}\"\n\
+             [[transport]]\ndomains = [\"peer.org\"]\nrelay = \"lmtp:127.0.0.1:{}\"\n",
+            sock.display(),
+            peer.listener("lmtp").port()
+        ),
+    );
+    send(&d, &["carol@peer.test", "dave@peer.test"], "over lmtp");
+    send(&d, &["erin@peer.org"], "over lmtp tcp");
+    assert_eq!(
+        peer.wait_delivered("carol@peer.test", 1).len(),
+        1,
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(
+        peer.wait_delivered("erin@peer.org", 1).len(),
+        1,
+        "{}",
+        d.log_text()
+    );
+    let got = std::fs::read_to_string(&peer.delivered("carol@peer.test")[0]).unwrap();
+    assert!(
+        got.contains("Subject: over lmtp") && got.contains("Hello from tern."),
+        "{got}"
+    );
+    // Dave's reply: the message can never fit his quota (552 5.2.2), so he bounces alone; Carol is
+    // delivered from the same transaction.
+    let dsn = dsns(&d, 1).remove(0);
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; dave@peer.test")
+            && dsn.contains("Status: 5.2.2")
+            && !dsn.contains("Final-Recipient: rfc822; carol@peer.test"),
+        "{dsn}"
+    );
+    let list = wait_queue(&d, |l| l.contains("queue is empty"));
+    assert!(list.contains("queue is empty"), "{list}");
+    assert!(peer.delivered("dave@peer.test").is_empty());
+    let log = d.log_text();
+    assert!(
+        log.matches(&format!("relay=lmtp:unix:{} ", sock.display())).count() == 2,
+        "{log}"
+    );
+    assert!(log.contains("relay=lmtp:127.0.0.1:"), "{log}");
+    // An LMTP transport with AUTH is refused: LMTP is for a local delivery agent.
+    let text = std::fs::read_to_string(d.dir.path().join("tern.toml")).unwrap().replace(
+        "[[transport]]\ndomains = [\"peer.org\"]",
+        "[[transport]]\nauth_user = \"x\"\nauth_password_file = \"/nonexistent\"\ndomains = [\"peer.org\"]",
+    );
+    std::fs::write(d.dir.path().join("tern.toml"), text).unwrap();
+    let out = tern(d.dir.path(), &["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("transport[1].relay") && err.contains("LMTP"),
+        "{err}"
+    );
+}
+
 fn password_file(dir: &Path, password: &str, mode: u32) -> String {
     use std::os::unix::fs::PermissionsExt;
     let file = dir.join("relay.password");
