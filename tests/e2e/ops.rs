@@ -340,6 +340,8 @@ fn the_systemd_unit_verifies() {
         "Type=notify",
         "User=tern",
         "StateDirectory=tern",
+        "RuntimeDirectory=tern",
+        "RuntimeDirectoryMode=0755",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
