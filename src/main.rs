@@ -56,6 +56,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The DNS records to publish for each local domain (or DOMAIN), as zone-file text: MX, SPF, DKIM,
+    /// DMARC, TLS-RPT, SRV for mail clients, and the host's A/AAAA and PTR.
+    Dns {
+        domain: Option<String>,
+        /// The host's public address (repeatable), when the listeners bind 0.0.0.0.
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+    },
     /// Look at the queue.
     Queue {
         #[command(subcommand)]
@@ -512,6 +520,37 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::User { action } => user(action, cfg).await,
         Command::Queue { action } => cli::queue::run(action, cfg).await,
+        Command::Dns { domain, ip } => {
+            let domains: Vec<String> = match domain {
+                Some(d) => {
+                    let d = d.to_lowercase();
+                    anyhow::ensure!(
+                        cfg.local_domains.iter().any(|l| l.as_str() == d),
+                        "{d:?} is not one of [domains] local"
+                    );
+                    vec![d]
+                }
+                None => cfg.local_domains.iter().map(|d| d.to_string()).collect(),
+            };
+            let keys = tern::outbound::dkim::list(&cfg.data_dir, &cfg.dkim_keys);
+            let ips = tern::ops::zone::public_addresses(&cfg, &ip);
+            for (i, d) in domains.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                println!("; ---- {d} ----");
+                print!(
+                    "{}",
+                    tern::ops::zone::zone_text(&tern::ops::zone::records(
+                        &cfg,
+                        d,
+                        &keys,
+                        if i == 0 { &ips } else { &[] }
+                    ))
+                );
+            }
+            Ok(())
+        }
         Command::Trace { key, json } => cli::queue::trace(&cfg.data_dir, &key, json).await,
         Command::Alias { action } => alias(action, cfg).await,
         Command::Mailbox { action } => mailbox(action, cfg).await,

@@ -6,3 +6,4 @@ pub mod control;
 pub mod metrics;
 pub mod privileges;
 pub mod systemd;
+pub mod zone;

@@ -829,7 +829,9 @@ fn lmtp_transports_deliver_with_a_reply_per_recipient() {
     assert!(peer.delivered("dave@peer.test").is_empty());
     let log = d.log_text();
     assert!(
-        log.matches(&format!("relay=lmtp:unix:{} ", sock.display())).count() == 2,
+        log.matches(&format!("relay=lmtp:unix:{} ", sock.display()))
+            .count()
+            == 2,
         "{log}"
     );
     assert!(log.contains("relay=lmtp:127.0.0.1:"), "{log}");
