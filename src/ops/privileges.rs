@@ -82,11 +82,7 @@ pub fn become_service_user(
     let Some(name) = user.filter(|_| is_root()) else {
         return Ok(());
     };
-    let (uid, user_gid) = lookup_user(name).ok_or_else(|| PrivilegeError::NoUser(name.into()))?;
-    let gid = match group {
-        Some(g) => lookup_group(g).ok_or_else(|| PrivilegeError::NoGroup(g.into()))?,
-        None => user_gid,
-    };
+    let (uid, gid) = account(name, group)?;
     if !data_dir.exists() {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -102,13 +98,28 @@ pub fn become_service_user(
     // refused): they become the account's, as the daemon's own start does for the whole tree. Only the
     // top level here, so that a command stays quick on a large mail store.
     chown_levels(data_dir, uid, gid, 1);
+    switch(name, uid, gid)
+}
+
+/// The uid and gid `[server] user` and `group` name.
+fn account(user: &str, group: Option<&str>) -> Result<(u32, u32), PrivilegeError> {
+    let (uid, user_gid) = lookup_user(user).ok_or_else(|| PrivilegeError::NoUser(user.into()))?;
+    let gid = match group {
+        Some(g) => lookup_group(g).ok_or_else(|| PrivilegeError::NoGroup(g.into()))?,
+        None => user_gid,
+    };
+    Ok((uid, gid))
+}
+
+/// Becomes uid:gid for good, with no supplementary groups.
+fn switch(user: &str, uid: u32, gid: u32) -> Result<(), PrivilegeError> {
     let err = |what: &str| {
         let what = what.to_string();
         move |source| PrivilegeError::Switch { what, source }
     };
     nix::unistd::setgroups(&[]).map_err(err("no supplementary groups"))?;
     nix::unistd::setgid(Gid::from_raw(gid)).map_err(err(&format!("group {gid}")))?;
-    nix::unistd::setuid(Uid::from_raw(uid)).map_err(err(&format!("user {name}")))?;
+    nix::unistd::setuid(Uid::from_raw(uid)).map_err(err(&format!("user {user}")))?;
     Ok(())
 }
 
@@ -129,21 +140,11 @@ pub fn drop_to(
             Err(PrivilegeError::Root)
         };
     };
-    let (uid, user_gid) = lookup_user(user).ok_or_else(|| PrivilegeError::NoUser(user.into()))?;
-    let gid = match group {
-        Some(g) => lookup_group(g).ok_or_else(|| PrivilegeError::NoGroup(g.into()))?,
-        None => user_gid,
-    };
+    let (uid, gid) = account(user, group)?;
     for path in owned {
         chown_tree(path, uid, gid);
     }
-    let err = |what: &str| {
-        let what = what.to_string();
-        move |source| PrivilegeError::Switch { what, source }
-    };
-    nix::unistd::setgroups(&[]).map_err(err("no supplementary groups"))?;
-    nix::unistd::setgid(Gid::from_raw(gid)).map_err(err(&format!("group {gid}")))?;
-    nix::unistd::setuid(Uid::from_raw(uid)).map_err(err(&format!("user {user}")))?;
+    switch(user, uid, gid)?;
     tracing::info!(user, uid, gid, "dropped root privileges");
     Ok(())
 }

@@ -467,6 +467,16 @@ fn python_dkim_verdict(message: &str, selector_domain: &str, txt: &str) -> Optio
     Some(String::from_utf8_lossy(&out.stdout).trim() == "True")
 }
 
+/// The TXT record `tern dkim generate` printed, its character-strings joined.
+fn printed_txt(stdout: &str) -> String {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("IN TXT"))
+        .expect("TXT record printed");
+    // Zone text: one or more quoted character-strings.
+    line.split('"').skip(1).step_by(2).collect()
+}
+
 /// `tern dkim generate` for `domain` (selector s1), its TXT record published in the test DNS; returns it.
 fn dkim_key(d: &Daemon, domain: &str, algorithm: &str) -> String {
     let out = tern(
@@ -487,13 +497,7 @@ fn dkim_key(d: &Daemon, domain: &str, algorithm: &str) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("IN TXT"))
-        .expect("TXT record printed");
-    // Zone text: one or more quoted character-strings.
-    let txt: String = line.split('"').skip(1).step_by(2).collect();
+    let txt = printed_txt(&String::from_utf8_lossy(&out.stdout));
     assert!(
         txt.starts_with(&format!("v=DKIM1; k={algorithm}; p=")),
         "{txt}"
@@ -541,14 +545,7 @@ async fn a_new_dkim_key_signs_only_once_activated() {
         out.status.success() && said.contains("tern dkim activate --domain example.test s1"),
         "{said}"
     );
-    let txt1: String = said
-        .lines()
-        .find(|l| l.contains("IN TXT"))
-        .unwrap()
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .collect();
+    let txt1 = printed_txt(&said);
     send(&d, &["rcpt@sig.test"], "before activation");
     let got = s[0].wait(1);
     assert!(!got[0].data.contains("DKIM-Signature:"), "{}", got[0].data);
@@ -581,14 +578,7 @@ async fn a_new_dkim_key_signs_only_once_activated() {
     );
     assert!(out.status.success());
     let said = String::from_utf8_lossy(&out.stdout).to_string();
-    let txt2: String = said
-        .lines()
-        .find(|l| l.contains("IN TXT"))
-        .unwrap()
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .collect();
+    let txt2 = printed_txt(&said);
     send(&d, &["rcpt@sig.test"], "after rotation started");
     let got = s[0].wait(2);
     assert!(got[1].data.contains("s=s1;"), "{}", got[1].data);
