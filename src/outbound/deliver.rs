@@ -25,18 +25,18 @@ impl TryNext {
     }
 }
 
-fn all(rcpts: &[&QueuedRecipient], f: impl Fn() -> Attempt) -> Vec<Attempt> {
+pub(super) fn all(rcpts: &[&QueuedRecipient], f: impl Fn() -> Attempt) -> Vec<Attempt> {
     rcpts.iter().map(|_| f()).collect()
 }
 
-fn permanent(reply: impl Into<String>, relay: Option<String>) -> Attempt {
+pub(super) fn permanent(reply: impl Into<String>, relay: Option<String>) -> Attempt {
     Attempt::Permanent {
         reply: reply.into(),
         relay,
     }
 }
 
-fn temporary(reply: impl Into<String>, relay: Option<String>) -> Attempt {
+pub(super) fn temporary(reply: impl Into<String>, relay: Option<String>) -> Attempt {
     Attempt::Temporary {
         reply: reply.into(),
         relay,
@@ -45,7 +45,7 @@ fn temporary(reply: impl Into<String>, relay: Option<String>) -> Attempt {
 
 /// The reply's class decides: 2xx ok, 5xx permanent; 4xx, and a 3xx where none belongs (a final reply
 /// to the message, or to RCPT), are temporary: a 3xx never means the message was taken.
-fn judge(reply: &Reply, relay: &str) -> Attempt {
+pub(super) fn judge(reply: &Reply, relay: &str) -> Attempt {
     let text = reply.summary();
     match reply.code {
         200..=299 => Attempt::Delivered {
@@ -110,7 +110,7 @@ pub(super) async fn deliver_domain(
     if let Some(rule) = rule
         && let Some(target) = &rule.lmtp
     {
-        return via_lmtp(ctx, m, target, rcpts).await;
+        return super::lmtp::via_lmtp(ctx, m, target, rcpts).await;
     }
     if let Some(rule) = rule
         && let Some((host, port)) = &rule.relay
@@ -210,88 +210,6 @@ struct Opts<'a> {
 impl Opts<'_> {
     fn source_for(&self, addr: SocketAddr) -> Option<std::net::IpAddr> {
         self.rule.and_then(|r| r.source_for(addr.ip()))
-    }
-}
-
-/// A `[[transport]]` LMTP server (RFC 2033): LHLO, one transaction, one reply per accepted recipient
-/// after the data. No pooling, no TLS, no AUTH: a delivery agent on this host or network.
-async fn via_lmtp(
-    ctx: &Outbound,
-    m: &QueuedMessage,
-    target: &crate::config::LmtpTarget,
-    rcpts: &[&QueuedRecipient],
-) -> Vec<Attempt> {
-    use crate::config::LmtpTarget;
-    let relay = target.to_string();
-    let connected = match target {
-        LmtpTarget::Unix(path) => {
-            Connection::connect_unix(path, ctx.settings.connect_timeout).await
-        }
-        LmtpTarget::Tcp(host, port) => {
-            let ip = match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => ip,
-                Err(_) => match ctx.dns.addresses(host).await {
-                    Ok(a) if !a.is_empty() => a[0],
-                    _ => {
-                        let reply = format!("4.4.4 LMTP server {host} has no address");
-                        return all(rcpts, || temporary(reply.clone(), Some(relay.clone())));
-                    }
-                },
-            };
-            let addr = SocketAddr::new(ip, *port);
-            if ctx.is_own(addr) {
-                let reply = format!("5.4.6 the LMTP server {relay} is this server's own listener");
-                return all(rcpts, || permanent(reply.clone(), Some(relay.clone())));
-            }
-            Connection::connect(addr, host, ctx.settings.connect_timeout, None).await
-        }
-    };
-    let mut conn = match connected {
-        Ok(c) => c,
-        Err(e) => {
-            let reply = format!("4.4.1 {e}");
-            return all(rcpts, || temporary(reply.clone(), Some(relay.clone())));
-        }
-    };
-    let opened: Result<Result<(), crate::smtp::Reply>, ConnError> = async {
-        let greeting = conn.reply(GREETING_TIMEOUT).await?;
-        if greeting.code != 220 {
-            return Ok(Err(greeting));
-        }
-        let hello = conn.lhlo(&ctx.hostname).await?;
-        Ok(if hello.code == 250 {
-            Ok(())
-        } else {
-            Err(hello)
-        })
-    }
-    .await;
-    match opened {
-        Ok(Ok(())) => {}
-        Ok(Err(reply)) => {
-            conn.quit().await;
-            return rcpts.iter().map(|_| judge(&reply, &relay)).collect();
-        }
-        Err(e) => {
-            let reply = format!("4.4.2 {e}");
-            return all(rcpts, || temporary(reply.clone(), Some(relay.clone())));
-        }
-    }
-    match run(ctx, m, conn, rcpts, &relay, true).await {
-        Ok((attempts, conn)) => {
-            if let Some(conn) = conn {
-                conn.quit().await;
-            }
-            attempts
-        }
-        Err(Stage::BeforeMail(e)) => {
-            let reply = format!("4.4.2 {e}");
-            all(rcpts, || temporary(reply.clone(), Some(relay.clone())))
-        }
-        Err(Stage::AfterRcpt(e, verdicts)) => verdicts
-            .into_iter()
-            .map(|v| v.unwrap_or_else(|| temporary(format!("4.4.2 {e}"), Some(relay.clone()))))
-            .collect(),
     }
 }
 
@@ -685,7 +603,7 @@ async fn transact(
     Err(TryNext::temporary(format!("4.4.2 no session with {relay}")))
 }
 
-enum Stage {
+pub(super) enum Stage {
     /// Nothing was handed over yet: another host may be tried.
     BeforeMail(ConnError),
     /// The recipients were given (with these verdicts, `None` for accepted) and the connection failed after.
@@ -693,7 +611,7 @@ enum Stage {
 }
 
 /// MAIL, RCPT..., DATA or BDAT on a ready connection. Returns the attempts and the connection if reusable.
-async fn run(
+pub(super) async fn run(
     ctx: &Outbound,
     m: &QueuedMessage,
     mut conn: Connection,
@@ -818,7 +736,7 @@ async fn run(
             .await
             .map_err(after)?;
         if lmtp {
-            return lmtp_replies(conn, attempts, &relay).await;
+            return super::lmtp::replies(conn, attempts, &relay).await;
         }
         conn.reply(FINAL_DOT_TIMEOUT).await.map_err(after)?
     } else {
@@ -839,7 +757,7 @@ async fn run(
             .await
             .map_err(after)?;
         if lmtp {
-            return lmtp_replies(conn, attempts, &relay).await;
+            return super::lmtp::replies(conn, attempts, &relay).await;
         }
         conn.reply(FINAL_DOT_TIMEOUT).await.map_err(after)?
     };
@@ -850,26 +768,6 @@ async fn run(
         .map(|a| a.unwrap_or_else(|| verdict.clone()))
         .collect();
     Ok((filled, Some(conn)))
-}
-
-/// RFC 2033 4.2: after the data, one reply per accepted recipient, in RCPT order. A reply that never
-/// comes leaves its recipient (and the ones after it) for a retry.
-async fn lmtp_replies(
-    mut conn: Connection,
-    mut attempts: Vec<Option<Attempt>>,
-    relay: &str,
-) -> Result<(Vec<Attempt>, Option<Connection>), Stage> {
-    for i in 0..attempts.len() {
-        if attempts[i].is_some() {
-            continue;
-        }
-        match conn.reply(FINAL_DOT_TIMEOUT).await {
-            Ok(reply) => attempts[i] = Some(judge(&reply, relay)),
-            Err(e) => return Err(Stage::AfterRcpt(e, attempts)),
-        }
-    }
-    conn.transactions += 1;
-    Ok((attempts.into_iter().flatten().collect(), Some(conn)))
 }
 
 #[cfg(test)]

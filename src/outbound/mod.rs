@@ -8,6 +8,7 @@
 pub mod client;
 mod deliver;
 pub mod dkim;
+mod lmtp;
 mod pool;
 pub mod tls;
 
