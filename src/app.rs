@@ -52,6 +52,10 @@ struct Shared {
     local_limits: Arc<ConnLimiter>,
     sieve: Arc<crate::local::sieve::SieveRunner>,
     data_memory: Arc<tokio::sync::Semaphore>,
+    /// The certificates every TLS listener presents (base pair, ACME), and the configuration built on them.
+    certs: Arc<crate::tls::Certs>,
+    tls: Arc<rustls::ServerConfig>,
+    web: Arc<crate::web::Web>,
 }
 
 /// The per-listener contexts for `cfg`, with the TLS configuration `tls`.
@@ -89,7 +93,9 @@ fn contexts(
                 | ListenerKind::Pop3s
                 | ListenerKind::Imap
                 | ListenerKind::Imaps
-                | ListenerKind::ManageSieve => (false, false, false),
+                | ListenerKind::ManageSieve
+                | ListenerKind::Http
+                | ListenerKind::Https => (false, false, false),
             };
             let l = &cfg.limits;
             let ctx = Arc::new(Inbound {
@@ -188,7 +194,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     // As root, everything that needs root happens first: the TLS key is read and the ports are bound.
     prepare_data_dir(&cfg.data_dir)?;
-    let tls = crate::tls::server_config(cfg.tls_files.as_ref(), &cfg.data_dir, &cfg.hostname)?;
+    let certs = crate::tls::Certs::new(
+        crate::tls::load_base(cfg.tls_files.as_ref(), &cfg.data_dir, &cfg.hostname)?,
+        &cfg.hostname,
+    );
+    let tls = crate::tls::server_config(&certs, &[]);
     log_certificate_warnings(&cfg);
     // The sendmail socket counts as the `local` listener.
     let mut kinds: Vec<&str> = cfg.listeners.iter().map(|l| l.kind.as_str()).collect();
@@ -269,7 +279,22 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Some(g) => Some(Arc::new(Greylist::open(&cfg.data_dir, g).await?)),
         None => None,
     };
+    let challenges = Arc::new(crate::web::HttpChallenges::default());
+    let bound_kinds: Vec<(ListenerKind, std::net::SocketAddr)> = sockets
+        .iter()
+        .filter_map(|(k, s)| s.local_addr().ok().map(|a| (*k, a)))
+        .collect();
+    let web = crate::web::Web::new(
+        &cfg,
+        crate::web::services_of(&bound_kinds),
+        queue.clone(),
+        &certs,
+        challenges.clone(),
+    );
     let shared = Shared {
+        certs: certs.clone(),
+        tls: tls.clone(),
+        web: web.clone(),
         directory: directory.clone(),
         store,
         queue: queue.clone(),
@@ -311,6 +336,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for (kind, socket) in sockets {
         tracing::info!(kind = kind.as_str(), addr = %socket.local_addr()?, "listening");
+        if let Some(role) = crate::web::role_of(kind) {
+            tasks.push(tokio::spawn(crate::web::serve(
+                socket,
+                role,
+                web.clone(),
+                shutdown.clone(),
+            )));
+            continue;
+        }
         if matches!(kind, ListenerKind::Imap | ListenerKind::Imaps) {
             tasks.push(tokio::spawn(crate::access::imap::serve(
                 socket,
@@ -400,14 +434,24 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     )));
     if let Some(socket) = admin_socket {
         tracing::info!(kind = "admin", addr = %socket.local_addr()?, "listening");
-        tasks.push(tokio::spawn(crate::ops::admin::serve(
+        tasks.push(tokio::spawn(crate::web::serve(
             socket,
-            queue.clone(),
+            crate::web::route::Role::Admin,
+            web.clone(),
             shutdown.clone(),
         )));
     }
     if let Some(g) = shared.greylist.clone() {
         tokio::spawn(expire_greylist(g));
+    }
+    if let Some(acme) = cfg.acme.clone() {
+        tasks.push(crate::acme::start(
+            acme,
+            &cfg.data_dir,
+            certs.clone(),
+            challenges.clone(),
+            shutdown.clone(),
+        ));
     }
     tracing::info!(hostname = %cfg.hostname, data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "tern started");
     // The handlers exist before systemd (or a test) is told we are ready: a SIGHUP right after READY=1
@@ -496,6 +540,11 @@ fn reload(
             current.sendmail_socket != new.sendmail_socket,
         ),
         ("admin.bind", current.admin != new.admin),
+        ("acme", current.acme != new.acme),
+        (
+            "http",
+            format!("{:?}", current.http) != format!("{:?}", new.http),
+        ),
         ("dns", current.nameservers != new.nameservers),
         (
             "log",
@@ -531,18 +580,33 @@ fn reload(
             );
         }
     }
-    let tls = match crate::tls::server_config(new.tls_files.as_ref(), &new.data_dir, &new.hostname)
-    {
-        Ok(t) => t,
+    let base = match crate::tls::load_base(new.tls_files.as_ref(), &new.data_dir, &new.hostname) {
+        Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "reload refused: the TLS certificate or key cannot be loaded; the running ones stay");
             return Err(format!("the TLS certificate or key cannot be loaded: {e}"));
         }
     };
     log_certificate_warnings(&new);
-    access.set_tls(tokio_rustls::TlsAcceptor::from(tls.clone()));
+    // The gauge was reset for the base certificate: the ACME one is still presented.
+    for e in shared.certs.issued() {
+        crate::ops::metrics::set_gauge(
+            "tern_tls_certificate_expiry_timestamp_seconds",
+            &[(
+                "cert",
+                &crate::acme::Paths::new(&new.data_dir)
+                    .cert()
+                    .display()
+                    .to_string(),
+            )],
+            e.not_after as f64,
+        );
+    }
+    shared.certs.set_base(base);
+    shared.web.reload(&new);
+    access.set_tls(tokio_rustls::TlsAcceptor::from(shared.tls.clone()));
     shared.sieve.set_settings(new.sieve.clone());
-    for (kind, ctx) in contexts(&new, shared, tls) {
+    for (kind, ctx) in contexts(&new, shared, shared.tls.clone()) {
         if let Some(tx) = senders.get(&kind) {
             let _ = tx.send(ctx);
         }

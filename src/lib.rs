@@ -6,6 +6,7 @@
 //! `tls`, `db`, `clock` and `shutdown` beside them, and `app` wiring them together.
 
 pub mod access;
+pub mod acme;
 pub mod app;
 pub mod checks;
 pub mod clock;
@@ -31,3 +32,4 @@ pub mod shutdown;
 pub mod sieve;
 pub mod smtp;
 pub mod tls;
+pub mod web;

@@ -64,6 +64,22 @@ enum Command {
         #[arg(long)]
         ip: Vec<std::net::IpAddr>,
     },
+    /// Look up what `tern dns` says to publish, and say record by record what is wrong and how to fix
+    /// it (MX, SPF, DKIM, DMARC, TLS-RPT, MTA-STS, autoconfig, PTR, certificate, port 25). Exits 1 when
+    /// something fails.
+    Doctor {
+        domain: Option<String>,
+        /// The host's public address (repeatable); default: the listeners', else the host name's A/AAAA.
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        /// Where the port 25 check connects (repeatable), e.g. when the public address is not reachable
+        /// from inside (NAT); default: each host address at the relay listener's port, else 25.
+        #[arg(long)]
+        probe: Vec<std::net::SocketAddr>,
+        /// Findings as JSON, for monitoring.
+        #[arg(long)]
+        json: bool,
+    },
     /// Look at the queue.
     Queue {
         #[command(subcommand)]
@@ -498,7 +514,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             // What would stop the daemon at start is an error; what is unwise is a warning.
             let mut warnings = tern::config::warnings(&cfg);
             if let Some(files) = &cfg.tls_files {
-                tern::tls::server_config(Some(files), &cfg.data_dir, &cfg.hostname)
+                tern::tls::load_base(Some(files), &cfg.data_dir, &cfg.hostname)
                     .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
                 let public = cfg
                     .listeners
@@ -521,17 +537,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::User { action } => user(action, cfg).await,
         Command::Queue { action } => cli::queue::run(action, cfg).await,
         Command::Dns { domain, ip } => {
-            let domains: Vec<String> = match domain {
-                Some(d) => {
-                    let d = d.to_lowercase();
-                    anyhow::ensure!(
-                        cfg.local_domains.iter().any(|l| l.as_str() == d),
-                        "{d:?} is not one of [domains] local"
-                    );
-                    vec![d]
-                }
-                None => cfg.local_domains.iter().map(|d| d.to_string()).collect(),
-            };
+            let domains = cli::local_domains(&cfg, domain)?;
             let keys = tern::outbound::dkim::list(&cfg.data_dir, &cfg.dkim_keys);
             let ips = tern::ops::zone::public_addresses(&cfg, &ip);
             for (i, d) in domains.iter().enumerate() {
@@ -551,6 +557,12 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Doctor {
+            domain,
+            ip,
+            probe,
+            json,
+        } => cli::doctor::run(&cfg, domain, ip, probe, json).await,
         Command::Trace { key, json } => cli::queue::trace(&cfg.data_dir, &key, json).await,
         Command::Alias { action } => alias(action, cfg).await,
         Command::Mailbox { action } => mailbox(action, cfg).await,

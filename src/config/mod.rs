@@ -10,6 +10,7 @@ pub mod raw;
 mod sieve;
 mod transport;
 mod warnings;
+mod web;
 
 use crate::smtp::{Domain, Mailbox};
 pub use access::AccessSettings;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use thiserror::Error;
 pub use transport::{LmtpTarget, RelayAuth, TransportRule, rule_for};
 pub use warnings::warnings;
+pub use web::{AcmeSettings, Challenge, HttpSettings, MtaStsMode, MtaStsSettings};
 
 /// The shipped default configuration (config/tern.toml), parsed in tests so it cannot rot.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/tern.toml");
@@ -198,6 +200,11 @@ pub struct Config {
     pub dkim_keys: Vec<DkimKeyFile>,
     pub dkim_headers: Vec<String>,
     pub checks: CheckSettings,
+    pub http: HttpSettings,
+    /// The MTA-STS policy to serve, if any.
+    pub mta_sts: Option<MtaStsSettings>,
+    /// Certificates ordered from an ACME CA, if on.
+    pub acme: Option<AcmeSettings>,
     /// Subaddress separator ("+"), if subaddressing is on.
     pub subaddress_separator: Option<String>,
     pub access: AccessSettings,
@@ -664,6 +671,28 @@ impl Validator {
             };
 
         let access = self.access(&raw.access)?;
+        let http = self.http(&raw.http)?;
+        let hostname = raw.server.hostname.to_ascii_lowercase();
+        let mta_sts = match &raw.mta_sts {
+            Some(m) => Some(self.mta_sts(m, &hostname)?),
+            None => None,
+        };
+        let acme = self.acme(&raw.acme, &hostname, &local_domains, &postmaster)?;
+        if let Some(a) = &acme {
+            let (kind, name) = match a.challenge {
+                Challenge::Http01 => (ListenerKind::Http, "http-01"),
+                Challenge::TlsAlpn01 => (ListenerKind::Https, "tls-alpn-01"),
+            };
+            if !listeners.iter().any(|l| l.kind == kind) {
+                return Err(self.err(
+                    "acme.challenge",
+                    format!(
+                        "{name} is answered on a [[listener]] of kind {:?}, and there is none",
+                        kind.as_str()
+                    ),
+                ));
+            }
+        }
         let sieve = self.sieve(&raw.sieve, subaddress_separator.as_deref())?;
 
         raw.server.data_dir = data_dir.display().to_string();
@@ -709,6 +738,9 @@ impl Validator {
             subaddress_separator,
             access,
             sieve,
+            http,
+            mta_sts,
+            acme,
             effective: raw,
         })
     }

@@ -46,6 +46,104 @@ pub struct RawConfig {
     pub access: RawAccess,
     #[serde(default)]
     pub sieve: RawSieve,
+    /// Absent: no MTA-STS policy is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mta_sts: Option<RawMtaSts>,
+    #[serde(default)]
+    pub acme: RawAcme,
+    #[serde(default)]
+    pub http: RawHttp,
+}
+
+/// The MTA-STS policy (RFC 8461) served at https://mta-sts.<domain>/.well-known/mta-sts.txt for every local
+/// domain.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMtaSts {
+    /// "testing" (senders report failures but deliver anyway), "enforce" (senders deliver only over
+    /// verified TLS to a matching MX) or "none" (tells senders to forget an earlier policy). Default: "testing".
+    pub mode: String,
+    /// MX host patterns senders may deliver to ("mx.example.org", "*.example.org"). Default: [server.hostname].
+    pub mx: Vec<String>,
+    /// How long senders cache the policy. Default: 604800 (one week).
+    pub max_age_secs: u64,
+}
+
+impl Default for RawMtaSts {
+    fn default() -> Self {
+        RawMtaSts {
+            mode: "testing".into(),
+            mx: Vec::new(),
+            max_age_secs: 604_800,
+        }
+    }
+}
+
+/// Certificates from an ACME CA (RFC 8555) instead of `[tls]` files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAcme {
+    /// Off by default: on, tern orders certificates for `names` and renews them.
+    pub enabled: bool,
+    /// The CA's directory. Default: Let's Encrypt's production directory.
+    pub directory_url: String,
+    /// Contact addresses for the account ("mailto:admin@example.org"). Default: mailto:<domains.postmaster>.
+    pub contact: Vec<String>,
+    /// Names to cover. Default: server.hostname, and mta-sts.<d> and autoconfig.<d> for each local domain.
+    pub names: Vec<String>,
+    /// "http-01" (answered on the http listener, port 80) or "tls-alpn-01" (on the https listener, 443).
+    pub challenge: String,
+    /// Extra PEM roots trusted for the CA's own HTTPS (private CAs, tests). Default: the system's roots.
+    pub ca_file: Option<String>,
+    /// Renew this long before expiry (or at a third of the lifetime left, if sooner). Default: 2592000 (30 days).
+    pub renew_before_secs: u64,
+    /// First wait after a failed order; doubles up to six hours. Default: 60.
+    pub retry_secs: u64,
+}
+
+impl Default for RawAcme {
+    fn default() -> Self {
+        RawAcme {
+            enabled: false,
+            directory_url: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            contact: Vec::new(),
+            names: Vec::new(),
+            challenge: "http-01".into(),
+            ca_file: None,
+            renew_before_secs: 30 * 86_400,
+            retry_secs: 60,
+        }
+    }
+}
+
+/// Limits of the http and https listeners (and the admin one).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// Longest a client may take to send a request's header. Default: 10.
+    pub header_timeout_secs: u64,
+    /// Longest a connection stays open, whatever it does. Default: 60.
+    pub connection_secs: u64,
+    /// Largest request header section (8192 at least). Default: 16384.
+    pub max_header_bytes: usize,
+    /// Largest request body (Autodiscover's POST). Default: 65536.
+    pub max_body_bytes: usize,
+    /// Connections at once on the HTTP listeners, in total and per client address. Default: 256, 16.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            header_timeout_secs: 10,
+            connection_secs: 60,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 64 * 1024,
+            max_connections: 256,
+            max_connections_per_ip: 16,
+        }
+    }
 }
 
 /// Users' Sieve filters at delivery, the admin's scripts around them, and the limits of a run.
@@ -248,6 +346,10 @@ pub enum ListenerKind {
     Imaps,
     /// ManageSieve with STARTTLS: users manage their Sieve scripts (RFC 5804; port 4190).
     ManageSieve,
+    /// HTTP (port 80): ACME http-01 challenges and mail client autoconfiguration.
+    Http,
+    /// HTTPS (port 443): MTA-STS policies and mail client autoconfiguration.
+    Https,
     /// The sendmail socket for local programs (internal; not configurable as a listener).
     #[serde(skip)]
     Local,
@@ -277,6 +379,8 @@ impl ListenerKind {
             ListenerKind::Imap => "imap",
             ListenerKind::Imaps => "imaps",
             ListenerKind::ManageSieve => "managesieve",
+            ListenerKind::Http => "http",
+            ListenerKind::Https => "https",
             ListenerKind::Local => "local",
         }
     }

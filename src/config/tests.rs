@@ -39,7 +39,9 @@ fn embedded_default_parses_with_data_at_the_repository_root() {
             (ListenerKind::Pop3s, 2995),
             (ListenerKind::Imap, 2143),
             (ListenerKind::Imaps, 2993),
-            (ListenerKind::ManageSieve, 24190)
+            (ListenerKind::ManageSieve, 24190),
+            (ListenerKind::Http, 2080),
+            (ListenerKind::Https, 2443)
         ]
     );
     assert_eq!(
@@ -155,4 +157,43 @@ fn every_configuration_key_is_documented() {
             );
         }
     }
+}
+
+#[test]
+fn acme_and_mta_sts_are_validated_and_warned_about() {
+    let e = parse(&format!("{MINIMAL}[acme]\nenabled = true\n")).unwrap_err();
+    assert_eq!(
+        e,
+        "/etc/tern/tern.toml: acme.challenge: http-01 is answered on a [[listener]] of kind \"http\", and there is none"
+    );
+    let e = parse(&format!("{MINIMAL}[mta_sts]\nmode = \"strict\"\n")).unwrap_err();
+    assert!(e.contains("mta_sts.mode: \"strict\" is not"), "{e}");
+    let e = parse(&format!(
+        "{MINIMAL}[mta_sts]\nmx = [\"mx.example.test\\nmode: none\"]\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("mta_sts.mx[0]"), "{e}");
+    let e = parse(&format!(
+        "{MINIMAL}[[listener]]\nkind = \"http\"\nbind = [\"127.0.0.1:2080\"]\n[acme]\nenabled = true\nnames = [\"*.example.test\"]\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("dns-01"), "{e}");
+    let cfg = parse(&format!(
+        "{MINIMAL}[[listener]]\nkind = \"http\"\nbind = [\"127.0.0.1:2080\"]\n[acme]\nenabled = true\n[mta_sts]\n"
+    ))
+    .unwrap();
+    let acme = cfg.acme.as_ref().unwrap();
+    assert_eq!(
+        acme.names,
+        [
+            "mx.example.test",
+            "mta-sts.example.test",
+            "autoconfig.example.test"
+        ]
+    );
+    assert_eq!(acme.contact, ["mailto:admin@example.test"]);
+    assert_eq!(cfg.mta_sts.as_ref().unwrap().mx, ["mx.example.test"]);
+    let w = super::warnings(&cfg);
+    assert!(w.iter().any(|w| w.contains("the CA cannot reach")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("not on port 80")), "{w:?}");
 }

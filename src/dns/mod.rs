@@ -190,6 +190,14 @@ enum Lookup {
     Failed(DnsError),
 }
 
+/// A lookup error as tern sees it: None for NODATA (the name exists without records of the type).
+pub fn classify_error(name: &str, e: NetError) -> Option<DnsError> {
+    match classify(name, e) {
+        Lookup::NoData => None,
+        Lookup::Failed(e) => Some(e),
+    }
+}
+
 fn classify(name: &str, e: NetError) -> Lookup {
     match &e {
         NetError::Dns(HickoryDnsError::NoRecordsFound(nr)) => match nr.response_code {

@@ -38,6 +38,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "tern_delivery_attempts",
         "Delivery attempts, by transport (local, remote) and result (sent, deferred, bounced)",
     ),
+    (
+        "tern_acme_failures",
+        "ACME orders that failed (each is retried with backoff)",
+    ),
 ];
 
 /// Gauges set from outside (at scrape or when their value changes): name and help.

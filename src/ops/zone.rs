@@ -1,7 +1,7 @@
 //! What a local domain needs in DNS for tern to send and receive its mail, as zone-file records ready to
 //! paste (`tern dns`): MX, SPF, DKIM (the active keys), DMARC, TLS-RPT, RFC 6186/8314 SRV records for the
-//! listeners clients use, and the address and PTR records of the host where they are known. (MTA-STS and
-//! autoconfig names come with the HTTP listener that serves them.)
+//! listeners clients use, the MTA-STS, autoconfig and autodiscover names the HTTP listeners answer for,
+//! and the address and PTR records of the host where they are known.
 
 use crate::config::{Config, ListenerKind};
 use crate::outbound::dkim::KeyInfo;
@@ -130,6 +130,42 @@ pub fn records(cfg: &Config, domain: &str, keys: &[KeyInfo], ips: &[IpAddr]) -> 
         txt(&format!("v=TLSRPTv1; rua=mailto:{postmaster}")),
         Some("TLS-RPT (RFC 8460): other MTAs report TLS failures delivering to you"),
     ));
+    let has = |kind: ListenerKind| cfg.listeners.iter().any(|l| l.kind == kind);
+    if let Some(policy) = &cfg.mta_sts {
+        out.push(rec(
+            format!("_mta-sts.{d}"),
+            "TXT",
+            txt(&crate::web::mta_sts::txt_record(policy)),
+            Some(&format!(
+                "MTA-STS (RFC 8461): mode {}; the id follows the policy, so publish this again after changing [mta_sts]",
+                policy.mode.as_str()
+            )),
+        ));
+        out.push(rec(
+            format!("mta-sts.{d}"),
+            "CNAME",
+            host.clone(),
+            Some(if has(ListenerKind::Https) {
+                "the policy is served at https://mta-sts.<domain>/.well-known/mta-sts.txt; the certificate must name it ([acme] does by default)"
+            } else {
+                "the policy is served by an https [[listener]], and there is none yet: add one on port 443"
+            }),
+        ));
+    }
+    if has(ListenerKind::Http) || has(ListenerKind::Https) {
+        out.push(rec(
+            format!("autoconfig.{d}"),
+            "CNAME",
+            host.clone(),
+            Some("Thunderbird and others fetch their settings from autoconfig.<domain>"),
+        ));
+        out.push(rec(
+            format!("autodiscover.{d}"),
+            "CNAME",
+            host.clone(),
+            Some("Outlook's Autodiscover (POST /autodiscover/autodiscover.xml)"),
+        ));
+    }
     // RFC 6186 and RFC 8314 7: where mail clients find submission, IMAP and POP3.
     let services = [
         (ListenerKind::Submissions, "_submissions._tcp"),

@@ -12,7 +12,8 @@ pub const WARN_BEFORE_SECS: i64 = 14 * 86_400;
 /// The facts read off the leaf certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leaf {
-    /// notAfter, Unix seconds.
+    /// notBefore and notAfter, Unix seconds.
+    pub not_before: i64,
     pub not_after: i64,
     /// DNS names of the subjectAltName extension (lower case), or the subject CN when there is none.
     pub names: Vec<String>,
@@ -57,6 +58,7 @@ pub fn leaf_from_der(der: &[u8]) -> Result<Leaf, String> {
             .collect();
     }
     Ok(Leaf {
+        not_before: c.validity().not_before.timestamp(),
         not_after: c.validity().not_after.timestamp(),
         names,
         self_signed: c.issuer() == c.subject(),

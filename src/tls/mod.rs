@@ -2,7 +2,10 @@
 //! once in data_dir/tls/ on first start (so that STARTTLS works out of the box; remote MTAs use opportunistic
 //! TLS and do not verify it, RFC 7435).
 
+pub mod certs;
 pub mod check;
+
+pub use certs::{Certs, Entry};
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
@@ -34,12 +37,12 @@ pub fn self_signed_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("cert.pem"), dir.join("key.pem"))
 }
 
-/// Loads `files`, or the self-signed pair (made now if missing), into a server configuration.
-pub fn server_config(
+/// Loads `files`, or the self-signed pair (made now if missing): the base certificate of [`Certs`].
+pub fn load_base(
     files: Option<&(PathBuf, PathBuf)>,
     data_dir: &Path,
     hostname: &str,
-) -> Result<Arc<ServerConfig>, TlsError> {
+) -> Result<Entry, TlsError> {
     let (cert, key) = match files {
         Some((c, k)) => (c.clone(), k.clone()),
         None => {
@@ -61,30 +64,42 @@ pub fn server_config(
             (c, k)
         }
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
-        .map_err(|e| file_err(&cert, e))?
+    load_pair(&cert, &key)
+}
+
+/// A PEM chain and its PEM private key.
+pub fn load_pair(cert: &Path, key: &Path) -> Result<Entry, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| file_err(cert, e))?
         .collect::<Result<_, _>>()
-        .map_err(|e| file_err(&cert, e))?;
+        .map_err(|e| file_err(cert, e))?;
     if chain.is_empty() {
-        return Err(file_err(&cert, "no certificate in the file"));
+        return Err(file_err(cert, "no certificate in the file"));
     }
-    let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| file_err(&key, e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => file_err(
-                &key,
-                format!(
-                    "this private key does not belong to the certificate in {}",
-                    cert.display()
-                ),
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
+    Entry::new(chain, key_der).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => file_err(
+            key,
+            format!(
+                "this private key does not belong to the certificate in {}",
+                cert.display()
             ),
-            e => TlsError::Rustls(e),
-        })?;
-    Ok(Arc::new(config))
+        ),
+        rustls::Error::General(reason) => file_err(cert, reason),
+        e => TlsError::Rustls(e),
+    })
+}
+
+/// A server configuration whose certificate is chosen by `certs` at each handshake, offering `alpn`.
+pub fn server_config(certs: &Arc<Certs>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(certs.clone());
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
 }
 
 fn make_self_signed(cert: &Path, key: &Path, hostname: &str) -> Result<(), TlsError> {
@@ -111,7 +126,7 @@ fn make_self_signed(cert: &Path, key: &Path, hostname: &str) -> Result<(), TlsEr
 /// Writes a file under a fresh name (O_CREAT|O_EXCL|O_NOFOLLOW, so an existing file or link there is never
 /// opened), with `mode` whatever the umask, fsynced, then renamed over `path`: a link at `path` is replaced
 /// itself, its target is never written.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let name = path
@@ -169,14 +184,14 @@ mod tests {
     #[test]
     fn self_signed_pair_is_made_once_with_a_private_key_file() {
         let dir = tempfile::tempdir().unwrap();
-        super::server_config(None, dir.path(), "mx.example.test").unwrap();
+        super::load_base(None, dir.path(), "mx.example.test").unwrap();
         let (cert, key) = super::self_signed_paths(dir.path());
         let first = std::fs::read(&cert).unwrap();
         assert_eq!(
             std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        super::server_config(None, dir.path(), "mx.example.test").unwrap();
+        super::load_base(None, dir.path(), "mx.example.test").unwrap();
         assert_eq!(std::fs::read(&cert).unwrap(), first);
     }
 
@@ -188,8 +203,7 @@ mod tests {
         let (cert, key) = super::self_signed_paths(&dir.path().join("data"));
         std::fs::create_dir_all(cert.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&victim, &key).unwrap();
-        let e =
-            super::server_config(None, &dir.path().join("data"), "mx.example.test").unwrap_err();
+        let e = super::load_base(None, &dir.path().join("data"), "mx.example.test").unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
@@ -197,7 +211,7 @@ mod tests {
     #[test]
     fn missing_files_name_the_path() {
         let files = ("/nonexistent/c.pem".into(), "/nonexistent/k.pem".into());
-        let e = super::server_config(Some(&files), std::path::Path::new("/tmp"), "mx").unwrap_err();
+        let e = super::load_base(Some(&files), std::path::Path::new("/tmp"), "mx").unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/c.pem: "), "{e}");
     }
 }

@@ -430,7 +430,9 @@ fn dns_prints_the_records_to_publish_as_a_parsable_zone() {
         dir.path().join("tern.toml"),
         config_text(
             "[[listener]]\nkind = \"submission\"\nbind = [\"127.0.0.1:2587\"]\n\
-             [[listener]]\nkind = \"imaps\"\nbind = [\"127.0.0.1:2993\"]\n",
+             [[listener]]\nkind = \"imaps\"\nbind = [\"127.0.0.1:2993\"]\n\
+             [[listener]]\nkind = \"https\"\nbind = [\"127.0.0.1:2443\"]\n\
+             [mta_sts]\nmode = \"testing\"\n",
         ),
     )
     .unwrap();
@@ -465,6 +467,10 @@ fn dns_prints_the_records_to_publish_as_a_parsable_zone() {
         "_imaps._tcp.example.test.\t3600\tIN\tSRV\t0 1 2993 mx.example.test.",
         "10.2.0.192.in-addr.arpa.\t3600\tIN\tPTR\tmx.example.test.",
         "\"v=DMARC1; p=none; rua=mailto:postmaster@example.test\"",
+        "_mta-sts.example.test.\t3600\tIN\tTXT\t\"v=STSv1; id=",
+        "mta-sts.example.test.\t3600\tIN\tCNAME\tmx.example.test.",
+        "autoconfig.example.test.\t3600\tIN\tCNAME\tmx.example.test.",
+        "autodiscover.example.test.\t3600\tIN\tCNAME\tmx.example.test.",
     ] {
         assert!(zone.contains(want), "missing {want:?} in\n{zone}");
     }

@@ -3,7 +3,7 @@
 //! through it (`[dns] nameservers`), never through the machine's resolver.
 
 use hickory_server::Server;
-use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
+use hickory_server::proto::rr::rdata::{A, AAAA, MX, PTR, SOA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
@@ -20,6 +20,8 @@ pub enum Rr {
     #[allow(dead_code)]
     Aaaa(&'static str, &'static str),
     Txt(String, String),
+    /// PTR for an IPv4 address (in the in-addr.arpa. zone).
+    Ptr(&'static str, &'static str),
 }
 
 type AddRequest = (Rr, std::sync::mpsc::Sender<()>);
@@ -58,6 +60,9 @@ fn record(rr: &Rr) -> Record {
             60,
             RData::AAAA(AAAA(ip.parse().expect("IPv6"))),
         ),
+        Rr::Ptr(ip, host) => {
+            Record::from_rdata(name(&reverse(ip)), 60, RData::PTR(PTR(name(host))))
+        }
         Rr::Txt(owner, text) => {
             // Character-strings of at most 255 octets (RFC 1035 3.3.14).
             let parts = text
@@ -70,13 +75,21 @@ fn record(rr: &Rr) -> Record {
     }
 }
 
-/// The zones served: test domains, and example.org (a second local domain of the test daemons).
-const ZONES: [&str; 2] = ["test.", "org."];
+/// The zones served: test domains, example.org (a second local domain of the test daemons), and reverse
+/// names for PTR records.
+const ZONES: [&str; 3] = ["test.", "org.", "in-addr.arpa."];
+
+fn reverse(ip: &str) -> String {
+    let o: std::net::Ipv4Addr = ip.parse().expect("IPv4");
+    let o = o.octets();
+    format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+}
 
 fn owner(rr: &Rr) -> String {
     let n = match rr {
         Rr::Mx(o, ..) | Rr::A(o, _) | Rr::Aaaa(o, _) => o.to_string(),
         Rr::Txt(o, _) => o.clone(),
+        Rr::Ptr(ip, _) => reverse(ip),
     };
     if n.ends_with('.') { n } else { format!("{n}.") }
 }

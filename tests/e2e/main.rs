@@ -4,10 +4,12 @@ mod dns;
 mod harness;
 
 mod abuse;
+mod acme;
 mod addresses;
 mod checks;
 mod cli;
 mod delivery;
+mod doctor;
 mod durability;
 mod fail2ban;
 mod imap;
@@ -28,3 +30,4 @@ mod sink;
 mod spool;
 mod submission;
 mod tls;
+mod web;
