@@ -18,6 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+/// The least wait after the CA answers rateLimited.
+const RATE_LIMIT_WAIT: Duration = Duration::from_secs(3600);
+
+/// Whether the CA refused with urn:ietf:params:acme:error:rateLimited.
+fn rate_limited(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<instant_acme::Error>().is_some_and(|e| {
+            matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited"))
+        })
+    })
+}
 /// However far the renewal is, the task looks again this often (a clock jump, a config reload).
 const RECHECK: Duration = Duration::from_secs(3600);
 
@@ -151,10 +162,14 @@ async fn keep_current(
                 failures = 0;
             }
             Err(e) => {
-                let wait = settings
+                let mut wait = settings
                     .retry
                     .saturating_mul(1u32 << failures.min(16))
                     .min(MAX_BACKOFF);
+                // RFC 8555 section 6.6: a rate limit lasts hours; asking again sooner only extends it.
+                if rate_limited(&e) {
+                    wait = wait.max(RATE_LIMIT_WAIT);
+                }
                 failures += 1;
                 crate::ops::metrics::inc("tern_acme_failures_total", &[]);
                 tracing::warn!(

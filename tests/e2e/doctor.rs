@@ -78,6 +78,31 @@ async fn a_good_zone_passes_and_each_broken_record_is_named() {
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
+    // A certificate for another name, ending in five days, for the broken configuration.
+    let status = Command::new("openssl")
+        .current_dir(work.path())
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "other-key.pem",
+            "-out",
+            "other-cert.pem",
+            "-subj",
+            "/CN=other.test",
+            "-days",
+            "5",
+            "-addext",
+            "subjectAltName=DNS:other.test",
+        ])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
     let body = format!(
         "{DOMAINS}[[listener]]\nkind = \"https\"\nbind = [\"127.0.0.1:0\"]\n\
          [mta_sts]\nmode = \"testing\"\n\
@@ -173,7 +198,9 @@ async fn a_good_zone_passes_and_each_broken_record_is_named() {
     let broken_config = d.dir.path().join("broken.toml");
     std::fs::write(
         &broken_config,
-        text.replace(&good.addr.to_string(), &broken.addr.to_string()),
+        text.replace(&good.addr.to_string(), &broken.addr.to_string())
+            .replace("cert.pem", "other-cert.pem")
+            .replace("key.pem", "other-key.pem"),
     )
     .unwrap();
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -220,6 +247,18 @@ async fn a_good_zone_passes_and_each_broken_record_is_named() {
         (
             "host mx.example.test PORT25 fail",
             "not reachable from this host",
+        ),
+        (
+            "host mx.example.test TLS fail",
+            "does not name mx.example.test (it names other.test)",
+        ),
+        (
+            "host mx.example.test TLS fail",
+            "does not name mta-sts.example.test",
+        ),
+        (
+            "host mx.example.test TLS fail",
+            "the certificate expires in 4d",
         ),
     ] {
         assert!(
