@@ -133,6 +133,12 @@ fn contexts(
                 sieve: Some(shared.sieve.clone()),
                 data_memory: shared.data_memory.clone(),
                 store: shared.store.clone(),
+                filters: cfg
+                    .filters
+                    .iter()
+                    .filter(|f| f.listeners.contains(&kind))
+                    .map(|f| Arc::new(f.clone()))
+                    .collect(),
             });
             (kind, ctx)
         })

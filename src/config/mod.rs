@@ -6,6 +6,7 @@
 mod access;
 pub mod cidr;
 mod dnsbl;
+mod filter;
 pub mod raw;
 mod sieve;
 mod transport;
@@ -16,6 +17,7 @@ use crate::smtp::{Domain, Mailbox};
 pub use access::AccessSettings;
 pub use cidr::Cidr;
 pub use dnsbl::Dnsbl;
+pub use filter::{DefaultAction, FilterAddress, FilterSettings};
 pub use raw::{CheckAction, ListenerKind, RawConfig, SenderPolicy, StoreKind, TlsPolicy};
 pub use sieve::SieveSettings;
 use std::net::SocketAddr;
@@ -201,6 +203,8 @@ pub struct Config {
     pub dkim_headers: Vec<String>,
     pub checks: CheckSettings,
     pub http: HttpSettings,
+    /// Content filters (milters), in the order messages pass through them.
+    pub filters: Vec<FilterSettings>,
     /// The MTA-STS policy to serve, if any.
     pub mta_sts: Option<MtaStsSettings>,
     /// Certificates ordered from an ACME CA, if on.
@@ -672,6 +676,7 @@ impl Validator {
 
         let access = self.access(&raw.access)?;
         let http = self.http(&raw.http)?;
+        let filters = self.filters(&raw.filters)?;
         let hostname = raw.server.hostname.to_ascii_lowercase();
         let mta_sts = match &raw.mta_sts {
             Some(m) => Some(self.mta_sts(m, &hostname)?),
@@ -741,6 +746,7 @@ impl Validator {
             http,
             mta_sts,
             acme,
+            filters,
             effective: raw,
         })
     }

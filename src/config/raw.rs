@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "transport", skip_serializing_if = "Vec::is_empty")]
     pub transports: Vec<RawTransport>,
+    #[serde(default, rename = "filter", skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<RawFilter>,
     #[serde(default)]
     pub tls: RawTls,
     pub domains: RawDomains,
@@ -53,6 +55,49 @@ pub struct RawConfig {
     pub acme: RawAcme,
     #[serde(default)]
     pub http: RawHttp,
+}
+
+/// A content filter messages pass through while the SMTP session is open.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilter {
+    /// "milter" (the Sendmail milter protocol, version 6).
+    pub kind: String,
+    /// Where the filter listens: "127.0.0.1:11332" or "unix:/run/rspamd/milter.sock".
+    #[serde(default)]
+    pub address: String,
+    /// The listeners whose mail passes through it. Default: ["relay"].
+    #[serde(default = "default_filter_listeners")]
+    pub listeners: Vec<ListenerKind>,
+    /// What a message gets when the filter is down, slow or speaks nonsense: "tempfail" (451, the sender
+    /// retries), "accept" (the filter is skipped, and the log says so) or "reject" (550). Default: "tempfail".
+    #[serde(default = "default_filter_action")]
+    pub default_action: String,
+    /// Longest wait to connect and negotiate. Default: 10.
+    #[serde(default = "default_filter_connect")]
+    pub connect_timeout_secs: u64,
+    /// Longest wait for each answer. Default: 30.
+    #[serde(default = "default_filter_command")]
+    pub command_timeout_secs: u64,
+    /// Longest the end of a message (headers, body, the verdict) may take. Default: 300.
+    #[serde(default = "default_filter_content")]
+    pub content_timeout_secs: u64,
+}
+
+fn default_filter_listeners() -> Vec<ListenerKind> {
+    vec![ListenerKind::Relay]
+}
+fn default_filter_action() -> String {
+    "tempfail".into()
+}
+fn default_filter_connect() -> u64 {
+    10
+}
+fn default_filter_command() -> u64 {
+    30
+}
+fn default_filter_content() -> u64 {
+    300
 }
 
 /// The MTA-STS policy (RFC 8461) served at https://mta-sts.<domain>/.well-known/mta-sts.txt for every local

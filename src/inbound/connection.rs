@@ -69,6 +69,8 @@ struct Conn {
     client: Option<crate::checks::Client>,
     /// Since when the session has not completed a message.
     idle_since: tokio::time::Instant,
+    /// The content filters' connections for this session.
+    filters: Option<crate::filter::Filters>,
 }
 
 pub(super) async fn handle(
@@ -96,6 +98,7 @@ pub(super) async fn handle(
         reservation: None,
         client: None,
         idle_since: tokio::time::Instant::now(),
+        filters: None,
     };
     if let (ListenerKind::Relay, Some(checks)) = (conn.ctx.kind, conn.ctx.checks.clone()) {
         match checks.connect(peer.ip()).await {
@@ -110,6 +113,21 @@ pub(super) async fn handle(
                 return;
             }
         }
+    }
+    if !conn.ctx.filters.is_empty() {
+        let facts = crate::filter::Facts {
+            hostname: conn.ctx.hostname.clone(),
+            daemon: conn.ctx.kind.as_str().to_string(),
+            client: Some(peer),
+            client_name: conn
+                .client
+                .as_ref()
+                .and_then(|c| c.rdns.clone())
+                .unwrap_or_else(|| format!("[{}]", peer.ip())),
+            tls_version: None,
+            auth_user: None,
+        };
+        conn.filters = crate::filter::Filters::connect(&conn.ctx.filters, facts).await;
     }
     let result = if implicit_tls {
         // RFC 8314: TLS from the first byte; the greeting comes inside it.
@@ -126,6 +144,9 @@ pub(super) async fn handle(
     } else {
         plain_then_starttls(stream, &mut conn).await
     };
+    if let Some(f) = conn.filters.take() {
+        f.quit().await;
+    }
     match result {
         Ok(()) => tracing::info!(messages = conn.messages, "disconnect"),
         Err(e) => tracing::info!(messages = conn.messages, error = %e, "disconnect"),
@@ -173,6 +194,7 @@ pub(super) async fn handle_local<S: AsyncRead + AsyncWrite + Unpin>(
         reservation: None,
         client: None,
         idle_since: tokio::time::Instant::now(),
+        filters: None,
     };
     let mut session = Session::new(conn.ctx.session.clone());
     let result = match greet(&session, &mut stream).await {
@@ -330,6 +352,23 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         (None, Peer::Local(_)) => None,
                         (None, Peer::Tcp(_)) => None,
                     };
+                    // The content filters hear of the sender only once tern would accept it.
+                    let refusal = match (refusal, conn.filters.as_mut()) {
+                        (None, Some(filters)) => {
+                            filters.set_session(
+                                conn.user.as_ref().map(|u| u.address.clone()),
+                                conn.tls.as_ref().map(|t| t.version.clone()),
+                            );
+                            let mut args = Vec::new();
+                            if let Some(size) = params.size {
+                                args.push(format!("SIZE={size}"));
+                            }
+                            filters
+                                .mail(session.helo(), &reverse_path.to_string(), args)
+                                .await
+                        }
+                        (refusal, _) => refusal,
+                    };
                     match &refusal {
                         Some(r) => {
                             tracing::info!(helo = %Escaped(session.helo()), from = %reverse_path, reply = %r.summary(), "sender refused")
@@ -358,6 +397,15 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                             }
                             refused => refused,
                         },
+                    };
+                    let verdict = match (verdict, conn.filters.as_mut()) {
+                        (RcptVerdict::Accept(mailboxes), Some(filters)) => {
+                            match filters.rcpt(&fp.to_string()).await {
+                                Some(reply) => RcptVerdict::Refuse(reply),
+                                None => RcptVerdict::Accept(mailboxes),
+                            }
+                        }
+                        (verdict, _) => verdict,
                     };
                     match &verdict {
                         RcptVerdict::Refuse(r) => {

@@ -51,6 +51,8 @@ pub struct Inbound {
     /// held while it arrives.
     pub data_memory: Arc<tokio::sync::Semaphore>,
     pub store: Arc<dyn crate::mailbox::MailboxStore>,
+    /// The content filters (`[[filter]]`) this listener's mail passes through, in order.
+    pub filters: Vec<Arc<crate::config::FilterSettings>>,
 }
 
 impl Inbound {

@@ -292,7 +292,8 @@ fn starttls_is_used_when_offered() {
         got[0].tls,
         "sent in the clear although STARTTLS was offered"
     );
-    assert!(d.log_text().contains("TLSv1.3"), "{}", d.log_text());
+    // The delivery line is written after the sink has the message: wait for it.
+    assert!(d.wait_log("TLSv1.3"), "{}", d.log_text());
 }
 
 #[test]

@@ -59,8 +59,61 @@ impl Conn {
         None
     }
 
+    /// The envelope changes content filters asked for: recipients removed and added (added ones go through
+    /// the recipient policy like any RCPT, with relaying allowed as for the filter's own mail), and a new
+    /// sender. False when no recipient is left.
+    async fn filter_envelope(
+        &self,
+        env: &mut Envelope,
+        outcome: &crate::filter::Outcome,
+        size: u64,
+    ) -> bool {
+        for gone in &outcome.del_rcpts {
+            env.recipients.retain(|r| {
+                let fp = r.forward_path.to_string();
+                let keep = !fp.eq_ignore_ascii_case(gone);
+                if !keep {
+                    tracing::info!(to = %Escaped(&fp), "recipient removed by a content filter");
+                }
+                keep
+            });
+        }
+        for added in &outcome.add_rcpts {
+            let Ok(fp) = crate::smtp::address::parse_forward_path(&format!("<{added}>"), true)
+            else {
+                tracing::warn!(to = %Escaped(added), "content filter added a recipient that is not an address; ignored");
+                continue;
+            };
+            match self.ctx.policy.check(&fp, true, size).await {
+                crate::smtp::server::RcptVerdict::Accept(mailboxes) => {
+                    tracing::info!(to = %fp, "recipient added by a content filter");
+                    env.recipients.push(crate::smtp::server::Recipient {
+                        forward_path: fp,
+                        params: Default::default(),
+                        mailboxes,
+                    });
+                }
+                crate::smtp::server::RcptVerdict::Refuse(r) => {
+                    tracing::warn!(to = %fp, reply = %r.summary(), "content filter added a recipient the policy refuses; ignored");
+                }
+            }
+        }
+        if let Some(from) = &outcome.new_from {
+            match crate::smtp::address::parse_reverse_path(&format!("<{from}>"), true) {
+                Ok(rp) => {
+                    tracing::info!(old = %env.reverse_path, new = %rp, "sender changed by a content filter");
+                    env.reverse_path = rp;
+                }
+                Err(_) => {
+                    tracing::warn!(from = %Escaped(from), "content filter set a sender that is not an address; ignored")
+                }
+            }
+        }
+        !env.recipients.is_empty()
+    }
+
     /// Commits the message to the queue; the reply is 250 only once it is on stable storage.
-    pub(super) async fn store(&mut self, env: Envelope, body: Body, tls_on: bool) -> Reply {
+    pub(super) async fn store(&mut self, mut env: Envelope, body: Body, tls_on: bool) -> Reply {
         // Kept only if the message is stored; any refusal below gives the place in the hourly limit back.
         let reservation = self.reservation.take();
         let mut checks_summary = String::new();
@@ -146,6 +199,46 @@ impl Conn {
                 body
             }
             (None, _) => body,
+        };
+        // The content filters, each seeing the message as the ones before it left it.
+        let body = match self.filters.as_mut() {
+            Some(filters) => {
+                let (body, outcome) = filters.message(body, self.ctx.limits.message_size).await;
+                let summary = outcome.summary.join(",");
+                if !checks_summary.is_empty() {
+                    checks_summary.push(' ');
+                }
+                checks_summary.push_str(&format!("filter={summary}"));
+                if let Some(reply) = outcome.refused {
+                    tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, checks = %checks_summary, reply = %reply.summary(), "message refused");
+                    return reply;
+                }
+                if outcome.discard {
+                    tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, checks = %checks_summary, "message discarded by a content filter");
+                    if let Some(r) = reservation {
+                        r.keep();
+                    }
+                    return Reply::new(
+                        250,
+                        crate::smtp::reply::EnhancedCode(2, 0, 0),
+                        "OK: discarded by a content filter",
+                    );
+                }
+                if let Some(reason) = &outcome.quarantine {
+                    tracing::info!(filter_reason = %Escaped(reason), "content filter quarantine: delivered to Junk");
+                    folder = Some("Junk".to_string());
+                }
+                if !self.filter_envelope(&mut env, &outcome, size as u64).await {
+                    tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, checks = %checks_summary, "message dropped: the content filters removed every recipient");
+                    return Reply::new(
+                        250,
+                        crate::smtp::reply::EnhancedCode(2, 0, 0),
+                        "OK: no recipient left after content filtering",
+                    );
+                }
+                body
+            }
+            None => body,
         };
         // The message must fit every local mailbox it goes to: refused now, never bounced later (SMTP has
         // one reply for all recipients; LMTP already answered per recipient).

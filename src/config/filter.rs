@@ -1,0 +1,115 @@
+//! `[[filter]]`: content filters messages pass through while the SMTP session is open (milters), per
+//! listener, with their timeouts and what a message gets when a filter fails.
+
+use super::{ConfigError, ListenerKind, Validator, raw};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterAddress {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for FilterAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FilterAddress::Tcp(a) => write!(f, "{a}"),
+            FilterAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// What a message gets when its filter cannot answer (Postfix's milter_default_action).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultAction {
+    Tempfail,
+    Accept,
+    Reject,
+}
+
+impl DefaultAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefaultAction::Tempfail => "tempfail",
+            DefaultAction::Accept => "accept",
+            DefaultAction::Reject => "reject",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterSettings {
+    /// For log lines: "milter:127.0.0.1:11332".
+    pub name: String,
+    pub address: FilterAddress,
+    pub listeners: Vec<ListenerKind>,
+    pub default_action: DefaultAction,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub content_timeout: Duration,
+}
+
+impl Validator {
+    pub(super) fn filters(
+        &self,
+        list: &[raw::RawFilter],
+    ) -> Result<Vec<FilterSettings>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, f) in list.iter().enumerate() {
+            let key = |k: &str| format!("filter[{i}].{k}");
+            match f.kind.as_str() {
+                "milter" => {}
+                "rspamd" => {
+                    return Err(self.err(
+                        key("kind"),
+                        "\"rspamd\" (the HTTP protocol) is not available yet: run rspamd's proxy worker in milter mode and use kind = \"milter\"",
+                    ));
+                }
+                other => return Err(self.err(key("kind"), format!("{other:?} is not \"milter\""))),
+            }
+            let address = match f.address.strip_prefix("unix:") {
+                Some(path) => FilterAddress::Unix(self.resolve(path)),
+                None => FilterAddress::Tcp(f.address.parse().map_err(|_| {
+                    self.err(
+                        key("address"),
+                        format!("{:?} is not a socket address or unix:/path", f.address),
+                    )
+                })?),
+            };
+            let default_action = match f.default_action.as_str() {
+                "tempfail" => DefaultAction::Tempfail,
+                "accept" => DefaultAction::Accept,
+                "reject" => DefaultAction::Reject,
+                other => {
+                    return Err(self.err(
+                        key("default_action"),
+                        format!("{other:?} is not \"tempfail\", \"accept\" or \"reject\""),
+                    ));
+                }
+            };
+            for (j, l) in f.listeners.iter().enumerate() {
+                if !matches!(
+                    l,
+                    ListenerKind::Relay | ListenerKind::Submission | ListenerKind::Submissions
+                ) {
+                    return Err(self.err(
+                        format!("filter[{i}].listeners[{j}]"),
+                        format!("{:?} is not relay, submission or submissions", l.as_str()),
+                    ));
+                }
+            }
+            out.push(FilterSettings {
+                name: format!("milter:{address}"),
+                address,
+                listeners: f.listeners.clone(),
+                default_action,
+                connect_timeout: Duration::from_secs(f.connect_timeout_secs.max(1)),
+                command_timeout: Duration::from_secs(f.command_timeout_secs.max(1)),
+                content_timeout: Duration::from_secs(f.content_timeout_secs.max(1)),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,326 @@
+//! Real scanners from Debian behind `[[filter]] kind = "milter"`, each started by the test on loopback with
+//! its own temporary configuration: rspamd's proxy worker in milter mode (GTUBE refused at end of DATA, a
+//! clean message delivered with rspamd's score headers) and clamav-milter with clamd on a signature made
+//! here (the test file refused, a clean one delivered). Skipped, and said so, when not installed.
+
+use crate::harness::{Daemon, Raw};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+struct Running(Vec<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn wait_listening(port: u16, secs: u64, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
+fn read(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap()).replace("\r\n", "\n")
+}
+
+fn filter(port: u16) -> String {
+    format!("[[filter]]\nkind = \"milter\"\naddress = \"127.0.0.1:{port}\"\n")
+}
+
+#[tokio::test]
+async fn rspamd_in_milter_mode_refuses_gtube_and_scores_clean_mail() {
+    if !installed("rspamd") {
+        eprintln!("rspamd is not installed (apt-get install rspamd): rspamd milter test skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("rspamd.log");
+    // A configuration of its own: the proxy scans by itself, only the regexp rules and milter_headers are
+    // loaded (nothing that reaches the network), DNS goes to a closed loopback port.
+    let config = format!(
+        r#"options {{
+  pidfile = "{d}/rspamd.pid";
+  dns {{ nameserver = ["127.0.0.1:9"]; timeout = 1s; retransmits = 1; }}
+}}
+logging {{ type = "file"; filename = "{log}"; level = "info"; }}
+worker "rspamd_proxy" {{
+  bind_socket = "127.0.0.1:{port}";
+  milter = yes;
+  timeout = 120s;
+  upstream "local" {{ default = yes; self_scan = yes; }}
+  count = 1;
+}}
+actions {{ reject = 15; add_header = 6; greylist = 4; }}
+lua = "/usr/share/rspamd/rules/rspamd.lua";
+modules {{ path = "/usr/share/rspamd/plugins/milter_headers.lua"; }}
+milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false; }}
+"#,
+        d = dir.path().display(),
+        log = log.display()
+    );
+    std::fs::write(dir.path().join("rspamd.conf"), config).unwrap();
+    let mut cmd = Command::new("rspamd");
+    cmd.args(["-f", "-i", "-c"])
+        .arg(dir.path().join("rspamd.conf"))
+        .arg(format!("--var=DBDIR={}", dir.path().display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if is_root() {
+        cmd.args(["-u", "root", "-g", "root"]);
+    }
+    let _rspamd = Running(vec![cmd.spawn().expect("start rspamd")]);
+    wait_listening(port, 90, "rspamd", &log);
+
+    let d = Daemon::start(&filter(port));
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO peer.test").await;
+    let (code, text) = c
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            &format!("From: x@remote.test\r\nSubject: spam\r\n\r\n{GTUBE}\r\n"),
+        )
+        .await;
+    assert_eq!(code, 554, "{text}");
+    assert!(text.contains("5.7.1"), "{text}");
+    let (code, text) = c
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            "From: x@remote.test\r\nSubject: hello\r\nMessage-ID: <clean@remote.test>\r\n\r\nA clean message.\r\n",
+        )
+        .await;
+    assert_eq!(code, 250, "{text}");
+    let got = d.wait_delivered("alice@example.test", 1);
+    assert_eq!(got.len(), 1, "{}", d.log_text());
+    let mail = read(&got[0]);
+    assert!(
+        mail.contains("\nX-Spamd-Result: default: False ["),
+        "{mail}"
+    );
+    assert!(mail.contains("\nX-Spam-Status: No, score="), "{mail}");
+    let lines = d.log_text();
+    assert!(
+        lines.contains(&format!("filter=milter:127.0.0.1:{port}:reject")),
+        "{lines}"
+    );
+}
+
+#[tokio::test]
+async fn clamav_milter_refuses_a_file_matching_a_local_signature() {
+    if !installed("clamav-milter") || !installed("clamd") {
+        eprintln!(
+            "clamav-milter or clamd is not installed (apt-get install clamav-milter clamav-daemon): test skipped"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d_path = dir.path().display().to_string();
+    // A signature database of one hash signature (MD5:size:name) for a test string: no download.
+    let payload = format!("tern-clamav-test-{}", std::process::id());
+    let digest = {
+        let out = Command::new("md5sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(payload.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let db = dir.path().join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(
+        db.join("tern.hdb"),
+        format!("{digest}:{}:Tern.Test.Signature\n", payload.len()),
+    )
+    .unwrap();
+    let (clamd_port, milter_port) = (free_port(), free_port());
+    let user = if is_root() { "root" } else { "" };
+    std::fs::write(
+        dir.path().join("clamd.conf"),
+        format!(
+            "Foreground yes\nDatabaseDirectory {d_path}/db\nTCPSocket {clamd_port}\nTCPAddr 127.0.0.1\nLogFile {d_path}/clamd.log\nPidFile {d_path}/clamd.pid\n{}",
+            if user.is_empty() { String::new() } else { format!("User {user}\n") }
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("clamav-milter.conf"),
+        format!(
+            "Foreground yes\nMilterSocket inet:{milter_port}@127.0.0.1\nClamdSocket tcp:127.0.0.1:{clamd_port}\nOnInfected Reject\nOnFail Defer\nLogFile {d_path}/milter.log\nPidFile {d_path}/milter.pid\nAddHeader Replace\n{}",
+            if user.is_empty() { String::new() } else { format!("User {user}\n") }
+        ),
+    )
+    .unwrap();
+    let clamd = Command::new("clamd")
+        .arg("-c")
+        .arg(dir.path().join("clamd.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start clamd");
+    let mut running = Running(vec![clamd]);
+    wait_listening(clamd_port, 60, "clamd", &dir.path().join("clamd.log"));
+    let milter = Command::new("clamav-milter")
+        .arg("-c")
+        .arg(dir.path().join("clamav-milter.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start clamav-milter");
+    running.0.push(milter);
+    wait_listening(
+        milter_port,
+        30,
+        "clamav-milter",
+        &dir.path().join("milter.log"),
+    );
+
+    let d = Daemon::start(&filter(milter_port));
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO peer.test").await;
+    let infected = format!(
+        "From: x@remote.test\r\nSubject: file\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"t.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        base64_encode(payload.as_bytes())
+    );
+    let (code, text) = c
+        .send_message("x@remote.test", "alice@example.test", &infected)
+        .await;
+    assert_eq!(code / 100, 5, "{text}\n{}", d.log_text());
+    let (code, text) = c
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            "From: x@remote.test\r\nSubject: clean\r\n\r\nnothing here\r\n",
+        )
+        .await;
+    assert_eq!(code, 250, "{text}");
+    let got = d.wait_delivered("alice@example.test", 1);
+    assert_eq!(got.len(), 1);
+    let mail = read(&got[0]);
+    assert!(
+        mail.contains("\nX-Virus-Scanned: clamav-milter")
+            && mail.contains("\nX-Virus-Status: Clean"),
+        "{mail}"
+    );
+    drop(running);
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[tokio::test]
+async fn spamass_milter_refuses_gtube_and_marks_clean_mail() {
+    if !installed("spamass-milter") || !installed("spamd") {
+        eprintln!(
+            "spamass-milter or spamd is not installed (apt-get install spamass-milter spamassassin): test skipped"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (spamd_port, milter_port) = (free_port(), free_port());
+    let log = dir.path().join("spamd.log");
+    // -L: local tests only (no DNS, no network checks).
+    let mut spamd = Command::new("spamd");
+    spamd
+        .arg(format!("--listen=127.0.0.1:{spamd_port}"))
+        .args(["-L", "--max-children=1", "--syslog"])
+        .arg(&log);
+    if is_root() {
+        spamd.args(["-u", "nobody"]);
+    }
+    let spamd = spamd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start spamd");
+    let mut running = Running(vec![spamd]);
+    wait_listening(spamd_port, 90, "spamd", &log);
+    let milter = Command::new("spamass-milter")
+        .arg("-p")
+        .arg(format!("inet:{milter_port}@127.0.0.1"))
+        .args(["-r", "5", "--", "-d", "127.0.0.1", "-p"])
+        .arg(spamd_port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start spamass-milter");
+    running.0.push(milter);
+    wait_listening(milter_port, 30, "spamass-milter", &log);
+
+    let d = Daemon::start(&filter(milter_port));
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO peer.test").await;
+    let (code, text) = c
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            &format!("From: x@remote.test\r\nSubject: spam\r\n\r\n{GTUBE}\r\n"),
+        )
+        .await;
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("SpamAssassin"), "{text}");
+    let (code, text) = c
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            "From: x@remote.test\r\nSubject: clean\r\n\r\nnothing much\r\n",
+        )
+        .await;
+    assert_eq!(code, 250, "{text}");
+    let got = d.wait_delivered("alice@example.test", 1);
+    assert_eq!(got.len(), 1);
+    let mail = read(&got[0]);
+    assert!(mail.contains("\nX-Spam-Status: No, score="), "{mail}");
+    assert!(
+        mail.contains("\nX-Spam-Checker-Version: SpamAssassin"),
+        "{mail}"
+    );
+    drop(running);
+}
