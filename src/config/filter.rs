@@ -39,9 +39,17 @@ impl DefaultAction {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterKind {
+    Milter,
+    /// rspamd's HTTP protocol: the whole message to /checkv2 at end of DATA.
+    Rspamd,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterSettings {
-    /// For log lines: "milter:127.0.0.1:11332".
+    pub kind: FilterKind,
+    /// For log lines: "milter:127.0.0.1:11332", "rspamd:127.0.0.1:11333".
     pub name: String,
     pub address: FilterAddress,
     pub listeners: Vec<ListenerKind>,
@@ -59,24 +67,43 @@ impl Validator {
         let mut out = Vec::new();
         for (i, f) in list.iter().enumerate() {
             let key = |k: &str| format!("filter[{i}].{k}");
-            match f.kind.as_str() {
-                "milter" => {}
-                "rspamd" => {
+            let kind = match f.kind.as_str() {
+                "milter" => FilterKind::Milter,
+                "rspamd" => FilterKind::Rspamd,
+                other => {
                     return Err(self.err(
                         key("kind"),
-                        "\"rspamd\" (the HTTP protocol) is not available yet: run rspamd's proxy worker in milter mode and use kind = \"milter\"",
+                        format!("{other:?} is not \"milter\" or \"rspamd\""),
                     ));
                 }
-                other => return Err(self.err(key("kind"), format!("{other:?} is not \"milter\""))),
-            }
-            let address = match f.address.strip_prefix("unix:") {
-                Some(path) => FilterAddress::Unix(self.resolve(path)),
-                None => FilterAddress::Tcp(f.address.parse().map_err(|_| {
-                    self.err(
-                        key("address"),
-                        format!("{:?} is not a socket address or unix:/path", f.address),
-                    )
-                })?),
+            };
+            let address = match kind {
+                FilterKind::Rspamd => {
+                    let hostport = f
+                        .url
+                        .strip_prefix("http://")
+                        .map(|r| r.trim_end_matches('/'))
+                        .and_then(|r| r.parse::<SocketAddr>().ok())
+                        .ok_or_else(|| {
+                            self.err(
+                                key("url"),
+                                format!(
+                                    "{:?} is not http://ADDRESS:PORT (rspamd's normal worker, on this host or a trusted network)",
+                                    f.url
+                                ),
+                            )
+                        })?;
+                    FilterAddress::Tcp(hostport)
+                }
+                FilterKind::Milter => match f.address.strip_prefix("unix:") {
+                    Some(path) => FilterAddress::Unix(self.resolve(path)),
+                    None => FilterAddress::Tcp(f.address.parse().map_err(|_| {
+                        self.err(
+                            key("address"),
+                            format!("{:?} is not a socket address or unix:/path", f.address),
+                        )
+                    })?),
+                },
             };
             let default_action = match f.default_action.as_str() {
                 "tempfail" => DefaultAction::Tempfail,
@@ -101,7 +128,11 @@ impl Validator {
                 }
             }
             out.push(FilterSettings {
-                name: format!("milter:{address}"),
+                kind,
+                name: match kind {
+                    FilterKind::Milter => format!("milter:{address}"),
+                    FilterKind::Rspamd => format!("rspamd:{address}"),
+                },
                 address,
                 listeners: f.listeners.clone(),
                 default_action,

@@ -17,7 +17,7 @@ use crate::smtp::{Domain, Mailbox};
 pub use access::AccessSettings;
 pub use cidr::Cidr;
 pub use dnsbl::Dnsbl;
-pub use filter::{DefaultAction, FilterAddress, FilterSettings};
+pub use filter::{DefaultAction, FilterAddress, FilterKind, FilterSettings};
 pub use raw::{CheckAction, ListenerKind, RawConfig, SenderPolicy, StoreKind, TlsPolicy};
 pub use sieve::SieveSettings;
 use std::net::SocketAddr;

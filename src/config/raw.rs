@@ -61,11 +61,14 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilter {
-    /// "milter" (the Sendmail milter protocol, version 6).
+    /// "milter" (the Sendmail milter protocol, version 6) or "rspamd" (rspamd's HTTP protocol, /checkv2).
     pub kind: String,
-    /// Where the filter listens: "127.0.0.1:11332" or "unix:/run/rspamd/milter.sock".
-    #[serde(default)]
+    /// Where a milter listens: "127.0.0.1:11332" or "unix:/run/rspamd/milter.sock".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
+    /// Where rspamd's normal worker listens (kind = "rspamd"): "http://127.0.0.1:11333".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
     /// The listeners whose mail passes through it. Default: ["relay"].
     #[serde(default = "default_filter_listeners")]
     pub listeners: Vec<ListenerKind>,

@@ -6,6 +6,7 @@
 //! "accept" it is skipped, never silently.
 
 pub mod milter;
+pub mod rspamd;
 
 use crate::config::{DefaultAction, FilterSettings};
 use crate::milter::edit::{self, Change};
@@ -36,6 +37,8 @@ enum State {
     Off,
     /// Failed with default_action tempfail or reject: every later MAIL gets this.
     Failed(Reply),
+    /// rspamd over HTTP: one request per message, at its end.
+    Http,
 }
 
 struct Slot {
@@ -62,6 +65,9 @@ pub struct Outcome {
 pub struct Filters {
     slots: Vec<Slot>,
     facts: Facts,
+    /// The current transaction's sender and accepted recipients (for rspamd's request headers).
+    from: String,
+    rcpts: Vec<String>,
     helo: Option<String>,
     transaction: bool,
     /// A filter said DISCARD at MAIL or RCPT: the message is accepted and dropped.
@@ -186,6 +192,11 @@ impl Filters {
                 state: State::Off,
                 done: false,
             };
+            if settings.kind == crate::config::FilterKind::Rspamd {
+                slot.state = State::Http;
+                slots.push(slot);
+                continue;
+            }
             match Milter::open(settings.clone()).await {
                 Ok(m) => slot.state = State::Open(m),
                 Err(e) => {
@@ -197,6 +208,8 @@ impl Filters {
         let mut f = Filters {
             slots,
             facts,
+            from: String::new(),
+            rcpts: Vec::new(),
             helo: None,
             transaction: false,
             discard: false,
@@ -348,6 +361,8 @@ impl Filters {
         }
         self.transaction = true;
         self.discard = false;
+        self.from = reverse_path.to_string();
+        self.rcpts.clear();
         for slot in &mut self.slots {
             slot.done = false;
         }
@@ -395,19 +410,24 @@ impl Filters {
     pub async fn rcpt(&mut self, forward_path: &str) -> Option<Reply> {
         let macros = vec![("{rcpt_addr}".to_string(), forward_path.to_string())];
         let arg = format!("<{forward_path}>");
-        self.each(
-            "rcpt",
-            protocol::NORCPT,
-            protocol::NR_RCPT,
-            |_| {
-                vec![
-                    Command::Macros(Stage::Rcpt, macros.clone()),
-                    Command::Rcpt(vec![arg.clone()]),
-                ]
-            },
-            false,
-        )
-        .await
+        let refusal = self
+            .each(
+                "rcpt",
+                protocol::NORCPT,
+                protocol::NR_RCPT,
+                |_| {
+                    vec![
+                        Command::Macros(Stage::Rcpt, macros.clone()),
+                        Command::Rcpt(vec![arg.clone()]),
+                    ]
+                },
+                false,
+            )
+            .await;
+        if refusal.is_none() {
+            self.rcpts.push(forward_path.to_string());
+        }
+        refusal
     }
 
     /// The end of DATA: every filter in turn gets the message as the ones before it left it; `body` comes
@@ -424,6 +444,41 @@ impl Filters {
                 break;
             }
             let name = self.slots[i].settings.name.clone();
+            if matches!(self.slots[i].state, State::Http) {
+                let env = rspamd::Envelope {
+                    ip: self.facts.client.map(|c| c.ip()),
+                    helo: self.helo.clone().unwrap_or_default(),
+                    hostname: Some(self.facts.client_name.clone()),
+                    from: self.from.clone(),
+                    rcpts: self.rcpts.clone(),
+                    user: self.facts.auth_user.clone(),
+                };
+                let settings = self.slots[i].settings.clone();
+                match rspamd::check(&settings, &env, &body).await {
+                    Ok(v) => {
+                        out.summary.push(format!(
+                            "{name}:{} score={:.2}",
+                            v.action.replace(' ', "_"),
+                            v.score
+                        ));
+                        body = apply_rspamd(&name, body, &v, max_size, &mut out);
+                        if out.refused.is_some() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        out.summary.push(format!("{name}:failed"));
+                        let action = settings.default_action;
+                        tracing::warn!(filter = %name, stage = "eom", error = %e, default_action = action.as_str(), "content filter failed");
+                        // Per message: rspamd has no session to lose, the next message asks again.
+                        if let Some(r) = default_reply(action) {
+                            out.refused = Some(r);
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
             let Some(m) = self.slots[i].milter() else {
                 out.summary.push(format!("{name}:skipped"));
                 continue;
@@ -496,6 +551,77 @@ impl Filters {
             }
         }
     }
+}
+
+/// rspamd's action on the message: refuse (reject 554, soft reject and greylist 451), or deliver with
+/// its headers; "add header" and "rewrite subject" deliver to Junk.
+fn apply_rspamd(
+    name: &str,
+    body: Body,
+    v: &rspamd::Verdict,
+    max_size: usize,
+    out: &mut Outcome,
+) -> Body {
+    let text = |default: &str| {
+        v.smtp_message
+            .clone()
+            .unwrap_or_else(|| default.to_string())
+    };
+    match v.action.as_str() {
+        "reject" => {
+            out.refused = Some(Reply::refused_by_filter(&text("Spam message rejected")));
+            return body;
+        }
+        "soft reject" => {
+            out.refused = Some(Reply::new(
+                451,
+                EnhancedCode(4, 7, 1),
+                text("Try again later"),
+            ));
+            return body;
+        }
+        "greylist" => {
+            out.refused = Some(Reply::new(
+                451,
+                EnhancedCode(4, 7, 1),
+                text("Greylisted, try again later"),
+            ));
+            return body;
+        }
+        "add header" | "rewrite subject" => {
+            out.quarantine = Some(format!("{name}: {} (score {:.2})", v.action, v.score));
+        }
+        _ => {}
+    }
+    let mut changes = Vec::new();
+    for h in &v.remove_headers {
+        changes.push(Response::ChgHeader(1, h.clone(), String::new()));
+    }
+    if v.add_headers.is_empty() {
+        changes.push(Response::AddHeader(
+            "X-Spamd-Result".into(),
+            rspamd::result_header(v),
+        ));
+        if out.quarantine.is_some() {
+            changes.push(Response::AddHeader("X-Spam".into(), "Yes".into()));
+        }
+    }
+    for (n, val) in &v.add_headers {
+        changes.push(Response::AddHeader(n.clone(), val.clone()));
+    }
+    if v.action == "rewrite subject"
+        && let Some(s) = &v.subject
+    {
+        changes.push(Response::ChgHeader(1, "Subject".into(), s.clone()));
+    }
+    apply_changes(
+        name,
+        actions::ADDHDRS | actions::CHGHDRS,
+        body,
+        changes,
+        max_size,
+        out,
+    )
 }
 
 /// Where the header section ends in `head` (after its empty line), or its length when there is none.

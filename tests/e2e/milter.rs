@@ -245,7 +245,7 @@ async fn a_filter_that_is_down_gives_its_default_action() {
         .await;
     assert_eq!(code, 250, "{text}");
     assert!(d.wait_log("content filter failed"));
-    assert!(d.log_text().contains(":skipped"), "{}", d.log_text());
+    assert!(d.wait_log(":skipped"), "{}", d.log_text());
 
     let d = Daemon::start(&filter(
         &format!("127.0.0.1:{closed}"),
@@ -254,4 +254,24 @@ async fn a_filter_that_is_down_gives_its_default_action() {
     let mut c = session(&d).await;
     let (code, _) = c.cmd("MAIL FROM:<x@remote.test>").await;
     assert_eq!(code, 550);
+
+    // rspamd over HTTP, down: its default action at the end of DATA, asked again for the next message.
+    let d = Daemon::start(&format!(
+        "[[filter]]\nkind = \"rspamd\"\nurl = \"http://127.0.0.1:{closed}\"\n"
+    ));
+    let mut c = session(&d).await;
+    for _ in 0..2 {
+        c.cmd("MAIL FROM:<x@remote.test>").await;
+        c.cmd("RCPT TO:<alice@example.test>").await;
+        c.cmd("DATA").await;
+        c.send(b"Subject: x\r\n\r\ny\r\n.\r\n").await;
+        let (code, text) = c.reply().await;
+        assert_eq!(code, 451, "{text}");
+    }
+    // The log is read as the daemon writes it: wait (bounded) for both lines.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.log_text().matches("content filter failed").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

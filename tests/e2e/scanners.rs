@@ -63,13 +63,13 @@ fn filter(port: u16) -> String {
 }
 
 #[tokio::test]
-async fn rspamd_in_milter_mode_refuses_gtube_and_scores_clean_mail() {
+async fn rspamd_over_milter_and_http_refuses_gtube_scores_and_files_spam_into_junk() {
     if !installed("rspamd") {
         eprintln!("rspamd is not installed (apt-get install rspamd): rspamd milter test skipped");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let (port, http_port) = (free_port(), free_port());
     let log = dir.path().join("rspamd.log");
     // A configuration of its own: the proxy scans by itself, only the regexp rules and milter_headers are
     // loaded (nothing that reaches the network), DNS goes to a closed loopback port.
@@ -86,7 +86,11 @@ worker "rspamd_proxy" {{
   upstream "local" {{ default = yes; self_scan = yes; }}
   count = 1;
 }}
-actions {{ reject = 15; add_header = 6; greylist = 4; }}
+worker "normal" {{
+  bind_socket = "127.0.0.1:{http_port}";
+  count = 1;
+}}
+actions {{ reject = 15; add_header = 0.9; }}
 lua = "/usr/share/rspamd/rules/rspamd.lua";
 modules {{ path = "/usr/share/rspamd/plugins/milter_headers.lua"; }}
 milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false; }}
@@ -106,6 +110,7 @@ milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false;
     }
     let _rspamd = Running(vec![cmd.spawn().expect("start rspamd")]);
     wait_listening(port, 90, "rspamd", &log);
+    wait_listening(http_port, 30, "rspamd's normal worker", &log);
 
     let d = Daemon::start(&filter(port));
     let mut c = Raw::connect(d.addr).await;
@@ -123,7 +128,7 @@ milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false;
         .send_message(
             "x@remote.test",
             "alice@example.test",
-            "From: x@remote.test\r\nSubject: hello\r\nMessage-ID: <clean@remote.test>\r\n\r\nA clean message.\r\n",
+            "From: x@remote.test\r\nSubject: hello\r\nDate: Wed, 2 Dec 2026 01:00:00 +0000\r\nMessage-ID: <clean@remote.test>\r\n\r\nA clean message.\r\n",
         )
         .await;
     assert_eq!(code, 250, "{text}");
@@ -135,9 +140,82 @@ milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false;
         "{mail}"
     );
     assert!(mail.contains("\nX-Spam-Status: No, score="), "{mail}");
+    assert!(
+        d.wait_log(&format!("filter=milter:127.0.0.1:{port}:reject")),
+        "{}",
+        d.log_text()
+    );
+    drop(d);
+
+    // The same rspamd over its HTTP protocol (/checkv2).
+    let d = Daemon::start(&format!(
+        "[[filter]]\nkind = \"rspamd\"\nurl = \"http://127.0.0.1:{http_port}\"\n"
+    ));
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO peer.test").await;
+    let (code, text) = c
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            &format!("From: x@remote.test\r\nSubject: spam\r\n\r\n{GTUBE}\r\n"),
+        )
+        .await;
+    assert_eq!(code / 100, 5, "{text}");
+    assert!(text.contains("5.7.1"), "{text}");
+    let (code, text) = c
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            "From: x@remote.test\r\nSubject: hello\r\nDate: Wed, 2 Dec 2026 01:00:00 +0000\r\nMessage-ID: <clean2@remote.test>\r\n\r\nA clean message.\r\n",
+        )
+        .await;
+    assert_eq!(code, 250, "{text}");
+    let got = d.wait_delivered("alice@example.test", 1);
+    assert_eq!(got.len(), 1, "{}", d.log_text());
+    let mail = read(&got[0]);
+    assert!(
+        mail.contains("\nX-Spamd-Result: default: False ["),
+        "{mail}"
+    );
+    // Without a Date: field rspamd scores 1.0, over add_header = 0.9: delivered to Junk, marked.
+    let (code, text) = c
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            "From: x@remote.test\r\nSubject: hello\r\nMessage-ID: <nodate@remote.test>\r\n\r\nNo date.\r\n",
+        )
+        .await;
+    assert_eq!(code, 250, "{text}");
+    let junk = d.maildir("alice@example.test").join(".Junk/new");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let file = loop {
+        if let Some(f) = std::fs::read_dir(&junk)
+            .ok()
+            .and_then(|mut r| r.next())
+            .and_then(|e| e.ok())
+        {
+            break f.path();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing in Junk: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let spam = read(&file);
+    assert!(spam.contains("\nX-Spam-Status: Yes, score=1.00"), "{spam}");
+    assert!(spam.contains("MISSING_DATE"), "{spam}");
+    assert!(
+        d.wait_log(&format!(
+            "rspamd:127.0.0.1:{http_port}:add_header score=1.00"
+        )),
+        "{}",
+        d.log_text()
+    );
     let lines = d.log_text();
     assert!(
-        lines.contains(&format!("filter=milter:127.0.0.1:{port}:reject")),
+        lines.contains(&format!("rspamd:127.0.0.1:{http_port}:reject")),
         "{lines}"
     );
 }
