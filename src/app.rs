@@ -333,6 +333,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         directory.clone(),
         shared.throttle.clone(),
         tokio_rustls::TlsAcceptor::from(tls.clone()),
+        crate::filter::train::Trainer::start(&cfg.filters, &tokio::runtime::Handle::current()),
     );
     for (kind, ctx) in contexts(&cfg, &shared, tls) {
         let (tx, rx) = watch::channel(ctx);

@@ -37,6 +37,8 @@ pub struct Access {
     sessions: Mutex<HashMap<String, usize>>,
     /// ENVELOPE and BODYSTRUCTURE of messages fetched lately (IMAP).
     pub structures: crate::access::imap::cache::StructureCache,
+    /// Trains rspamd from moves into and out of Junk, when a controller is configured.
+    pub trainer: Option<crate::filter::train::Trainer>,
 }
 
 /// Why a login was refused, with the POP3 response code it maps to.
@@ -85,6 +87,7 @@ impl Access {
         directory: Directory,
         throttle: Arc<AuthThrottle>,
         tls: tokio_rustls::TlsAcceptor,
+        trainer: Option<crate::filter::train::Trainer>,
     ) -> Arc<Access> {
         let limiter = ConnLimiter::new(settings.max_connections, settings.max_connections_per_ip);
         let structures =
@@ -99,6 +102,7 @@ impl Access {
             limiter,
             sessions: Mutex::new(HashMap::new()),
             structures,
+            trainer,
         })
     }
 

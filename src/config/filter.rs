@@ -57,6 +57,9 @@ pub struct FilterSettings {
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
     pub content_timeout: Duration,
+    /// rspamd's controller, for training.
+    pub controller: Option<SocketAddr>,
+    pub controller_password: Option<String>,
 }
 
 impl Validator {
@@ -127,7 +130,26 @@ impl Validator {
                     ));
                 }
             }
+            let controller = match &f.controller_url {
+                Some(u) if kind == FilterKind::Rspamd => Some(
+                    u.strip_prefix("http://")
+                        .map(|r| r.trim_end_matches('/'))
+                        .and_then(|r| r.parse::<SocketAddr>().ok())
+                        .ok_or_else(|| {
+                            self.err(
+                                key("controller_url"),
+                                format!("{u:?} is not http://ADDRESS:PORT"),
+                            )
+                        })?,
+                ),
+                Some(_) => {
+                    return Err(self.err(key("controller_url"), "is for kind = \"rspamd\" filters"));
+                }
+                None => None,
+            };
             out.push(FilterSettings {
+                controller,
+                controller_password: f.controller_password.clone(),
                 kind,
                 name: match kind {
                     FilterKind::Milter => format!("milter:{address}"),

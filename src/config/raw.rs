@@ -69,6 +69,12 @@ pub struct RawFilter {
     /// Where rspamd's normal worker listens (kind = "rspamd"): "http://127.0.0.1:11333".
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// rspamd's controller, for training from users' Junk moves: "http://127.0.0.1:11334". Absent: no training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_url: Option<String>,
+    /// The controller's enable_password, when it is not reached from a secure_ip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_password: Option<String>,
     /// The listeners whose mail passes through it. Default: ["relay"].
     #[serde(default = "default_filter_listeners")]
     pub listeners: Vec<ListenerKind>,

@@ -7,6 +7,7 @@
 
 pub mod milter;
 pub mod rspamd;
+pub mod train;
 
 use crate::config::{DefaultAction, FilterSettings};
 use crate::milter::edit::{self, Change};

@@ -258,7 +258,7 @@ async fn a_good_zone_passes_and_each_broken_record_is_named() {
         ),
         (
             "host mx.example.test TLS fail",
-            "the certificate expires in 4d",
+            "the certificate expires in ",
         ),
     ] {
         assert!(

@@ -69,8 +69,40 @@ async fn rspamd_over_milter_and_http_refuses_gtube_scores_and_files_spam_into_ju
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (port, http_port) = (free_port(), free_port());
+    let (port, http_port, controller_port, redis_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let log = dir.path().join("rspamd.log");
+    // Bayes learning keeps its tokens in redis: a private one on loopback, when installed.
+    let mut running = Running(Vec::new());
+    let bayes = if installed("redis-server") {
+        let redis = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--port",
+            ])
+            .arg(redis_port.to_string())
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        running.0.push(redis);
+        wait_listening(redis_port, 20, "redis-server", &log);
+        format!(
+            "worker \"controller\" {{ bind_socket = \"127.0.0.1:{controller_port}\"; count = 1; secure_ip = \"127.0.0.1\"; }}\n\
+             classifier \"bayes\" {{ backend = \"redis\"; servers = \"127.0.0.1:{redis_port}\"; min_learns = 1; tokenizer {{ name = \"osb\"; }} \
+             statfile {{ symbol = \"BAYES_HAM\"; spam = false; }} statfile {{ symbol = \"BAYES_SPAM\"; spam = true; }} }}\n"
+        )
+    } else {
+        eprintln!("redis-server is not installed: rspamd training not tested");
+        String::new()
+    };
     // A configuration of its own: the proxy scans by itself, only the regexp rules and milter_headers are
     // loaded (nothing that reaches the network), DNS goes to a closed loopback port.
     let config = format!(
@@ -94,7 +126,7 @@ actions {{ reject = 15; add_header = 0.9; }}
 lua = "/usr/share/rspamd/rules/rspamd.lua";
 modules {{ path = "/usr/share/rspamd/plugins/milter_headers.lua"; }}
 milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false; }}
-"#,
+{bayes}"#,
         d = dir.path().display(),
         log = log.display()
     );
@@ -108,7 +140,7 @@ milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false;
     if is_root() {
         cmd.args(["-u", "root", "-g", "root"]);
     }
-    let _rspamd = Running(vec![cmd.spawn().expect("start rspamd")]);
+    running.0.push(cmd.spawn().expect("start rspamd"));
     wait_listening(port, 90, "rspamd", &log);
     wait_listening(http_port, 30, "rspamd's normal worker", &log);
 
@@ -147,10 +179,15 @@ milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false;
     );
     drop(d);
 
-    // The same rspamd over its HTTP protocol (/checkv2).
+    // The same rspamd over its HTTP protocol (/checkv2), trained from IMAP moves through its controller.
     let d = Daemon::start(&format!(
-        "[[filter]]\nkind = \"rspamd\"\nurl = \"http://127.0.0.1:{http_port}\"\n"
+        "[[filter]]\nkind = \"rspamd\"\nurl = \"http://127.0.0.1:{http_port}\"\n\
+         controller_url = \"http://127.0.0.1:{controller_port}\"\n\
+         [[listener]]\nkind = \"imaps\"\nbind = [\"127.0.0.1:0\"]\n"
     ));
+    // alice gets a password, for IMAP.
+    crate::harness::tern(d.dir.path(), &["user", "del", "alice@example.test"]);
+    crate::harness::add_user_with_password(d.dir.path(), "alice@example.test", "alice-pw");
     let mut c = Raw::connect(d.addr).await;
     c.cmd("EHLO peer.test").await;
     let (code, text) = c
@@ -218,6 +255,52 @@ milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false;
         lines.contains(&format!("rspamd:127.0.0.1:{http_port}:reject")),
         "{lines}"
     );
+    if bayes.is_empty() {
+        return;
+    }
+    // alice moves the clean message into Junk, then the Junk one out: rspamd learns spam, then ham.
+    let script = format!(
+        "import imaplib, ssl\nctx = ssl.create_default_context()\nctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\n\
+         m = imaplib.IMAP4_SSL('127.0.0.1', {}, ssl_context=ctx)\n\
+         m.login('alice@example.test', 'alice-pw')\n\
+         m.select('INBOX'); print(m.uid('MOVE', '1', 'Junk'))\n\
+         m.select('Junk'); print(m.uid('MOVE', '1', 'INBOX'))\n\
+         m.logout()\n",
+        d.listener("imaps").port()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines = d.log_text();
+        let learnt = lines
+            .lines()
+            .filter(|l| l.contains("rspamd trained from a Junk move"))
+            .collect::<Vec<_>>();
+        if learnt.len() >= 2 {
+            assert!(
+                learnt
+                    .iter()
+                    .any(|l| l.contains("learned=\"spam\"") && l.contains("success")),
+                "{lines}"
+            );
+            assert!(
+                learnt.iter().any(|l| l.contains("learned=\"ham\"")),
+                "{lines}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{lines}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(running);
 }
 
 #[tokio::test]

@@ -1867,6 +1867,7 @@ impl Session {
         let folder = v.folder.clone();
         match index.copy(mailbox, &folder, &uids, target) {
             Ok((validity, pairs)) => {
+                self.train(index, mailbox, &folder, target, &pairs);
                 let code = if pairs.is_empty() {
                     String::new()
                 } else {
@@ -1901,6 +1902,41 @@ impl Session {
         }
     }
 }
+
+impl Session {
+    /// A move or copy into Junk teaches rspamd spam; out of Junk (not to Trash), ham. Read before a MOVE
+    /// expunges the originals; at most [`MAX_LESSONS`] per command.
+    fn train(
+        &self,
+        index: &dyn MailIndex,
+        mailbox: &crate::smtp::Mailbox,
+        from: &str,
+        to: &str,
+        pairs: &[(u32, u32)],
+    ) {
+        let Some(trainer) = &self.access.trainer else {
+            return;
+        };
+        let junk = |f: &str| f.eq_ignore_ascii_case("Junk");
+        let spam = match (junk(from), junk(to)) {
+            (false, true) => true,
+            (true, false) if !to.eq_ignore_ascii_case("Trash") => false,
+            _ => return,
+        };
+        let user = mailbox.to_string();
+        for (uid, _) in pairs.iter().take(MAX_LESSONS) {
+            if let Ok(Some(bytes)) = index.read(mailbox, from, *uid) {
+                trainer.learn(spam, bytes, &user);
+            }
+        }
+        if pairs.len() > MAX_LESSONS {
+            tracing::info!(user = %user, moved = pairs.len(), "rspamd training: only the first {MAX_LESSONS} messages of the command are learnt");
+        }
+    }
+}
+
+/// Messages one IMAP command teaches rspamd at most.
+const MAX_LESSONS: usize = 100;
 
 /// A UID list in the order given (COPYUID pairs source and target by position).
 fn list_set(uids: &[u32]) -> String {
