@@ -46,7 +46,7 @@ pub enum FilterKind {
     Rspamd,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FilterSettings {
     pub kind: FilterKind,
     /// For log lines: "milter:127.0.0.1:11332", "rspamd:127.0.0.1:11333".
@@ -60,6 +60,9 @@ pub struct FilterSettings {
     /// rspamd's controller, for training.
     pub controller: Option<SocketAddr>,
     pub controller_password: Option<String>,
+    /// rspamd score thresholds set in tern, over rspamd's own actions.
+    pub reject_score: Option<f64>,
+    pub junk_score: Option<f64>,
 }
 
 impl Validator {
@@ -147,7 +150,15 @@ impl Validator {
                 }
                 None => None,
             };
+            if kind != FilterKind::Rspamd && (f.reject_score.is_some() || f.junk_score.is_some()) {
+                return Err(self.err(
+                    key("junk_score"),
+                    "scores are for kind = \"rspamd\" filters",
+                ));
+            }
             out.push(FilterSettings {
+                reject_score: f.reject_score,
+                junk_score: f.junk_score,
                 controller,
                 controller_password: f.controller_password.clone(),
                 kind,

@@ -75,6 +75,12 @@ pub struct RawFilter {
     /// The controller's enable_password, when it is not reached from a secure_ip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller_password: Option<String>,
+    /// rspamd: refuse at this score or above, whatever rspamd's own action (absent: rspamd's "reject").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_score: Option<f64>,
+    /// rspamd: deliver to Junk at this score or above (absent: rspamd's "add header"/"rewrite subject").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub junk_score: Option<f64>,
     /// The listeners whose mail passes through it. Default: ["relay"].
     #[serde(default = "default_filter_listeners")]
     pub listeners: Vec<ListenerKind>,

@@ -456,7 +456,14 @@ impl Filters {
                 };
                 let settings = self.slots[i].settings.clone();
                 match rspamd::check(&settings, &env, &body).await {
-                    Ok(v) => {
+                    Ok(mut v) => {
+                        v.action = decide(
+                            &v.action,
+                            v.score,
+                            settings.junk_score,
+                            settings.reject_score,
+                        )
+                        .to_string();
                         out.summary.push(format!(
                             "{name}:{} score={:.2}",
                             v.action.replace(' ', "_"),
@@ -551,6 +558,38 @@ impl Filters {
                 m.quit().await;
             }
         }
+    }
+}
+
+/// The action taken on rspamd's verdict: its own, or with `reject_score` / `junk_score` set in tern, the
+/// tier the score falls in (soft reject and greylist, rspamd's policies rather than scores, stay).
+pub fn decide(action: &str, score: f64, junk: Option<f64>, reject: Option<f64>) -> &str {
+    if matches!(action, "soft reject" | "greylist") {
+        return action;
+    }
+    let spam_tier = matches!(action, "add header" | "rewrite subject");
+    match reject {
+        Some(r) if score >= r => return "reject",
+        Some(_) if action == "reject" => {
+            // Under tern's reject threshold: at most Junk.
+            return match junk {
+                Some(j) if score < j => "no action",
+                _ => "add header",
+            };
+        }
+        None if action == "reject" => return "reject",
+        _ => {}
+    }
+    match junk {
+        Some(j) if score >= j => {
+            if spam_tier {
+                action
+            } else {
+                "add header"
+            }
+        }
+        Some(_) => "no action",
+        None => action,
     }
 }
 
@@ -824,6 +863,23 @@ fn strip_brackets(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn thresholds_set_in_tern_decide_over_rspamd_actions() {
+        use super::decide;
+        assert_eq!(decide("add header", 7.0, None, None), "add header");
+        assert_eq!(decide("no action", 7.0, Some(5.0), None), "add header");
+        assert_eq!(decide("add header", 4.0, Some(5.0), None), "no action");
+        assert_eq!(decide("reject", 16.0, Some(5.0), Some(20.0)), "add header");
+        assert_eq!(decide("reject", 16.0, Some(17.0), Some(20.0)), "no action");
+        assert_eq!(decide("add header", 21.0, Some(5.0), Some(20.0)), "reject");
+        assert_eq!(decide("greylist", 30.0, Some(5.0), Some(20.0)), "greylist");
+        assert_eq!(
+            decide("rewrite subject", 8.0, Some(5.0), None),
+            "rewrite subject"
+        );
+        assert_eq!(decide("reject", 16.0, None, None), "reject");
+    }
+
     #[test]
     fn reply_codes_from_filters_stay_refusals() {
         let r = super::parse_reply_code("f", "554 5.7.1 spam detected");

@@ -255,6 +255,21 @@ milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false;
         lines.contains(&format!("rspamd:127.0.0.1:{http_port}:reject")),
         "{lines}"
     );
+    // Thresholds set in tern decide over rspamd's actions: reject_score 0.5 refuses the score-1.0 message.
+    let strict = Daemon::start(&format!(
+        "[[filter]]\nkind = \"rspamd\"\nurl = \"http://127.0.0.1:{http_port}\"\nreject_score = 0.5\n"
+    ));
+    let mut s = Raw::connect(strict.addr).await;
+    s.cmd("EHLO peer.test").await;
+    let (code, text) = s
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            "From: x@remote.test\r\nSubject: hello\r\nMessage-ID: <nodate2@remote.test>\r\n\r\nNo date.\r\n",
+        )
+        .await;
+    assert_eq!(code, 550, "{text}");
+    drop(strict);
     if bayes.is_empty() {
         return;
     }
