@@ -465,9 +465,10 @@ impl Filters {
                         )
                         .to_string();
                         out.summary.push(format!(
-                            "{name}:{} score={:.2}",
+                            "{name}:{} score={:.2}/{:.2}",
                             v.action.replace(' ', "_"),
-                            v.score
+                            v.score,
+                            v.required
                         ));
                         body = apply_rspamd(&name, body, &v, max_size, &mut out);
                         if out.refused.is_some() {

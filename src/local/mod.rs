@@ -337,6 +337,7 @@ fn deliver(
                     &rcpt.forward_path,
                     &m.reverse_path,
                     &m.body,
+                    &m.checks,
                 )
             });
             let (copies, copy_size) = match &plan {

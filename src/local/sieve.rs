@@ -93,6 +93,7 @@ impl SieveRunner {
         forward_path: &str,
         reverse_path: &str,
         body: &crate::queue::Body,
+        checks: &str,
     ) -> Option<Plan> {
         let settings = self.settings();
         if !settings.enabled {
@@ -121,6 +122,7 @@ impl SieveRunner {
             mailbox,
             user: &user,
             folders: std::cell::OnceCell::new(),
+            spam: spam_of_checks(checks),
         };
         let envelope = Envelope {
             from: reverse_path.to_string(),
@@ -275,7 +277,14 @@ impl SieveRunner {
             message.clone(),
         );
         let plan = tokio::task::spawn_blocking(move || {
-            runner.plan(&*store, &mailbox, &forward_path, &reverse_path, &message)
+            runner.plan(
+                &*store,
+                &mailbox,
+                &forward_path,
+                &reverse_path,
+                &message,
+                "",
+            )
         })
         .await
         .ok()
@@ -378,6 +387,36 @@ struct DeliveryEnv<'a> {
     mailbox: &'a Mailbox,
     user: &'a str,
     folders: std::cell::OnceCell<Vec<crate::mailbox::index::FolderEntry>>,
+    /// rspamd's score and required score, as tern's filter recorded them in the message's checks.
+    spam: Option<(f64, f64)>,
+}
+
+/// The `score=S/R` an rspamd filter wrote into the checks summary (tern's own record, not a header a sender
+/// could forge).
+fn spam_of_checks(checks: &str) -> Option<(f64, f64)> {
+    checks
+        .split([' ', ','])
+        .filter_map(|t| t.strip_prefix("score="))
+        .find_map(|v| {
+            let (s, r) = v.split_once('/')?;
+            Some((s.parse().ok()?, r.parse().ok()?))
+        })
+}
+
+/// RFC 5235: spamtest's 1 (not spam) to 10 (spam) from score / required; with :percent, 0 to 100.
+fn spamtest_value((score, required): (f64, f64), percent: bool) -> String {
+    let ratio = if required > 0.0 {
+        (score / required).clamp(0.0, 1.0)
+    } else if score > 0.0 {
+        1.0
+    } else {
+        0.0
+    };
+    if percent {
+        format!("{}", (ratio * 100.0).round() as u32)
+    } else {
+        format!("{}", 1 + (ratio * 9.0).round() as u32)
+    }
 }
 
 impl DeliveryEnv<'_> {
@@ -453,8 +492,8 @@ impl Environment for DeliveryEnv<'_> {
             .unwrap_or(false)
     }
 
-    fn spam_score(&self, _percent: bool) -> Option<String> {
-        None
+    fn spam_score(&self, percent: bool) -> Option<String> {
+        self.spam.map(|s| spamtest_value(s, percent))
     }
 
     fn virus_score(&self) -> Option<String> {
@@ -463,5 +502,20 @@ impl Environment for DeliveryEnv<'_> {
 
     fn now(&self) -> i64 {
         crate::clock::unix_now() as i64
+    }
+}
+
+#[cfg(test)]
+mod spamtest_tests {
+    #[test]
+    fn rspamd_scores_become_spamtest_values() {
+        let checks = "spf=pass filter=milter:127.0.0.1:1:continue,rspamd:127.0.0.1:2:add_header score=7.50/15.00";
+        let s = super::spam_of_checks(checks).unwrap();
+        assert_eq!(s, (7.5, 15.0));
+        assert_eq!(super::spamtest_value(s, false), "6");
+        assert_eq!(super::spamtest_value(s, true), "50");
+        assert_eq!(super::spamtest_value((30.0, 15.0), false), "10");
+        assert_eq!(super::spamtest_value((-2.0, 15.0), false), "1");
+        assert_eq!(super::spam_of_checks("spf=pass"), None);
     }
 }

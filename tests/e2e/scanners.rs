@@ -270,6 +270,63 @@ milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false;
         .await;
     assert_eq!(code, 550, "{text}");
     drop(strict);
+
+    // The score reaches Sieve's spamtest (RFC 5235): junk_score = 100 keeps the message out of Junk, and
+    // alice's script files spamtest >= 2 (score 1.0 of 15) itself.
+    let sieved = Daemon::start(&format!(
+        "[[filter]]\nkind = \"rspamd\"\nurl = \"http://127.0.0.1:{http_port}\"\njunk_score = 100.0\n"
+    ));
+    let script = sieved.dir.path().join("spam.sieve");
+    std::fs::write(
+        &script,
+        "require [\"spamtest\", \"relational\", \"comparator-i;ascii-numeric\", \"fileinto\", \"mailbox\"];\n\
+         if spamtest :value \"ge\" :comparator \"i;ascii-numeric\" \"2\" { fileinto :create \"Spammy\"; }\n",
+    )
+    .unwrap();
+    let out = crate::harness::tern(
+        sieved.dir.path(),
+        &[
+            "sieve",
+            "put",
+            "alice@example.test",
+            "spam",
+            &script.display().to_string(),
+            "--activate",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut s = Raw::connect(sieved.addr).await;
+    s.cmd("EHLO peer.test").await;
+    let (code, _) = s
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            "From: x@remote.test\r\nSubject: hello\r\nMessage-ID: <nodate3@remote.test>\r\n\r\nNo date.\r\n",
+        )
+        .await;
+    assert_eq!(code, 250);
+    let spammy = sieved.maildir("alice@example.test").join(".Spammy/new");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&spammy).map(|r| r.count()).unwrap_or(0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "spamtest did not file it: {}",
+            sieved.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !sieved
+            .maildir("alice@example.test")
+            .join(".Junk/new")
+            .read_dir()
+            .is_ok_and(|mut r| r.next().is_some())
+    );
+    drop(sieved);
     if bayes.is_empty() {
         return;
     }
