@@ -11,6 +11,23 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The longest reply packet accepted (a REPLBODY chunk or a header with its value).
 const MAX_PACKET: usize = 2 * 1024 * 1024;
+/// Changes one answer may carry, in number and in octets (a replacement body is further bounded by
+/// `[limits] message_size`).
+const MAX_CHANGES: usize = 10_000;
+const MAX_CHANGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Octets a change holds.
+fn change_size(r: &Response) -> usize {
+    match r {
+        Response::ReplBody(b) => b.len(),
+        Response::AddHeader(a, b) | Response::AddRcptPar(a, b) | Response::ChgFrom(a, b) => {
+            a.len() + b.len()
+        }
+        Response::InsHeader(_, a, b) | Response::ChgHeader(_, a, b) => a.len() + b.len(),
+        Response::AddRcpt(a) | Response::DelRcpt(a) | Response::Quarantine(a) => a.len(),
+        _ => 0,
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum FilterError {
@@ -24,6 +41,8 @@ pub enum FilterError {
     Closed,
     #[error(transparent)]
     Protocol(#[from] MilterError),
+    #[error("too many changes in one answer (over {MAX_CHANGES} or {MAX_CHANGE_BYTES} octets)")]
+    TooManyChanges,
     #[error("unexpected answer {0:?}")]
     Unexpected(Response),
 }
@@ -125,21 +144,31 @@ impl Milter {
         limit: Duration,
     ) -> Result<Answer, FilterError> {
         self.tell(command).await?;
+        // Progress replies restart the wait for the next packet, but never past content_timeout in all.
+        let deadline = tokio::time::Instant::now() + self.settings.content_timeout.max(limit);
         let mut changes = Vec::new();
+        let mut change_bytes = 0usize;
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             while let Some(r) = self.decoder.next()? {
                 match r {
                     Response::Progress => {}
                     r if r.is_final() => return Ok(Answer { last: r, changes }),
-                    r => changes.push(r),
+                    r => {
+                        change_bytes += change_size(&r);
+                        if changes.len() >= MAX_CHANGES || change_bytes > MAX_CHANGE_BYTES {
+                            return Err(FilterError::TooManyChanges);
+                        }
+                        changes.push(r)
+                    }
                 }
             }
-            let n = match tokio::time::timeout(limit, self.stream.read(&mut buf)).await {
+            let wait = limit.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let n = match tokio::time::timeout(wait, self.stream.read(&mut buf)).await {
                 Ok(Ok(0)) => return Err(FilterError::Closed),
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(e.into()),
-                Err(_) => return Err(FilterError::Timeout(limit)),
+                Err(_) => return Err(FilterError::Timeout(wait)),
             };
             self.decoder.feed(&buf[..n]);
         }
@@ -153,5 +182,85 @@ impl Milter {
         )
         .await;
         let _ = self.stream.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DefaultAction, FilterKind};
+    use tokio::io::AsyncWriteExt;
+
+    fn packet(code: u8, data: &[u8]) -> Vec<u8> {
+        let mut p = ((data.len() + 1) as u32).to_be_bytes().to_vec();
+        p.push(code);
+        p.extend_from_slice(data);
+        p
+    }
+
+    /// A filter on a real socket that negotiates, then answers the next command with `flood`.
+    async fn filter_answering(flood: Vec<u8>, progress: bool) -> Arc<FilterSettings> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf).await;
+            let mut optneg = 6u32.to_be_bytes().to_vec();
+            optneg.extend(actions::ALL.to_be_bytes());
+            optneg.extend(0u32.to_be_bytes());
+            s.write_all(&packet(b'O', &optneg)).await.unwrap();
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(&flood).await;
+            for _ in 0..50 {
+                if progress {
+                    let _ = s.write_all(&packet(b'p', b"")).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Arc::new(FilterSettings {
+            kind: FilterKind::Milter,
+            name: "test".into(),
+            address: FilterAddress::Tcp(addr),
+            listeners: Vec::new(),
+            default_action: DefaultAction::Tempfail,
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_millis(300),
+            content_timeout: Duration::from_secs(1),
+            controller: None,
+            controller_password: None,
+            reject_score: None,
+            junk_score: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_changes_is_cut_off() {
+        let mut flood = Vec::new();
+        for _ in 0..(MAX_CHANGES + 1) {
+            flood.extend(packet(b'h', b"X-A\0v\0"));
+        }
+        let mut m = Milter::open(filter_answering(flood, false).await)
+            .await
+            .unwrap();
+        let e = m.ask(Command::BodyEob).await.unwrap_err();
+        assert!(matches!(e, FilterError::TooManyChanges), "{e}");
+    }
+
+    #[tokio::test]
+    async fn progress_forever_ends_at_content_timeout() {
+        // Progress every 100 ms (inside command_timeout) for 5 s: the answer is given up after 1 s.
+        let mut m = Milter::open(filter_answering(Vec::new(), true).await)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let e = m.ask(Command::BodyEob).await.unwrap_err();
+        assert!(matches!(e, FilterError::Timeout(_)), "{e}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
     }
 }

@@ -5,16 +5,19 @@
 //! slow or speaks nonsense gives its `default_action` for the rest of the session, with a log line; with
 //! "accept" it is skipped, never silently.
 
+mod apply;
 pub mod milter;
 pub mod rspamd;
 pub mod train;
 
 use crate::config::{DefaultAction, FilterSettings};
-use crate::milter::edit::{self, Change};
-use crate::milter::{Command, Family, Response, Stage, actions, protocol};
+use crate::milter::edit;
+use crate::milter::{Command, Family, Response, Stage, protocol};
 use crate::queue::Body;
 use crate::smtp::Reply;
 use crate::smtp::reply::EnhancedCode;
+pub use apply::decide;
+use apply::{apply_changes, apply_rspamd};
 use milter::{Answer, FilterError, Milter};
 use std::sync::Arc;
 
@@ -562,109 +565,6 @@ impl Filters {
     }
 }
 
-/// The action taken on rspamd's verdict: its own, or with `reject_score` / `junk_score` set in tern, the
-/// tier the score falls in (soft reject and greylist, rspamd's policies rather than scores, stay).
-pub fn decide(action: &str, score: f64, junk: Option<f64>, reject: Option<f64>) -> &str {
-    if matches!(action, "soft reject" | "greylist") {
-        return action;
-    }
-    let spam_tier = matches!(action, "add header" | "rewrite subject");
-    match reject {
-        Some(r) if score >= r => return "reject",
-        Some(_) if action == "reject" => {
-            // Under tern's reject threshold: at most Junk.
-            return match junk {
-                Some(j) if score < j => "no action",
-                _ => "add header",
-            };
-        }
-        None if action == "reject" => return "reject",
-        _ => {}
-    }
-    match junk {
-        Some(j) if score >= j => {
-            if spam_tier {
-                action
-            } else {
-                "add header"
-            }
-        }
-        Some(_) => "no action",
-        None => action,
-    }
-}
-
-/// rspamd's action on the message: refuse (reject 554, soft reject and greylist 451), or deliver with
-/// its headers; "add header" and "rewrite subject" deliver to Junk.
-fn apply_rspamd(
-    name: &str,
-    body: Body,
-    v: &rspamd::Verdict,
-    max_size: usize,
-    out: &mut Outcome,
-) -> Body {
-    let text = |default: &str| {
-        v.smtp_message
-            .clone()
-            .unwrap_or_else(|| default.to_string())
-    };
-    match v.action.as_str() {
-        "reject" => {
-            out.refused = Some(Reply::refused_by_filter(&text("Spam message rejected")));
-            return body;
-        }
-        "soft reject" => {
-            out.refused = Some(Reply::new(
-                451,
-                EnhancedCode(4, 7, 1),
-                text("Try again later"),
-            ));
-            return body;
-        }
-        "greylist" => {
-            out.refused = Some(Reply::new(
-                451,
-                EnhancedCode(4, 7, 1),
-                text("Greylisted, try again later"),
-            ));
-            return body;
-        }
-        "add header" | "rewrite subject" => {
-            out.quarantine = Some(format!("{name}: {} (score {:.2})", v.action, v.score));
-        }
-        _ => {}
-    }
-    let mut changes = Vec::new();
-    for h in &v.remove_headers {
-        changes.push(Response::ChgHeader(1, h.clone(), String::new()));
-    }
-    if v.add_headers.is_empty() {
-        changes.push(Response::AddHeader(
-            "X-Spamd-Result".into(),
-            rspamd::result_header(v),
-        ));
-        if out.quarantine.is_some() {
-            changes.push(Response::AddHeader("X-Spam".into(), "Yes".into()));
-        }
-    }
-    for (n, val) in &v.add_headers {
-        changes.push(Response::AddHeader(n.clone(), val.clone()));
-    }
-    if v.action == "rewrite subject"
-        && let Some(s) = &v.subject
-    {
-        changes.push(Response::ChgHeader(1, "Subject".into(), s.clone()));
-    }
-    apply_changes(
-        name,
-        actions::ADDHDRS | actions::CHGHDRS,
-        body,
-        changes,
-        max_size,
-        out,
-    )
-}
-
 /// Where the header section ends in `head` (after its empty line), or its length when there is none.
 fn header_end(head: &[u8]) -> usize {
     memchr::memmem::find(head, b"\r\n\r\n").map_or(head.len(), |i| i + 4)
@@ -766,121 +666,8 @@ fn early(a: Answer) -> Result<Option<Option<Answer>>, FilterError> {
     }
 }
 
-/// Applies one filter's end-of-message changes it was allowed to make.
-fn apply_changes(
-    name: &str,
-    allowed: u32,
-    body: Body,
-    changes: Vec<Response>,
-    max_size: usize,
-    out: &mut Outcome,
-) -> Body {
-    let mut header_changes = Vec::new();
-    let mut new_body: Option<Vec<u8>> = None;
-    let refuse = |what: &str| {
-        tracing::warn!(filter = %name, change = what, "content filter change ignored: not negotiated");
-    };
-    for c in changes {
-        match c {
-            Response::AddHeader(n, v) if allowed & actions::ADDHDRS != 0 => {
-                header_changes.push(Change::Add(n, v))
-            }
-            Response::InsHeader(i, n, v) if allowed & actions::ADDHDRS != 0 => {
-                header_changes.push(Change::Insert(i, n, v))
-            }
-            Response::ChgHeader(i, n, v) if allowed & actions::CHGHDRS != 0 => {
-                header_changes.push(Change::Change(i, n, v))
-            }
-            Response::AddRcpt(r) if allowed & actions::ADDRCPT != 0 => {
-                out.add_rcpts.push(strip_brackets(&r))
-            }
-            Response::AddRcptPar(r, _) if allowed & actions::ADDRCPT_PAR != 0 => {
-                out.add_rcpts.push(strip_brackets(&r))
-            }
-            Response::DelRcpt(r) if allowed & actions::DELRCPT != 0 => {
-                out.del_rcpts.push(strip_brackets(&r))
-            }
-            Response::ChgFrom(f, _) if allowed & actions::CHGFROM != 0 => {
-                out.new_from = Some(strip_brackets(&f))
-            }
-            Response::Quarantine(reason) if allowed & actions::QUARANTINE != 0 => {
-                out.quarantine = Some(if reason.is_empty() {
-                    name.to_string()
-                } else {
-                    reason
-                })
-            }
-            Response::ReplBody(chunk) if allowed & actions::CHGBODY != 0 => {
-                let b = new_body.get_or_insert_with(Vec::new);
-                if b.len() + chunk.len() <= max_size {
-                    b.extend_from_slice(&chunk);
-                } else {
-                    tracing::warn!(filter = %name, "replacement body over the message size limit; the original is kept");
-                    new_body = Some(Vec::new());
-                    out.refused.get_or_insert(Reply::new(
-                        451,
-                        EnhancedCode(4, 3, 4),
-                        "Content filter made the message too big",
-                    ));
-                }
-            }
-            Response::SetSymList(..) => {}
-            other => refuse(&format!("{other:?}").chars().take(40).collect::<String>()),
-        }
-    }
-    if header_changes.is_empty() && new_body.is_none() {
-        return body;
-    }
-    let end = header_end(&body.head);
-    let mut fields = edit::fields(&body.head[..end]);
-    for c in &header_changes {
-        if !edit::apply(&mut fields, c) {
-            tracing::warn!(filter = %name, change = ?c, "content filter change ignored: bad header name");
-        }
-    }
-    let mut head = edit::render(&fields);
-    head.extend_from_slice(b"\r\n");
-    match new_body {
-        Some(b) => {
-            head.extend_from_slice(&b);
-            Body::memory(head)
-        }
-        None => {
-            head.extend_from_slice(&body.head[end..]);
-            Body {
-                head,
-                tail: body.tail,
-            }
-        }
-    }
-}
-
-fn strip_brackets(s: &str) -> String {
-    s.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_string()
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn thresholds_set_in_tern_decide_over_rspamd_actions() {
-        use super::decide;
-        assert_eq!(decide("add header", 7.0, None, None), "add header");
-        assert_eq!(decide("no action", 7.0, Some(5.0), None), "add header");
-        assert_eq!(decide("add header", 4.0, Some(5.0), None), "no action");
-        assert_eq!(decide("reject", 16.0, Some(5.0), Some(20.0)), "add header");
-        assert_eq!(decide("reject", 16.0, Some(17.0), Some(20.0)), "no action");
-        assert_eq!(decide("add header", 21.0, Some(5.0), Some(20.0)), "reject");
-        assert_eq!(decide("greylist", 30.0, Some(5.0), Some(20.0)), "greylist");
-        assert_eq!(
-            decide("rewrite subject", 8.0, Some(5.0), None),
-            "rewrite subject"
-        );
-        assert_eq!(decide("reject", 16.0, None, None), "reject");
-    }
-
     #[test]
     fn reply_codes_from_filters_stay_refusals() {
         let r = super::parse_reply_code("f", "554 5.7.1 spam detected");
