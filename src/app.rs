@@ -51,6 +51,7 @@ struct Shared {
     trusted_uids: Arc<Vec<u32>>,
     local_limits: Arc<ConnLimiter>,
     sieve: Arc<crate::local::sieve::SieveRunner>,
+    local: Arc<crate::local::Local>,
     data_memory: Arc<tokio::sync::Semaphore>,
     /// The certificates every TLS listener presents (base pair, ACME), and the configuration built on them.
     certs: Arc<crate::tls::Certs>,
@@ -131,6 +132,7 @@ fn contexts(
                 origin: cfg.origin.clone(),
                 local_limits: shared.local_limits.clone(),
                 sieve: Some(shared.sieve.clone()),
+                local: cfg.deliver_in_session.then(|| shared.local.clone()),
                 data_memory: shared.data_memory.clone(),
                 store: shared.store.clone(),
                 filters: cfg
@@ -265,14 +267,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         scripts.clone(),
         tokio::runtime::Handle::current(),
     ));
-    crate::local::start(
-        cfg.local_workers,
-        jobs.local,
+    let local = crate::local::Local::new(
         store.clone(),
         intake.clone(),
         directory.clone(),
         Some(sieve.clone()),
     );
+    crate::local::start(cfg.local_workers, jobs.local, local.clone());
     // Who may send as anyone through the sendmail socket: root, the service user, trusted users.
     let mut trusted_uids = vec![0, crate::ops::privileges::service_uid(cfg.user.as_deref())];
     for name in &cfg.sendmail_trusted_users {
@@ -317,6 +318,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         trusted_uids: Arc::new(trusted_uids),
         local_limits: ConnLimiter::new(cfg.sendmail_connections.0, cfg.sendmail_connections.1),
         sieve,
+        local,
         data_memory: Arc::new(tokio::sync::Semaphore::new(
             usize::try_from(cfg.limits.data_memory / 1024)
                 .unwrap_or(usize::MAX)

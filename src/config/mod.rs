@@ -188,6 +188,8 @@ pub struct Config {
     pub limits: Limits,
     pub queue: QueueSettings,
     pub local_workers: usize,
+    /// `[delivery] deliver_in_session`.
+    pub deliver_in_session: bool,
     pub submission: SubmissionSettings,
     pub auth: AuthSettings,
     /// Where `tern sendmail` reaches the daemon.
@@ -727,6 +729,7 @@ impl Validator {
             limits,
             queue,
             local_workers: raw.delivery.local_workers,
+            deliver_in_session: raw.delivery.deliver_in_session,
             submission,
             auth,
             sendmail_socket,

@@ -630,6 +630,11 @@ pub enum TlsPolicy {
 pub struct RawDelivery {
     /// Local delivery tasks writing mailboxes in parallel (each fsyncs its own batch). Default: 8.
     pub local_workers: usize,
+    /// A message whose every recipient is local is written to the mailboxes by the SMTP session before
+    /// its 250 (fsynced with the folder, as the 250 promises), and never queued unless something about it
+    /// is left to do (a deferral, a script's reject, a success DSN). false: every message is queued first
+    /// and delivered by the workers. Default: true.
+    pub deliver_in_session: bool,
     /// TCP port of remote MX hosts. Default: 25 (tests use another).
     pub remote_port: u16,
     /// Outbound SMTP connections in total. Default: 100.
@@ -657,6 +662,7 @@ impl Default for RawDelivery {
     fn default() -> Self {
         RawDelivery {
             local_workers: 8,
+            deliver_in_session: true,
             remote_port: 25,
             max_connections: 100,
             per_destination: 10,

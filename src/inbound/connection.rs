@@ -65,6 +65,9 @@ struct Conn {
     declared_size: u64,
     /// The current transaction's place in the user's hourly limit, taken at MAIL.
     reservation: Option<Reservation>,
+    /// The quotas of the local mailboxes the current message goes to, as read for its quota check: what
+    /// delivery in the session measures against.
+    quotas: crate::local::Quotas,
     /// What the connection checks found out about the client (relay listener).
     client: Option<crate::checks::Client>,
     /// Since when the session has not completed a message.
@@ -96,6 +99,7 @@ pub(super) async fn handle(
         reverse_path: String::new(),
         declared_size: 0,
         reservation: None,
+        quotas: Default::default(),
         client: None,
         idle_since: tokio::time::Instant::now(),
         filters: None,
@@ -192,6 +196,7 @@ pub(super) async fn handle_local<S: AsyncRead + AsyncWrite + Unpin>(
         reverse_path: String::new(),
         declared_size: 0,
         reservation: None,
+        quotas: Default::default(),
         client: None,
         idle_since: tokio::time::Instant::now(),
         filters: None,

@@ -47,6 +47,9 @@ pub struct Inbound {
     pub local_limits: Arc<ConnLimiter>,
     /// Users' Sieve scripts, for ereject while the session is still open (RFC 5429 section 2.1).
     pub sieve: Option<Arc<crate::local::sieve::SieveRunner>>,
+    /// `[delivery] deliver_in_session`: a message for local recipients only is written to their
+    /// mailboxes before the 250 instead of being queued first.
+    pub local: Option<Arc<crate::local::Local>>,
     /// `[limits] data_memory` in KiB permits, shared by every session of every listener: message content
     /// held while it arrives.
     pub data_memory: Arc<tokio::sync::Semaphore>,

@@ -78,6 +78,8 @@ pub struct Accepted {
     pub dkim_domain: Option<String>,
     /// Recipients relayed to other domains.
     pub remote: usize,
+    /// Delivered to every local mailbox before this returned, never queued.
+    pub delivered: bool,
 }
 
 pub struct Intake {
@@ -88,8 +90,13 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Commits the message; when this returns Ok it is on stable storage.
-    pub async fn accept(&self, m: Incoming) -> Result<Accepted, QueueError> {
+    /// Commits the message; when this returns Ok it is on stable storage: in the queue, or (given `local`,
+    /// for a message that only has local recipients) in their mailboxes.
+    pub async fn accept(
+        &self,
+        m: Incoming,
+        local: Option<(&crate::local::Local, crate::local::Quotas)>,
+    ) -> Result<Accepted, QueueError> {
         let id = self.queue.next_id();
         let trace = match &m.trace {
             Trace::Smtp {
@@ -171,7 +178,8 @@ impl Intake {
             dkim_domain,
             recipients,
         };
-        let accepted = Accepted {
+        let mut accepted = Accepted {
+            delivered: false,
             id,
             dkim_domain: message.dkim_domain.clone(),
             remote: message
@@ -180,6 +188,14 @@ impl Intake {
                 .filter(|r| r.transport == Transport::Remote)
                 .count(),
         };
+        if let Some((local, quotas)) = local
+            && crate::local::Local::can_deliver_now(&message)
+        {
+            // Boxed: delivery may queue follow-ups (Sieve redirects, vacation replies) through `accept`.
+            Box::pin(local.deliver_now(message, quotas)).await?;
+            accepted.delivered = true;
+            return Ok(accepted);
+        }
         let spooled = message.body.tail.is_some();
         if let Err(e) = self.queue.enqueue(message).await {
             // A failed commit named no file; a closed queue may have committed it (the sweep knows).
@@ -234,21 +250,24 @@ impl Intake {
             })
             .collect();
         let accepted = self
-            .accept(Incoming {
-                reverse_path: reverse_path.to_string(),
-                body_type: "8BITMIME".into(),
-                smtputf8: !to.is_ascii(),
-                ret: None,
-                envid: None,
-                recipients,
-                body,
-                trace: Trace::Generated,
-                origin: Origin::Generated,
-                auth_results: None,
-                checks: String::new(),
-                folder: None,
-                may_sign,
-            })
+            .accept(
+                Incoming {
+                    reverse_path: reverse_path.to_string(),
+                    body_type: "8BITMIME".into(),
+                    smtputf8: !to.is_ascii(),
+                    ret: None,
+                    envid: None,
+                    recipients,
+                    body,
+                    trace: Trace::Generated,
+                    origin: Origin::Generated,
+                    auth_results: None,
+                    checks: String::new(),
+                    folder: None,
+                    may_sign,
+                },
+                None,
+            )
             .await?;
         Ok(Some(accepted.id))
     }

@@ -20,7 +20,8 @@ use tokio::sync::{Mutex, mpsc};
 /// Jobs one worker takes in one batch at most.
 const BATCH: usize = 32;
 
-type Quotas = Arc<HashMap<String, (Option<u64>, Option<u64>)>>;
+/// Users' quotas (bytes, messages) by lowercase address.
+pub type Quotas = Arc<HashMap<String, (Option<u64>, Option<u64>)>>;
 
 /// Users with quotas, read once per batch (one small query; most users have no quota).
 struct QuotaCache {
@@ -39,38 +40,136 @@ impl QuotaCache {
     }
 }
 
-/// Starts `workers` delivery tasks fed from `jobs`.
-pub fn start(
-    workers: usize,
-    jobs: mpsc::UnboundedReceiver<Job>,
+/// Local delivery: the mailbox store, the users' quotas and scripts, and the intake their follow-ups
+/// (redirects, vacation replies, DSNs) go through.
+pub struct Local {
     store: Arc<dyn MailboxStore>,
     intake: Arc<Intake>,
-    directory: Directory,
+    quotas: QuotaCache,
     sieve: Option<Arc<SieveRunner>>,
-) {
-    let jobs = Arc::new(Mutex::new(jobs));
-    let quotas = Arc::new(QuotaCache {
-        directory,
-        last: Mutex::new(Arc::new(HashMap::new())),
-    });
-    for _ in 0..workers {
-        tokio::spawn(worker(
-            jobs.clone(),
-            store.clone(),
-            intake.clone(),
-            quotas.clone(),
-            sieve.clone(),
-        ));
+}
+
+impl Local {
+    pub fn new(
+        store: Arc<dyn MailboxStore>,
+        intake: Arc<Intake>,
+        directory: Directory,
+        sieve: Option<Arc<SieveRunner>>,
+    ) -> Arc<Local> {
+        Arc::new(Local {
+            store,
+            intake,
+            quotas: QuotaCache {
+                directory,
+                last: Mutex::new(Arc::new(HashMap::new())),
+            },
+            sieve,
+        })
+    }
+
+    /// Whether `deliver_now` can take this message: every recipient ours, the content in memory, and no
+    /// recipient asking for a success DSN (that is the queue's to send).
+    pub fn can_deliver_now(m: &crate::queue::QueuedMessage) -> bool {
+        m.body.tail.is_none()
+            && !m.recipients.is_empty()
+            && m.recipients.iter().all(|r| {
+                r.transport == crate::queue::Transport::Local
+                    && !r
+                        .notify
+                        .as_deref()
+                        .is_some_and(|n| n.to_ascii_uppercase().contains("SUCCESS"))
+            })
+    }
+
+    /// Delivers a message that was never queued, from the SMTP session before its 250: the same writes,
+    /// scripts and outcomes as a queued job. When every recipient is delivered nothing is queued (the
+    /// copies are fsynced with their folders, which is what the 250 promises); anything else (a deferral,
+    /// a script's reject, a DSN) is committed with the message as a queue entry before this returns, and
+    /// the queue goes on from there. An error means nothing is promised: the client gets a 4xx.
+    /// `quotas` are those of the recipients' mailboxes, as the session just read them for its own check.
+    pub async fn deliver_now(
+        &self,
+        message: crate::queue::QueuedMessage,
+        quotas: Quotas,
+    ) -> Result<(), crate::queue::QueueError> {
+        let queue = &self.intake.queue;
+        let id = message.id;
+        // A fresh queue ID: no one else can hold it.
+        let claim = queue
+            .try_claim(id, crate::queue::Transport::Local)
+            .ok_or_else(|| crate::queue::QueueError::Busy(id.to_string()))?;
+        let message = Arc::new(message);
+        let job = Job {
+            message: message.clone(),
+            transport: crate::queue::Transport::Local,
+            from_disk: false,
+            whole: true,
+            claim,
+            memory: None,
+        };
+        let Some((mut reports, dsns)) = self.run(vec![job], quotas).await else {
+            return Err(crate::queue::QueueError::Write(
+                "local delivery task failed".into(),
+            ));
+        };
+        let report = reports.pop().ok_or(crate::queue::QueueError::Closed)?;
+        queue.record_direct(message, report, dsns).await
+    }
+
+    /// Writes a batch, queues what the recipients' scripts asked for, and concludes every job: the reports
+    /// and DSNs to record. `None` when the blocking task died (the jobs' claims defer their recipients).
+    async fn run(
+        &self,
+        batch: Vec<Job>,
+        quotas: Quotas,
+    ) -> Option<(Vec<crate::queue::Report>, Vec<crate::queue::QueuedMessage>)> {
+        let store = self.store.clone();
+        let started = std::time::Instant::now();
+        let runner = self.sieve.clone();
+        let (batch, mut attempts, followups) = match tokio::task::spawn_blocking(move || {
+            let (attempts, followups) = deliver(&batch, &*store, &quotas, runner.as_deref());
+            (batch, attempts, followups)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // The batch's jobs went with the task: their claims defer the recipients and wake the
+                // scheduler, so nothing waits for a restart.
+                tracing::error!(error = %e, "local delivery task failed; its recipients are deferred");
+                return None;
+            }
+        };
+        if let Some(runner) = &self.sieve {
+            for f in followups {
+                if let Err(reply) = follow_up(&self.intake, runner, &batch[f.job], &f).await {
+                    attempts[f.job][f.rcpt] = Attempt::Temporary {
+                        reply,
+                        relay: Some("local".into()),
+                    };
+                }
+            }
+        }
+        let mut reports = Vec::with_capacity(batch.len());
+        let mut dsns = Vec::new();
+        for (job, attempts) in batch.iter().zip(attempts) {
+            let (report, mut d) = self.intake.conclude(job, attempts, started).await;
+            reports.push(report);
+            dsns.append(&mut d);
+        }
+        Some((reports, dsns))
     }
 }
 
-async fn worker(
-    jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
-    store: Arc<dyn MailboxStore>,
-    intake: Arc<Intake>,
-    quotas: Arc<QuotaCache>,
-    sieve: Option<Arc<SieveRunner>>,
-) {
+/// Starts `workers` delivery tasks fed from `jobs`.
+pub fn start(workers: usize, jobs: mpsc::UnboundedReceiver<Job>, local: Arc<Local>) {
+    let jobs = Arc::new(Mutex::new(jobs));
+    for _ in 0..workers {
+        tokio::spawn(worker(jobs.clone(), local.clone()));
+    }
+}
+
+async fn worker(jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>, local: Arc<Local>) {
     loop {
         let mut batch = Vec::with_capacity(BATCH);
         {
@@ -86,42 +185,10 @@ async fn worker(
                 }
             }
         }
-        let store = store.clone();
-        let started = std::time::Instant::now();
-        let quotas = quotas.get().await;
-        let runner = sieve.clone();
-        let (batch, mut attempts, followups) = match tokio::task::spawn_blocking(move || {
-            let (attempts, followups) = deliver(&batch, &*store, &quotas, runner.as_deref());
-            (batch, attempts, followups)
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                // The batch's jobs went with the task: their claims defer the recipients and wake the
-                // scheduler, so nothing waits for a restart.
-                tracing::error!(error = %e, "local delivery task failed; its recipients are deferred");
-                continue;
-            }
-        };
-        if let Some(runner) = &sieve {
-            for f in followups {
-                if let Err(reply) = follow_up(&intake, runner, &batch[f.job], &f).await {
-                    attempts[f.job][f.rcpt] = Attempt::Temporary {
-                        reply,
-                        relay: Some("local".into()),
-                    };
-                }
-            }
+        let quotas = local.quotas.get().await;
+        if let Some((reports, dsns)) = local.run(batch, quotas).await {
+            local.intake.queue.record(reports, dsns).await;
         }
-        let mut reports = Vec::with_capacity(batch.len());
-        let mut dsns = Vec::new();
-        for (job, attempts) in batch.iter().zip(attempts) {
-            let (report, mut d) = intake.conclude(job, attempts, started).await;
-            reports.push(report);
-            dsns.append(&mut d);
-        }
-        intake.queue.record(reports, dsns).await;
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Maildir {
     /// Held while a `subscriptions` file is read, changed and written back, so that two sessions
     /// subscribing at once (or logging in for the first time at once) do not lose each other's change.
     subscriptions: Mutex<()>,
+    /// One fsync of a folder for every delivery that linked a file into it meanwhile.
+    dirsync: super::dirsync::DirSync,
 }
 
 fn err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> MailboxError + 'a {
@@ -44,6 +46,7 @@ impl Maildir {
             known: Mutex::new(HashSet::new()),
             states: Mutex::new(std::collections::HashMap::new()),
             subscriptions: Mutex::new(()),
+            dirsync: Default::default(),
             notifier: super::index::Notifier::default(),
         }
     }
@@ -678,7 +681,7 @@ impl Maildir {
             if let Some(folder) = d.parent() {
                 self.changed_outside(folder);
             }
-            if let Err(e) = sync_dir(&d) {
+            if let Err(e) = self.dirsync.sync(&d).map_err(err(&d, "fsync")) {
                 // The renames into this folder are not known to be durable: report each as failed.
                 for r in results.iter_mut() {
                     if matches!(r, Ok(Some(p)) if *p == d) {

@@ -4,6 +4,8 @@
 //! a delivery durable before it reports success, and must be idempotent for deliveries marked `check_existing`
 //! (a retry after a crash must not leave a second copy).
 
+pub mod dirsync;
+pub mod group;
 pub mod index;
 pub mod maildir;
 pub mod mbox;

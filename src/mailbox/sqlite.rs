@@ -84,6 +84,8 @@ pub struct SqliteStore {
     /// writes them back, so two at once would hand out the same MODSEQ, and SQLite would refuse the second
     /// upgrade from reader to writer (SQLITE_BUSY_SNAPSHOT) rather than wait.
     writer: tokio::sync::Mutex<()>,
+    /// New messages from every delivery under way, committed together.
+    appends: super::group::Group<Vec<NewMessage>, Result<(), String>>,
 }
 
 fn db_err(e: sqlx::Error) -> MailboxError {
@@ -115,6 +117,7 @@ impl SqliteStore {
             notifier: super::index::Notifier::default(),
             claims: std::sync::atomic::AtomicU64::new(0),
             writer: tokio::sync::Mutex::new(()),
+            appends: Default::default(),
         })
     }
 
@@ -499,16 +502,34 @@ impl MailboxStore for SqliteStore {
                 body,
             })
             .collect();
-        match self.block_on(self.append(rows)) {
-            Ok(_) => {
+        // Deliveries from other sessions arriving meanwhile share the transaction.
+        let committed = self.appends.submit(rows, &|groups: Vec<Vec<NewMessage>>| {
+            let n = groups.len();
+            match self.block_on(self.append(groups.into_iter().flatten().collect())) {
+                Ok(_) => vec![Ok(()); n],
+                Err(e) => vec![Err(e.to_string()); n],
+            }
+        });
+        match committed {
+            Some(Ok(())) => {
                 for d in items {
                     self.notifier.notify(&d.mailbox);
                 }
                 items.iter().map(|_| Ok(())).collect()
             }
-            Err(e) => items
+            Some(Err(e)) => items
                 .iter()
-                .map(|_| Err(other_error(&e.path, e.op, &e.source)))
+                .map(|_| Err(other_error("mailboxes.db", "append", &e)))
+                .collect(),
+            None => items
+                .iter()
+                .map(|_| {
+                    Err(other_error(
+                        "mailboxes.db",
+                        "append",
+                        "the commit failed inside tern",
+                    ))
+                })
                 .collect(),
         }
     }

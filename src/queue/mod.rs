@@ -266,6 +266,15 @@ enum Write {
     Insert(Arc<QueuedMessage>, oneshot::Sender<Result<(), QueueError>>),
     /// Outcomes, and the DSNs they cause, committed together: a bounce is never recorded without its DSN.
     Reports(Vec<Report>, Vec<Arc<QueuedMessage>>),
+    /// A message delivered before it was ever queued (`local::Local::deliver_now`), with the report of
+    /// that delivery and its DSNs. All final: only its history and events are written. Otherwise the
+    /// message is inserted with the outcomes applied, so what is left is retried and bounced as any other.
+    Direct(
+        Arc<QueuedMessage>,
+        Report,
+        Vec<Arc<QueuedMessage>>,
+        Option<oneshot::Sender<Result<(), QueueError>>>,
+    ),
     /// A job that ended without a report (its task panicked): its recipients are deferred.
     Abandoned(QueueId, Transport),
     /// Answered once everything sent before it is committed.
@@ -592,6 +601,36 @@ impl Queue {
         self.claims.try_claim(id, transport)
     }
 
+    /// Records a message that was delivered before it was queued, with its report and DSNs. When every
+    /// recipient is final and there is no DSN, nothing about the message needs the queue: this returns
+    /// once the write is handed to the writer (its history follows with the next group). Otherwise it
+    /// returns once the message and its outcomes are committed, as [`Queue::enqueue`] does.
+    pub async fn record_direct(
+        &self,
+        message: Arc<QueuedMessage>,
+        report: Report,
+        dsns: Vec<QueuedMessage>,
+    ) -> Result<(), QueueError> {
+        if let Some(c) = &report.claim {
+            c.mark_reported();
+        }
+        let settled = report.all_final() && dsns.is_empty();
+        let dsns = dsns.into_iter().map(Arc::new).collect();
+        if settled {
+            return self
+                .writes
+                .send(Write::Direct(message, report, dsns, None))
+                .await
+                .map_err(|_| QueueError::Closed);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(Write::Direct(message, report, dsns, Some(tx)))
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+
     /// Records delivery outcomes, with the DSNs they cause, in one commit (with the next group).
     pub async fn record(&self, reports: Vec<Report>, dsns: Vec<QueuedMessage>) {
         for r in &reports {
@@ -711,6 +750,27 @@ async fn writer(
                         }
                     }
                 }
+                Write::Direct(message, report, dsns, done) => {
+                    if result.is_ok() {
+                        for o in &report.outcomes {
+                            if let OutcomeKind::Deferred { next_attempt, .. } = o.kind {
+                                let _ = shared.wake.send(Wake::At(next_attempt, o.id));
+                            }
+                        }
+                        for dsn in dsns {
+                            hand_out_fresh(&shared, dsn, now);
+                        }
+                    } else if done.is_none() {
+                        // Delivered already; only its history and trace events are lost.
+                        tracing::error!(queue_id = %message.id, "queue: the history of a delivered message was not recorded");
+                    }
+                    if let Some(c) = &report.claim {
+                        c.release();
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(result.clone());
+                    }
+                }
                 Write::Abandoned(id, transport) => {
                     shared.claims.remove(id, transport, true);
                     let due = if result.is_ok() {
@@ -739,9 +799,22 @@ async fn commit(
     let mut inserts: Vec<&QueuedMessage> = Vec::new();
     let mut reports: Vec<&Report> = Vec::new();
     let mut abandoned = Vec::new();
+    // Messages delivered before they were queued, every recipient final: history and events only.
+    let mut direct: Vec<(&QueuedMessage, &Report)> = Vec::new();
+    let mut received: Vec<&QueuedMessage> = Vec::new();
     for w in batch {
         match w {
             Write::Insert(m, _) => inserts.push(m),
+            Write::Direct(m, r, dsns, _) => {
+                if r.all_final() {
+                    direct.push((m, r));
+                    received.push(m);
+                } else {
+                    inserts.push(m);
+                }
+                reports.push(r);
+                inserts.extend(dsns.iter().map(|d| &**d));
+            }
             Write::Reports(r, dsns) => {
                 reports.extend(r.iter());
                 inserts.extend(dsns.iter().map(|d| &**d));
@@ -759,11 +832,16 @@ async fn commit(
             .map_err(sqlx::Error::Io)?;
     }
     store::insert(&mut tx, &inserts).await?;
-    events::record(&mut tx, &inserts, &reports).await?;
+    received.extend(inserts.iter().copied());
+    events::record(&mut tx, &received, &reports).await?;
+    store::history_of_direct(&mut tx, &direct).await?;
     // The common case, every recipient of a fresh message final at once, is one statement for the group.
     let mut finished = Vec::new();
     let mut spooled = Vec::new();
     for report in reports {
+        if direct.iter().any(|(_, r)| std::ptr::eq(*r, report)) {
+            continue;
+        }
         if report.all_final() {
             finished.push(report);
             continue;

@@ -80,12 +80,7 @@ pub(super) async fn finish(
             "INSERT OR REPLACE INTO history (message_id, idx, reverse_path, forward_path, state, last_reply, finished_at) ",
         );
         q.push_values(chunk, |mut row, (r, o)| {
-            let (state, reply) = match &o.kind {
-                OutcomeKind::Delivered { reply } => ("delivered", reply),
-                OutcomeKind::Failed { reply } | OutcomeKind::Deferred { reply, .. } => {
-                    ("failed", reply)
-                }
-            };
+            let (state, reply) = history_state(&o.kind);
             row.push_bind(r.id.to_string())
                 .push_bind(o.idx)
                 .push("(SELECT reverse_path FROM messages WHERE id = ")
@@ -113,6 +108,49 @@ pub(super) async fn finish(
         collect_spooled(q.build().fetch_all(&mut **tx).await?, spooled);
     }
     Ok(())
+}
+
+/// The history of messages delivered before they were ever queued (no rows to move): one row per
+/// recipient, from the message itself.
+pub(super) async fn history_of_direct(
+    tx: &mut Transaction<'_, Sqlite>,
+    done: &[(&QueuedMessage, &Report)],
+) -> Result<(), sqlx::Error> {
+    let now = crate::clock::unix_now() as i64;
+    let rows: Vec<(&QueuedMessage, &Outcome)> = done
+        .iter()
+        .flat_map(|(m, r)| r.outcomes.iter().map(move |o| (*m, o)))
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO history (message_id, idx, reverse_path, forward_path, state, last_reply, finished_at) ",
+        );
+        q.push_values(chunk, |mut row, (m, o)| {
+            let (state, reply) = history_state(&o.kind);
+            let forward_path = m
+                .recipients
+                .iter()
+                .find(|r| r.idx == o.idx)
+                .map_or(o.to.clone(), |r| r.forward_path.clone());
+            row.push_bind(m.id.to_string())
+                .push_bind(o.idx)
+                .push_bind(m.reverse_path.clone())
+                .push_bind(forward_path)
+                .push_bind(state)
+                .push_bind(reply.clone())
+                .push_bind(now);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// A final outcome as the history has it: its state and last reply.
+fn history_state(kind: &OutcomeKind) -> (&'static str, &String) {
+    match kind {
+        OutcomeKind::Delivered { reply } => ("delivered", reply),
+        OutcomeKind::Failed { reply } | OutcomeKind::Deferred { reply, .. } => ("failed", reply),
+    }
 }
 
 fn collect_spooled(rows: Vec<sqlx::sqlite::SqliteRow>, spooled: &mut Vec<QueueId>) {

@@ -77,7 +77,57 @@ async fn until_acked(acked: &Arc<Mutex<Vec<String>>>, n: usize) {
 
 #[tokio::test]
 async fn kill_9_mid_batch_loses_no_acknowledged_message() {
+    kill_9_mid_batch("").await;
+}
+
+/// The same through the queue: every message committed to queue.db first, then delivered by the workers.
+#[tokio::test]
+async fn kill_9_mid_batch_through_the_queue_loses_nothing_either() {
+    kill_9_mid_batch("[delivery]\ndeliver_in_session = false\n").await;
+}
+
+/// A message for local recipients only is in the Maildir when its 250 arrives, and nothing of it is
+/// queued: a kill -9 right after the 250 (no restart) finds it there, and `tern trace` tells its history.
+#[tokio::test]
+async fn delivered_in_the_session_before_the_250() {
     let d = Daemon::start("");
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO client.test").await;
+    let (code, text) = c
+        .send_message(
+            "a@remote.test",
+            "alice@example.test",
+            "Subject: at once\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!(code, 250, "{text}");
+    let id = text.rsplit(' ').next().unwrap().to_string();
+    // No waiting: the copy is in new/ (fsynced, with its folder) before the reply was sent.
+    assert_eq!(d.delivered("alice@example.test").len(), 1);
+    let list = crate::harness::tern(d.dir.path(), &["queue", "list"]);
+    let list = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(!list.contains(&id), "{list}");
+    assert!(d.wait_log(&format!("queue_id={id}")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut trace = String::new();
+    while !trace.contains("status=sent") && std::time::Instant::now() < deadline {
+        let out = crate::harness::tern(d.dir.path(), &["trace", &id]);
+        trace = String::from_utf8_lossy(&out.stdout).to_string();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        trace.contains("received") && trace.contains("status=sent"),
+        "{trace}"
+    );
+    // Killed at once and started again: one copy, nothing delivered a second time from a queue row.
+    let stopped = d.kill9();
+    let d = Daemon::restart(stopped);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.delivered("alice@example.test").len(), 1);
+}
+
+async fn kill_9_mid_batch(config: &str) {
+    let d = Daemon::start(config);
     let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let tasks = load(
         d.addr,

@@ -19,6 +19,7 @@ impl Conn {
         body: Body,
         tls_on: bool,
     ) -> Vec<Reply> {
+        self.quotas = Default::default();
         let mut replies: Vec<Option<Reply>> = vec![None; env.recipients.len()];
         let mut keep = Vec::new();
         for (i, r) in env.recipients.iter().enumerate() {
@@ -44,13 +45,29 @@ impl Conn {
             .collect()
     }
 
-    /// The refusal for a message of `size` octets that one of these local mailboxes cannot take.
-    async fn quota_refusal(&self, mailboxes: &[crate::smtp::Mailbox], size: u64) -> Option<Reply> {
+    /// The refusal for a message of `size` octets that one of these local mailboxes cannot take. The
+    /// quotas read on the way are kept in `self.quotas` for delivery in the session.
+    async fn quota_refusal(
+        &mut self,
+        mailboxes: &[crate::smtp::Mailbox],
+        size: u64,
+    ) -> Option<Reply> {
         for m in mailboxes
             .iter()
             .filter(|m| self.ctx.policy.local_domains.contains(m.domain()))
         {
-            match self.ctx.policy.fit_mailbox(m, size).await {
+            let fit = match self.ctx.directory.lookup_with_quota(m).await {
+                Ok(Some((user, quota, _))) => {
+                    if let Some(q) = quota {
+                        let seen = std::sync::Arc::make_mut(&mut self.quotas);
+                        seen.insert(m.to_string().to_lowercase(), q);
+                        seen.insert(user.to_string().to_lowercase(), q);
+                    }
+                    self.ctx.policy.fit(&user, quota, size).await
+                }
+                _ => Fit::Fits,
+            };
+            match fit {
                 Fit::Fits => {}
                 Fit::Full => return Some(Reply::over_quota(&m.to_string())),
                 Fit::TooBig => return Some(Reply::exceeds_quota(&m.to_string())),
@@ -243,6 +260,7 @@ impl Conn {
         // The message must fit every local mailbox it goes to: refused now, never bounced later (SMTP has
         // one reply for all recipients; LMTP already answered per recipient).
         if !lmtp {
+            self.quotas = Default::default();
             for r in &env.recipients {
                 if let Some(reply) = self.quota_refusal(&r.mailboxes, size as u64).await {
                     tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, to = %r.forward_path, reply = %reply.summary(), "message refused");
@@ -314,7 +332,18 @@ impl Conn {
             may_sign,
         };
         let auth = env.auth.as_deref().unwrap_or("");
-        match self.ctx.intake.accept(incoming).await {
+        match self
+            .ctx
+            .intake
+            .accept(
+                incoming,
+                self.ctx
+                    .local
+                    .as_deref()
+                    .map(|l| (l, std::mem::take(&mut self.quotas))),
+            )
+            .await
+        {
             Ok(stored) => {
                 self.messages += 1;
                 crate::ops::metrics::inc(
@@ -324,9 +353,9 @@ impl Conn {
                 if let Some(r) = reservation {
                     r.keep();
                 }
-                let (id, remote) = (stored.id, stored.remote);
+                let (id, remote, delivered) = (stored.id, stored.remote, stored.delivered);
                 tracing::info!(queue_id = %id, helo = %Escaped(&env.helo), from = %env.reverse_path, to = %to, size, protocol = env.protocol,
-                    sasl_user = %Escaped(auth), remote, checks = %checks_summary, folder = folder.as_deref().unwrap_or(""),
+                    sasl_user = %Escaped(auth), remote, delivered, checks = %checks_summary, folder = folder.as_deref().unwrap_or(""),
                     dkim_domain = stored.dkim_domain.as_deref().unwrap_or(""), origin = origin.as_str(), "message accepted");
                 Reply::queued(&id.to_string())
             }
