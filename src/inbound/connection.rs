@@ -65,6 +65,8 @@ struct Conn {
     declared_size: u64,
     /// The current transaction's place in the user's hourly limit, taken at MAIL.
     reservation: Option<Reservation>,
+    /// The quotas of the accounts the current transaction's RCPTs accepted, as read then.
+    rcpt_quotas: crate::inbound::policy::Quotas,
     /// The quotas of the local mailboxes the current message goes to, as read for its quota check: what
     /// delivery in the session measures against.
     quotas: crate::local::Quotas,
@@ -99,6 +101,7 @@ pub(super) async fn handle(
         reverse_path: String::new(),
         declared_size: 0,
         reservation: None,
+        rcpt_quotas: Default::default(),
         quotas: Default::default(),
         client: None,
         idle_since: tokio::time::Instant::now(),
@@ -196,6 +199,7 @@ pub(super) async fn handle_local<S: AsyncRead + AsyncWrite + Unpin>(
         reverse_path: String::new(),
         declared_size: 0,
         reservation: None,
+        rcpt_quotas: Default::default(),
         quotas: Default::default(),
         client: None,
         idle_since: tokio::time::Instant::now(),
@@ -380,6 +384,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                         None => {
                             conn.recipients = 0;
+                            conn.rcpt_quotas.clear();
                             conn.reverse_path = reverse_path.to_string();
                             conn.declared_size = params.size.unwrap_or(0) as u64;
                         }
@@ -394,7 +399,12 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         _ => match conn
                             .ctx
                             .policy
-                            .check(&fp, conn.may_relay(), conn.declared_size)
+                            .check_noting(
+                                &fp,
+                                conn.may_relay(),
+                                conn.declared_size,
+                                &mut conn.rcpt_quotas,
+                            )
                             .await
                         {
                             RcptVerdict::Accept(mailboxes) => {

@@ -25,6 +25,9 @@ pub enum Fit {
     TooBig,
 }
 
+/// Local accounts' quotas as a transaction's RCPTs found them, by lowercase address.
+pub type Quotas = std::collections::HashMap<String, crate::directory::Quota>;
+
 impl RecipientPolicy {
     /// `may_relay`: the client authenticated, is a local program, or is in a trusted network. `size`: the
     /// octets the client announced (SIZE=), 0 when it did not: a mailbox that cannot take them is refused now
@@ -35,7 +38,24 @@ impl RecipientPolicy {
         may_relay: bool,
         size: u64,
     ) -> RcptVerdict {
-        match self.resolve(forward_path, may_relay, Some(size)).await {
+        self.check_noting(forward_path, may_relay, size, &mut Quotas::new())
+            .await
+    }
+
+    /// [`Self::check`], noting in `seen` the quota of each local account accepted directly (not through
+    /// an alias), by lowercase address: the end of DATA measures the message against it without asking
+    /// the directory again.
+    pub async fn check_noting(
+        &self,
+        forward_path: &ForwardPath,
+        may_relay: bool,
+        size: u64,
+        seen: &mut Quotas,
+    ) -> RcptVerdict {
+        match self
+            .resolve(forward_path, may_relay, Some(size), seen)
+            .await
+        {
             Ok(verdict) => verdict,
             Err(e) => {
                 tracing::error!(error = %e, to = %forward_path, "recipient lookup failed");
@@ -50,7 +70,8 @@ impl RecipientPolicy {
         &self,
         forward_path: &ForwardPath,
     ) -> Result<RcptVerdict, DirectoryError> {
-        self.resolve(forward_path, true, None).await
+        self.resolve(forward_path, true, None, &mut Quotas::new())
+            .await
     }
 
     async fn resolve(
@@ -58,6 +79,7 @@ impl RecipientPolicy {
         forward_path: &ForwardPath,
         may_relay: bool,
         quota_size: Option<u64>,
+        seen: &mut Quotas,
     ) -> Result<RcptVerdict, DirectoryError> {
         let given = match forward_path {
             ForwardPath::Postmaster => {
@@ -94,6 +116,7 @@ impl RecipientPolicy {
                         &given.to_string(),
                     )));
                 }
+                seen.insert(user.to_string().to_lowercase(), quota);
                 let Some(size) = quota_size else {
                     return Ok(RcptVerdict::Accept(vec![user]));
                 };

@@ -252,3 +252,117 @@ async fn a_stalled_destination_holds_no_more_than_delivery_jobs_messages() {
         "all still queued"
     );
 }
+
+/// Copies the one queued message of a stopped daemon's queue.db until the queue holds `total`, every
+/// recipient due now (the state a long outage of the destination leaves behind). Python's sqlite3, so
+/// that the backlog takes seconds to make instead of minutes of SMTP.
+fn grow_backlog(data: &std::path::Path, total: usize) {
+    let script = r#"
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1])
+(mid,) = db.execute("SELECT id FROM messages").fetchone()
+base = int(mid, 16)
+cols = [r[1] for r in db.execute("PRAGMA table_info(messages)")]
+rcols = [r[1] for r in db.execute("PRAGMA table_info(recipients)")]
+row = db.execute("SELECT %s FROM messages WHERE id = ?" % ",".join(cols), (mid,)).fetchone()
+rrow = db.execute("SELECT %s FROM recipients WHERE message_id = ?" % ",".join(rcols), (mid,)).fetchone()
+now = int(time.time())
+msgs, rcpts = [], []
+for n in range(1, int(sys.argv[2])):
+    nid = "%014X" % (base + n)
+    m = list(row); m[cols.index("id")] = nid; msgs.append(m)
+    r = list(rrow); r[rcols.index("message_id")] = nid; r[rcols.index("next_attempt")] = now; rcpts.append(r)
+db.executemany("INSERT INTO messages (%s) VALUES (%s)" % (",".join(cols), ",".join("?" * len(cols))), msgs)
+db.executemany("INSERT INTO recipients (%s) VALUES (%s)" % (",".join(rcols), ",".join("?" * len(rcols))), rcpts)
+db.commit()
+print(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+"#;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(data.join("queue.db"))
+        .arg(total.to_string())
+        .output()
+        .expect("/usr/bin/python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        total.to_string()
+    );
+}
+
+/// A restart with 50,000 messages queued for a destination that stalls, all due at once, then
+/// `tern queue flush` on them: resident memory stays under 200 MB (bodies are read only when a delivery
+/// starts, `[queue] delivery_jobs` at a time) and delivery starts at once instead of after a full load.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_of_50000_restarts_and_flushes_within_a_memory_ceiling() {
+    use std::time::{Duration, Instant};
+    const BACKLOG: usize = 50_000;
+    const CEILING_KIB: u64 = 200 * 1024;
+    let (d, _s) = stalled_destination("");
+    let mut raw = Raw::connect(d.addr).await;
+    raw.cmd("EHLO load.test").await;
+    let filler = "y".repeat(1000);
+    let (code, text) = raw
+        .send_message(
+            "a@load.test",
+            "bob@remote.test",
+            &format!("Subject: backlog\r\n\r\n{filler}\r\n"),
+        )
+        .await;
+    assert_eq!(code, 250, "{text}");
+    drop(raw);
+    let (dir, dns) = d.kill9();
+    grow_backlog(&dir.path().join("data"), BACKLOG);
+    let started = Instant::now();
+    let d = Daemon::restart((dir, dns));
+    // Deliveries are under way (the sink holds them) well before 50,000 bodies could have been read.
+    let admin = d.listener("admin");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut in_flight = 0.0;
+    while in_flight < 1.0 && Instant::now() < deadline {
+        let metrics = crate::ops::http_get(admin, "/metrics").await;
+        in_flight = metrics
+            .lines()
+            .find(|l| l.starts_with("tern_deliveries_in_flight"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = started.elapsed();
+    assert!(
+        in_flight >= 1.0,
+        "no delivery started within 60 s of the restart"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss, peak) = d.rss_kib();
+    let flush = crate::harness::tern(d.dir.path(), &["queue", "flush"]);
+    assert!(
+        flush.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flush.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss_flushed, peak_flushed) = d.rss_kib();
+    eprintln!(
+        "backlog of {BACKLOG}: first delivery {first:?} after the restart; RSS {rss} kB (peak {peak}) before the flush, {rss_flushed} kB (peak {peak_flushed}) after"
+    );
+    assert!(peak > 0 && peak_flushed > 0, "no /proc reading");
+    assert!(
+        peak_flushed < CEILING_KIB,
+        "peak RSS {peak_flushed} kB over {CEILING_KIB} kB with {BACKLOG} queued"
+    );
+    let queued = crate::harness::tern(d.dir.path(), &["queue", "list", "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&queued.stdout)
+            .matches("bob@remote.test")
+            .count(),
+        BACKLOG,
+        "all still queued"
+    );
+}

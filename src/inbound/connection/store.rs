@@ -56,7 +56,16 @@ impl Conn {
             .iter()
             .filter(|m| self.ctx.policy.local_domains.contains(m.domain()))
         {
-            let fit = match self.ctx.directory.lookup_with_quota(m).await {
+            // As the RCPT found it when it did (an account accepted directly), else asked now.
+            let known = self
+                .rcpt_quotas
+                .get(&m.to_string().to_lowercase())
+                .map(|q| Some((m.clone(), *q, false)));
+            let found = match known {
+                Some(k) => Ok(k),
+                None => self.ctx.directory.lookup_with_quota(m).await,
+            };
+            let fit = match found {
                 Ok(Some((user, quota, _))) => {
                     if let Some(q) = quota {
                         let seen = std::sync::Arc::make_mut(&mut self.quotas);
