@@ -436,7 +436,13 @@ impl Filters {
 
     /// The end of DATA: every filter in turn gets the message as the ones before it left it; `body` comes
     /// back changed when a filter changed it.
-    pub async fn message(&mut self, mut body: Body, max_size: usize) -> (Body, Outcome) {
+    /// `queue_id`: the ID intake will give the message (milters read it as the `i` macro).
+    pub async fn message(
+        &mut self,
+        mut body: Body,
+        max_size: usize,
+        queue_id: &str,
+    ) -> (Body, Outcome) {
         let mut out = Outcome {
             discard: self.discard,
             ..Default::default()
@@ -456,6 +462,8 @@ impl Filters {
                     from: self.from.clone(),
                     rcpts: self.rcpts.clone(),
                     user: self.facts.auth_user.clone(),
+                    queue_id: queue_id.to_string(),
+                    tls_version: self.facts.tls_version.clone(),
                 };
                 let settings = self.slots[i].settings.clone();
                 match rspamd::check(&settings, &env, &body).await {
@@ -496,7 +504,7 @@ impl Filters {
                 continue;
             };
             let limit = m.settings.content_timeout;
-            let sent = tokio::time::timeout(limit, send_message(m, &body)).await;
+            let sent = tokio::time::timeout(limit, send_message(m, &body, queue_id)).await;
             let answer = match sent {
                 Ok(Ok(a)) => a,
                 Ok(Err(e)) => {
@@ -571,12 +579,19 @@ fn header_end(head: &[u8]) -> usize {
 }
 
 /// Headers, end of headers, body chunks and end of message; None when the filter accepted before the end.
-async fn send_message(m: &mut Milter, body: &Body) -> Result<Option<Answer>, FilterError> {
+/// The message to one milter; `queue_id` goes with the DATA, end-of-header and end-of-message macros
+/// as `i` (Postfix's milter_data_macros, milter_end_of_header_macros and milter_end_of_data_macros).
+async fn send_message(
+    m: &mut Milter,
+    body: &Body,
+    queue_id: &str,
+) -> Result<Option<Answer>, FilterError> {
+    let i = || vec![("i".to_string(), queue_id.to_string())];
     let end = header_end(&body.head);
     let section = &body.head[..end];
     let ask = |m: &Milter, no_reply: u32| m.wants(no_reply);
     if m.wants(protocol::NODATA) {
-        m.tell(Command::Macros(Stage::Data, Vec::new())).await?;
+        m.tell(Command::Macros(Stage::Data, i())).await?;
         if ask(m, protocol::NR_DATA) {
             if let Some(done) = early(m.ask(Command::Data).await?)? {
                 return Ok(done);
@@ -601,7 +616,7 @@ async fn send_message(m: &mut Milter, body: &Body) -> Result<Option<Answer>, Fil
         }
     }
     if m.wants(protocol::NOEOH) {
-        m.tell(Command::Macros(Stage::Eoh, Vec::new())).await?;
+        m.tell(Command::Macros(Stage::Eoh, i())).await?;
         if ask(m, protocol::NR_EOH) {
             if let Some(done) = early(m.ask(Command::Eoh).await?)? {
                 return Ok(done);
@@ -636,7 +651,7 @@ async fn send_message(m: &mut Milter, body: &Body) -> Result<Option<Answer>, Fil
             send_chunk(m, pending).await?;
         }
     }
-    m.tell(Command::Macros(Stage::Eom, Vec::new())).await?;
+    m.tell(Command::Macros(Stage::Eom, i())).await?;
     let answer = m.ask(Command::BodyEob).await?;
     Ok(Some(answer))
 }

@@ -22,6 +22,10 @@ pub struct Envelope {
     pub from: String,
     pub rcpts: Vec<String>,
     pub user: Option<String>,
+    /// The queue ID the message will have (`Queue-Id`).
+    pub queue_id: String,
+    /// The client's TLS version (`TLS-Version`), when it used TLS.
+    pub tls_version: Option<String>,
 }
 
 /// rspamd's verdict.
@@ -182,6 +186,10 @@ pub async fn check(
     }
     if let Some(u) = &env.user {
         req = req.header("User", header_safe(u));
+    }
+    req = req.header("Queue-Id", header_safe(&env.queue_id));
+    if let Some(v) = &env.tls_version {
+        req = req.header("TLS-Version", header_safe(v));
     }
     for r in &env.rcpts {
         req = req.header("Rcpt", header_safe(r));

@@ -69,6 +69,8 @@ pub struct Incoming {
     /// The sender was checked to own the From: address (or is trusted to use any): the message may be
     /// DKIM-signed for its From: domain when that domain is ours.
     pub may_sign: bool,
+    /// The queue ID, when one was given out before intake (the content filters were told it).
+    pub id: Option<QueueId>,
 }
 
 /// What was queued, for the caller's reply and log line.
@@ -97,7 +99,7 @@ impl Intake {
         m: Incoming,
         local: Option<(&crate::local::Local, crate::local::Quotas)>,
     ) -> Result<Accepted, QueueError> {
-        let id = self.queue.next_id();
+        let id = m.id.unwrap_or_else(|| self.queue.next_id());
         let trace = match &m.trace {
             Trace::Smtp {
                 helo,
@@ -265,6 +267,7 @@ impl Intake {
                     checks: String::new(),
                     folder: None,
                     may_sign,
+                    id: None,
                 },
                 None,
             )

@@ -96,6 +96,12 @@ async fn milter_verdicts_and_changes_apply_while_the_session_is_open() {
     let mail = read(&got[0]);
     assert!(mail.contains("X-Milter: seen\n"), "{mail}");
     assert!(mail.contains("X-Milter-Client: 127.0.0.1\n"), "{mail}");
+    // The `i` macro at end of message is the queue ID the 250 names.
+    let id = text.rsplit(' ').next().unwrap();
+    assert!(
+        mail.contains(&format!("X-Milter-Queue-Id: {id}\n")),
+        "{text}\n{mail}"
+    );
     assert!(mail.contains("X-Change: changed\n"), "{mail}");
     assert!(!mail.contains("X-Remove"), "{mail}");
     assert!(mail.ends_with("\nbody line\n"), "{mail}");

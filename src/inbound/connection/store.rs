@@ -226,10 +226,16 @@ impl Conn {
             }
             (None, _) => body,
         };
-        // The content filters, each seeing the message as the ones before it left it.
+        // The content filters, each seeing the message as the ones before it left it, and told the queue
+        // ID it will have.
+        let mut queue_id = None;
         let body = match self.filters.as_mut() {
             Some(filters) => {
-                let (body, outcome) = filters.message(body, self.ctx.limits.message_size).await;
+                let id = self.ctx.intake.next_id();
+                queue_id = Some(id);
+                let (body, outcome) = filters
+                    .message(body, self.ctx.limits.message_size, &id.to_string())
+                    .await;
                 let summary = outcome.summary.join(",");
                 if !checks_summary.is_empty() {
                     checks_summary.push(' ');
@@ -339,6 +345,7 @@ impl Conn {
             checks: checks_summary.clone(),
             folder: folder.clone(),
             may_sign,
+            id: queue_id,
         };
         let auth = env.auth.as_deref().unwrap_or("");
         match self
