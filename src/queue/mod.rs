@@ -919,6 +919,34 @@ async fn scheduler(
                     shared.dispatch(Arc::new(message), true, claimed, Some(permit))
                 }
                 Ok(None) => claimed.iter().for_each(|c| c.release_unused()),
+                // No retry brings a deleted file back: held (once, visibly) until the admin restores the
+                // file and releases the message, or deletes it.
+                Err(sqlx::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    claimed.iter().for_each(|c| c.release_unused());
+                    let path = shared.spool.path_of(id);
+                    match store::set_held(&pool, id, true).await {
+                        Ok(_) => {
+                            let _ = events::note(
+                                &pool,
+                                id,
+                                "held",
+                                "its spool file is missing or truncated",
+                            )
+                            .await;
+                            tracing::error!(queue_id = %id, path = %path.display(),
+                                "queue: the spool file of this message is missing or truncated; held (restore the file and run tern queue release, or tern queue delete)");
+                        }
+                        Err(e) => {
+                            tracing::error!(queue_id = %id, path = %path.display(), error = %e, "queue: the spool file of this message is missing; will look again");
+                            push(&mut heap, &mut due_of, now + 300, id);
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::error!(queue_id = %id, error = %e, "queue: cannot load message, will try again");
                     claimed.iter().for_each(|c| c.release_unused());

@@ -284,3 +284,48 @@ async fn a_gigabyte_stream_is_refused_at_the_size_limit_without_memory_or_disk()
     // The session goes on.
     assert_eq!(raw.cmd("NOOP").await.0, 250);
 }
+
+/// A queued message whose spool file was removed by hand cannot be delivered by any retry: it is held,
+/// once and visibly (a log line, `tern queue show`, `tern trace`), instead of failing to load every 30 s.
+#[tokio::test]
+async fn a_message_whose_spool_file_is_gone_is_held_not_retried() {
+    let d = Daemon::start("");
+    // Room for one message: of two copies in one transaction the second is deferred and stays queued.
+    crate::harness::tern(
+        d.dir.path(),
+        &["user", "set-quota", "alice@example.test", "--messages", "1"],
+    );
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO load.test").await;
+    c.cmd("MAIL FROM:<a@remote.test>").await;
+    assert_eq!(c.cmd("RCPT TO:<alice@example.test>").await.0, 250);
+    assert_eq!(c.cmd("RCPT TO:<alice+copy@example.test>").await.0, 250);
+    assert_eq!(c.cmd("DATA").await.0, 354);
+    c.send(large_message("gone", 400_000).as_bytes()).await;
+    c.send(b".\r\n").await;
+    let (code, text) = c.reply().await;
+    assert_eq!(code, 250, "{text}");
+    let id = text.rsplit(' ').next().unwrap().to_string();
+    d.wait_delivered("alice@example.test", 1);
+    assert!(d.wait_log("4.2.2"), "{}", d.log_text());
+    let spool = d.dir.path().join("data").join("spool").join(&id);
+    assert!(spool.exists(), "the deferred copy keeps the spool file");
+    std::fs::remove_file(&spool).unwrap();
+    for _ in 0..3 {
+        let out = crate::harness::tern(d.dir.path(), &["queue", "flush"]);
+        assert!(out.status.success());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(d.wait_log("spool file of this message is missing or truncated; held"));
+    let show = crate::harness::tern(d.dir.path(), &["queue", "show", &id]);
+    let show = String::from_utf8_lossy(&show.stdout).to_string();
+    assert!(show.contains("held:      yes"), "{show}");
+    // Flushes skip a held message: said once, not once per attempt.
+    let said = d
+        .log_text()
+        .matches("spool file of this message is missing")
+        .count();
+    assert_eq!(said, 1, "{}", d.log_text());
+    let trace = crate::harness::tern(d.dir.path(), &["trace", &id]);
+    assert!(String::from_utf8_lossy(&trace.stdout).contains("spool file is missing"));
+}
