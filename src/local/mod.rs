@@ -185,6 +185,10 @@ async fn worker(jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>, local: Arc<Local
                 }
             }
         }
+        batch.retain(|j| !local.intake.queue.set_aside_if_held(j));
+        if batch.is_empty() {
+            continue;
+        }
         let quotas = local.quotas.get().await;
         if let Some((reports, dsns)) = local.run(batch, quotas).await {
             local.intake.queue.record(reports, dsns).await;

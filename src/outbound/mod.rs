@@ -126,7 +126,9 @@ pub fn start(ctx: Arc<Outbound>, intake: Arc<Intake>, mut jobs: mpsc::UnboundedR
             let intake = intake.clone();
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
-                let attempts = deliver_job(&ctx, &job).await;
+                let Some(attempts) = deliver_job(&ctx, &job).await else {
+                    return;
+                };
                 let (report, dsns) = intake.conclude(&job, attempts, started).await;
                 ctx.queue.record(vec![report], dsns).await;
             });
@@ -134,8 +136,9 @@ pub fn start(ctx: Arc<Outbound>, intake: Arc<Intake>, mut jobs: mpsc::UnboundedR
     });
 }
 
-/// One attempt for every recipient of the job, grouped by domain, in recipient order.
-async fn deliver_job(ctx: &Outbound, job: &Job) -> Vec<Attempt> {
+/// One attempt for every recipient of the job, grouped by domain, in recipient order; `None` when the
+/// message was held while the job waited for its first slots (set aside, nothing attempted).
+async fn deliver_job(ctx: &Outbound, job: &Job) -> Option<Vec<Attempt>> {
     let m = &job.message;
     let mut by_domain: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, r) in m.recipients.iter().enumerate() {
@@ -161,6 +164,9 @@ async fn deliver_job(ctx: &Outbound, job: &Job) -> Vec<Attempt> {
         let slots = ctx.destination_slots(&domain);
         let _slot = slots.acquire().await;
         let _permit = ctx.total.acquire().await;
+        if attempts.iter().all(Option::is_none) && ctx.queue.set_aside_if_held(job) {
+            return None;
+        }
         let rcpts: Vec<&crate::queue::QueuedRecipient> =
             indexes.iter().map(|&i| &m.recipients[i]).collect();
         let results = deliver::deliver_domain(ctx, m, &domain, &rcpts).await;
@@ -168,13 +174,15 @@ async fn deliver_job(ctx: &Outbound, job: &Job) -> Vec<Attempt> {
             attempts[i] = Some(a);
         }
     }
-    attempts
-        .into_iter()
-        .map(|a| {
-            a.unwrap_or(Attempt::Temporary {
-                reply: "4.3.0 not attempted".into(),
-                relay: None,
+    Some(
+        attempts
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or(Attempt::Temporary {
+                    reply: "4.3.0 not attempted".into(),
+                    relay: None,
+                })
             })
-        })
-        .collect()
+            .collect(),
+    )
 }

@@ -50,11 +50,13 @@ impl Queue {
         Ok(n)
     }
 
-    /// `tern queue hold ID`: no delivery is started for the message until it is released (one already
-    /// handed to delivery still runs); its lifetime still counts from its arrival.
+    /// `tern queue hold ID`: no delivery is started for the message until it is released (one handed out
+    /// but not begun is set aside; one already talking to a server finishes); its lifetime still counts
+    /// from its arrival.
     pub async fn hold(&self, id: QueueId) -> Result<(), QueueError> {
         match store::set_held(&self.pool, id, true).await {
             Ok(true) => {
+                self.mark_held(id, true);
                 self.note(id, "held by the administrator (tern queue hold)")
                     .await;
                 Ok(())
@@ -68,6 +70,7 @@ impl Queue {
     pub async fn release(&self, id: QueueId) -> Result<(), QueueError> {
         match store::set_held(&self.pool, id, false).await {
             Ok(true) => {
+                self.mark_held(id, false);
                 self.note(id, "released by the administrator (tern queue release)")
                     .await;
                 self.flush(Some(id)).await.map(|_| ())

@@ -316,6 +316,9 @@ pub struct Queue {
     dsn: Arc<DsnSettings>,
     pool: SqlitePool,
     spool: spool::Spool,
+    /// Messages held by `tern queue hold` since the start: a job handed out before the hold is set aside
+    /// when its delivery would begin.
+    held: Arc<std::sync::Mutex<HashSet<QueueId>>>,
 }
 
 /// The job streams, one per transport.
@@ -516,6 +519,7 @@ impl Queue {
             dsn: Arc::new(dsn),
             pool,
             spool,
+            held: Default::default(),
         };
         Ok((
             queue,
@@ -629,6 +633,31 @@ impl Queue {
             .await
             .map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// A job whose message was held after it was handed out: its claim is given back untouched (nothing
+    /// was attempted, the recipients stay as they were) and true is returned; the caller drops the job.
+    pub fn set_aside_if_held(&self, job: &Job) -> bool {
+        let held = self
+            .held
+            .lock()
+            .map(|h| h.contains(&job.message.id))
+            .unwrap_or(false);
+        if held {
+            tracing::info!(queue_id = %job.message.id, transport = job.transport.as_str(), "queue: held before its delivery began; set aside");
+            job.claim.release_unused();
+        }
+        held
+    }
+
+    fn mark_held(&self, id: QueueId, held: bool) {
+        if let Ok(mut h) = self.held.lock() {
+            if held {
+                h.insert(id);
+            } else {
+                h.remove(&id);
+            }
+        }
     }
 
     /// Records delivery outcomes, with the DSNs they cause, in one commit (with the next group).

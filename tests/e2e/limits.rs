@@ -366,3 +366,63 @@ async fn a_backlog_of_50000_restarts_and_flushes_within_a_memory_ceiling() {
         "all still queued"
     );
 }
+
+/// `tern queue hold` on a message whose job was already handed to delivery but is still waiting for a
+/// connection slot: the job is set aside when its turn comes (nothing sent, nothing counted), and the
+/// message goes only once released.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_held_while_its_job_waits_is_not_delivered() {
+    use crate::dns::{Rr, TestDns};
+    use crate::sink::{Behaviour, sinks};
+    use std::time::Duration;
+    let s = sinks(vec![Behaviour {
+        stall_secs: 2,
+        ..Behaviour::default()
+    }]);
+    let dns = TestDns::start(vec![Rr::A("remote.test", "127.0.0.2")]);
+    let mut d = Daemon::start_with_dns(&format!(
+        "[delivery]\nremote_port = {}\nallow_private_addresses = true\nmax_connections = 1\n\
+         [submission]\ntrusted_networks = [\"127.0.0.1/32\"]\n{}",
+        s[0].addr.port(),
+        dns.config()
+    ));
+    d.dns = Some(dns);
+    let mut raw = Raw::connect(d.addr).await;
+    raw.cmd("EHLO load.test").await;
+    let mut ids = Vec::new();
+    for subject in ["first", "second"] {
+        let (code, text) = raw
+            .send_message(
+                "a@load.test",
+                "bob@remote.test",
+                &format!("Subject: {subject}\r\n\r\nbody\r\n"),
+            )
+            .await;
+        assert_eq!(code, 250, "{text}");
+        ids.push(text.rsplit(' ').next().unwrap().to_string());
+    }
+    // The first holds the only connection (the sink stalls 2 s); the second's job waits for it.
+    let hold = crate::harness::tern(d.dir.path(), &["queue", "hold", &ids[1]]);
+    assert!(
+        hold.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hold.stderr)
+    );
+    assert!(d.wait_log(&format!(
+        "queue_id={} from=a@load.test to=bob@remote.test",
+        ids[0]
+    )));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = s[0].messages();
+    assert_eq!(got.len(), 1, "only the first was sent");
+    assert!(got[0].data.contains("Subject: first"));
+    assert!(d.wait_log("held before its delivery began; set aside"));
+    let show = crate::harness::tern(d.dir.path(), &["queue", "show", &ids[1]]);
+    let show = String::from_utf8_lossy(&show.stdout).to_string();
+    assert!(show.contains("held:      yes"), "{show}");
+    assert!(show.contains("remote queued attempts 0"), "nothing counted: {show}");
+    let release = crate::harness::tern(d.dir.path(), &["queue", "release", &ids[1]]);
+    assert!(release.status.success());
+    let got = s[0].wait(2);
+    assert!(got[1].data.contains("Subject: second"), "{}", got[1].data);
+}
