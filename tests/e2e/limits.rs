@@ -420,7 +420,10 @@ async fn a_message_held_while_its_job_waits_is_not_delivered() {
     let show = crate::harness::tern(d.dir.path(), &["queue", "show", &ids[1]]);
     let show = String::from_utf8_lossy(&show.stdout).to_string();
     assert!(show.contains("held:      yes"), "{show}");
-    assert!(show.contains("remote queued attempts 0"), "nothing counted: {show}");
+    assert!(
+        show.contains("remote queued attempts 0"),
+        "nothing counted: {show}"
+    );
     let release = crate::harness::tern(d.dir.path(), &["queue", "release", &ids[1]]);
     assert!(release.status.success());
     let got = s[0].wait(2);

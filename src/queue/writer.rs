@@ -1,0 +1,212 @@
+//! The queue's one writer: every change to queue.db goes through it, in groups committed together (one
+//! transaction, one fsync of the WAL for all the messages, outcomes and DSNs waiting), then hands fresh
+//! messages to delivery and wakes the scheduler for what was deferred.
+
+use super::*;
+
+/// Takes the claims for a message the writer is about to store: nobody else knows its id yet.
+fn claim_new(claims: &Arc<claims::Claims>, m: &QueuedMessage) -> Vec<Arc<claims::Claim>> {
+    [Transport::Local, Transport::Remote]
+        .into_iter()
+        .filter(|t| m.recipients.iter().any(|r| r.transport == *t))
+        .filter_map(|t| claims.try_claim(m.id, t))
+        .collect()
+}
+
+/// A message just committed goes to delivery at once while its body fits `[queue] delivery_memory`;
+/// otherwise it waits on disk, where the scheduler finds it as soon as there is room (the writer never
+/// waits for room: deliveries report through it).
+fn hand_out_fresh(shared: &Arc<Shared>, message: Arc<QueuedMessage>, now: u64) {
+    let kib = shared.cost_of(&message);
+    let job = shared.jobs.clone().try_acquire_owned();
+    let memory = shared.memory.clone().try_acquire_many_owned(kib);
+    match (job, memory) {
+        (Ok(job), Ok(memory)) => {
+            let claimed = claim_new(&shared.claims, &message);
+            let hold = Hold {
+                _memory: memory,
+                _job: job,
+            };
+            shared.dispatch(message, false, claimed, Some(hold));
+        }
+        _ => {
+            let _ = shared.wake.send(Wake::At(now, message.id));
+        }
+    }
+}
+
+pub(super) async fn writer(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<Write>,
+    shared: Arc<Shared>,
+    settings: QueueSettings,
+) {
+    let mut batch = Vec::with_capacity(64);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let now = crate::clock::unix_now();
+        let result = commit(
+            &pool,
+            &shared.spool,
+            &batch,
+            now + settings.retry_base.as_secs(),
+        )
+        .await
+        .map_err(|e| QueueError::Write(e.to_string()));
+        // Files of messages that just left the queue (a crash before this leaves them to the next sweep).
+        let result = match result {
+            Ok(spooled) if !spooled.is_empty() => {
+                let spool = shared.spool.clone();
+                tokio::task::spawn_blocking(move || spool.remove(&spooled));
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, writes = batch.len(), "queue: group commit failed");
+        }
+        for w in batch.drain(..) {
+            match w {
+                Write::Insert(message, done) => {
+                    if result.is_ok() {
+                        hand_out_fresh(&shared, message, now);
+                    }
+                    let _ = done.send(result.clone());
+                }
+                Write::Reports(reports, dsns) => {
+                    if result.is_ok() {
+                        for o in reports.iter().flat_map(|r| &r.outcomes) {
+                            if let OutcomeKind::Deferred { next_attempt, .. } = o.kind {
+                                let _ = shared.wake.send(Wake::At(next_attempt, o.id));
+                            }
+                        }
+                        for dsn in dsns {
+                            hand_out_fresh(&shared, dsn, now);
+                        }
+                    } else {
+                        // Not recorded, nor their DSNs: these recipients are tried again from disk shortly.
+                        for r in &reports {
+                            let _ = shared.wake.send(Wake::At(now + 5, r.id));
+                        }
+                    }
+                    for r in &reports {
+                        if let Some(c) = &r.claim {
+                            c.release();
+                        }
+                    }
+                }
+                Write::Direct(message, report, dsns, done) => {
+                    if result.is_ok() {
+                        for o in &report.outcomes {
+                            if let OutcomeKind::Deferred { next_attempt, .. } = o.kind {
+                                let _ = shared.wake.send(Wake::At(next_attempt, o.id));
+                            }
+                        }
+                        for dsn in dsns {
+                            hand_out_fresh(&shared, dsn, now);
+                        }
+                    } else if done.is_none() {
+                        // Delivered already; only its history and trace events are lost.
+                        tracing::error!(queue_id = %message.id, "queue: the history of a delivered message was not recorded");
+                    }
+                    if let Some(c) = &report.claim {
+                        c.release();
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(result.clone());
+                    }
+                }
+                Write::Abandoned(id, transport) => {
+                    shared.claims.remove(id, transport, true);
+                    let due = if result.is_ok() {
+                        now + settings.retry_base.as_secs()
+                    } else {
+                        now + 5
+                    };
+                    let _ = shared.wake.send(Wake::At(due, id));
+                }
+                Write::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Commits a group of writes; returns the messages that left the queue with a spool file.
+async fn commit(
+    pool: &SqlitePool,
+    spool: &spool::Spool,
+    batch: &[Write],
+    retry_at: u64,
+) -> Result<Vec<QueueId>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut inserts: Vec<&QueuedMessage> = Vec::new();
+    let mut reports: Vec<&Report> = Vec::new();
+    let mut abandoned = Vec::new();
+    // Messages delivered before they were queued, every recipient final: history and events only.
+    let mut direct: Vec<(&QueuedMessage, &Report)> = Vec::new();
+    let mut received: Vec<&QueuedMessage> = Vec::new();
+    for w in batch {
+        match w {
+            Write::Insert(m, _) => inserts.push(m),
+            Write::Direct(m, r, dsns, _) => {
+                if r.all_final() {
+                    direct.push((m, r));
+                    received.push(m);
+                } else {
+                    inserts.push(m);
+                }
+                reports.push(r);
+                inserts.extend(dsns.iter().map(|d| &**d));
+            }
+            Write::Reports(r, dsns) => {
+                reports.extend(r.iter());
+                inserts.extend(dsns.iter().map(|d| &**d));
+            }
+            Write::Abandoned(id, transport) => abandoned.push((*id, *transport)),
+            Write::Barrier(_) => {}
+        }
+    }
+    // Spool files renamed to their queue IDs: their names are durable before the rows naming them.
+    if inserts.iter().any(|m| m.body.tail.is_some()) {
+        let spool = spool.clone();
+        tokio::task::spawn_blocking(move || spool.sync())
+            .await
+            .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+            .map_err(sqlx::Error::Io)?;
+    }
+    store::insert(&mut tx, &inserts).await?;
+    received.extend(inserts.iter().copied());
+    events::record(&mut tx, &received, &reports).await?;
+    store::history_of_direct(&mut tx, &direct).await?;
+    // The common case, every recipient of a fresh message final at once, is one statement for the group.
+    let mut finished = Vec::new();
+    let mut spooled = Vec::new();
+    for report in reports {
+        if direct.iter().any(|(_, r)| std::ptr::eq(*r, report)) {
+            continue;
+        }
+        if report.all_final() {
+            finished.push(report);
+            continue;
+        }
+        for o in &report.outcomes {
+            store::apply(&mut tx, o).await?;
+        }
+        store::finish_if_done(&mut tx, report.id, &mut spooled).await?;
+    }
+    store::finish(&mut tx, &finished, &mut spooled).await?;
+    for (id, transport) in abandoned {
+        store::defer_all(&mut tx, id, transport, retry_at).await?;
+    }
+    tx.commit().await?;
+    Ok(spooled)
+}
