@@ -190,16 +190,17 @@ impl Intake {
                 .filter(|r| r.transport == Transport::Remote)
                 .count(),
         };
-        if let Some((local, quotas)) = local
-            && crate::local::Local::can_deliver_now(&message)
-        {
-            // Boxed: delivery may queue follow-ups (Sieve redirects, vacation replies) through `accept`.
-            Box::pin(local.deliver_now(message, quotas)).await?;
-            accepted.delivered = true;
-            return Ok(accepted);
-        }
         let spooled = message.body.tail.is_some();
-        if let Err(e) = self.queue.enqueue(message).await {
+        let stored = match local {
+            Some((local, quotas)) if crate::local::Local::can_deliver_now(&message) => {
+                accepted.delivered = true;
+                // Boxed: delivery may queue follow-ups (Sieve redirects, vacation replies) through
+                // `accept`.
+                Box::pin(local.deliver_now(message, quotas)).await
+            }
+            _ => self.queue.enqueue(message).await,
+        };
+        if let Err(e) = stored {
             // A failed commit named no file; a closed queue may have committed it (the sweep knows).
             if spooled && matches!(e, QueueError::Write(_)) {
                 let spool = self.queue.spool().clone();

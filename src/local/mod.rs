@@ -67,11 +67,11 @@ impl Local {
         })
     }
 
-    /// Whether `deliver_now` can take this message: every recipient ours, the content in memory, and no
-    /// recipient asking for a success DSN (that is the queue's to send).
+    /// Whether `deliver_now` can take this message: every recipient ours, and no recipient asking for a
+    /// success DSN (that is the queue's to send). A spooled message streams from its spool file, which
+    /// goes once every copy is stored.
     pub fn can_deliver_now(m: &crate::queue::QueuedMessage) -> bool {
-        m.body.tail.is_none()
-            && !m.recipients.is_empty()
+        !m.recipients.is_empty()
             && m.recipients.iter().all(|r| {
                 r.transport == crate::queue::Transport::Local
                     && !r

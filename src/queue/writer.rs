@@ -190,6 +190,13 @@ async fn commit(
     // The common case, every recipient of a fresh message final at once, is one statement for the group.
     let mut finished = Vec::new();
     let mut spooled = Vec::new();
+    // Delivered before it was ever queued: its spool file goes once the history is in.
+    spooled.extend(
+        direct
+            .iter()
+            .filter(|(m, _)| m.body.tail.is_some())
+            .map(|(m, _)| m.id),
+    );
     for report in reports {
         if direct.iter().any(|(_, r)| std::ptr::eq(*r, report)) {
             continue;
