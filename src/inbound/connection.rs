@@ -108,7 +108,7 @@ pub(super) async fn handle(
         filters: None,
     };
     if let (ListenerKind::Relay, Some(checks)) = (conn.ctx.kind, conn.ctx.checks.clone()) {
-        match checks.connect(peer.ip()).await {
+        match Box::pin(checks.connect(peer.ip())).await {
             Ok(client) => conn.client = Some(client),
             Err(reply) => {
                 tracing::warn!(reply = %reply.summary(), "connection refused");
@@ -134,11 +134,11 @@ pub(super) async fn handle(
             tls_version: None,
             auth_user: None,
         };
-        conn.filters = crate::filter::Filters::connect(&conn.ctx.filters, facts).await;
+        conn.filters = Box::pin(crate::filter::Filters::connect(&conn.ctx.filters, facts)).await;
     }
     let result = if implicit_tls {
         // RFC 8314: TLS from the first byte; the greeting comes inside it.
-        match conn.handshake(stream).await {
+        match Box::pin(conn.handshake(stream)).await {
             Some(mut tls) => {
                 let mut session = Session::new_tls(conn.ctx.session.clone());
                 match greet(&session, &mut tls).await {
@@ -171,7 +171,7 @@ async fn plain_then_starttls(mut stream: TcpStream, conn: &mut Conn) -> std::io:
     let mut session = Session::new(conn.ctx.session.clone());
     greet(&session, &mut stream).await?;
     if let Next::StartTls = drive(&mut session, &mut stream, conn).await?
-        && let Some(mut tls) = conn.handshake(stream).await
+        && let Some(mut tls) = Box::pin(conn.handshake(stream)).await
     {
         session.tls_established();
         drive(&mut session, &mut tls, conn).await?;
@@ -293,7 +293,7 @@ async fn spool_content(
         }
     }
     if let Some((_, writer)) = spool.as_mut()
-        && let Err(e) = writer.write(session.take_content()).await
+        && let Err(e) = Box::pin(writer.write(session.take_content())).await
     {
         tracing::error!(error = %e, "cannot write a spool file; message refused with 452");
         session.shed_message();
@@ -372,8 +372,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                             if let Some(size) = params.size {
                                 args.push(format!("SIZE={size}"));
                             }
-                            filters
-                                .mail(session.helo(), &reverse_path.to_string(), args)
+                            Box::pin(filters.mail(session.helo(), &reverse_path.to_string(), args))
                                 .await
                         }
                         (refusal, _) => refusal,
@@ -396,26 +395,23 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         Some(max) if conn.recipients >= max => {
                             RcptVerdict::Refuse(Reply::user_too_many_recipients(max))
                         }
-                        _ => match conn
-                            .ctx
-                            .policy
-                            .check_noting(
-                                &fp,
-                                conn.may_relay(),
-                                conn.declared_size,
-                                &mut conn.rcpt_quotas,
-                            )
-                            .await
+                        _ => match Box::pin(conn.ctx.policy.check_noting(
+                            &fp,
+                            conn.may_relay(),
+                            conn.declared_size,
+                            &mut conn.rcpt_quotas,
+                        ))
+                        .await
                         {
                             RcptVerdict::Accept(mailboxes) => {
-                                conn.greylist(&fp.to_string(), mailboxes).await
+                                Box::pin(conn.greylist(&fp.to_string(), mailboxes)).await
                             }
                             refused => refused,
                         },
                     };
                     let verdict = match (verdict, conn.filters.as_mut()) {
                         (RcptVerdict::Accept(mailboxes), Some(filters)) => {
-                            match filters.rcpt(&fp.to_string()).await {
+                            match Box::pin(filters.rcpt(&fp.to_string())).await {
                                 Some(reply) => RcptVerdict::Refuse(reply),
                                 None => RcptVerdict::Accept(mailboxes),
                             }
@@ -431,13 +427,13 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     session.recipient_verdict(verdict);
                 }
                 Action::Authenticate(credentials) => {
-                    let verdict = conn.authenticate(credentials).await;
+                    let verdict = Box::pin(conn.authenticate(credentials)).await;
                     session.auth_verdict(verdict);
                 }
                 Action::Message(envelope, rest) => {
                     let body = match spool.take() {
                         Some((seq, writer)) if seq == session.content_seq() => {
-                            writer.finish(rest, limits.header_section).await
+                            Box::pin(writer.finish(rest, limits.header_section)).await
                         }
                         _ => Ok(crate::queue::Body::memory(rest)),
                     };
@@ -455,12 +451,13 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     };
                     if session.is_lmtp() {
-                        let replies = conn.store_lmtp(*envelope, body, session.is_tls()).await;
+                        let replies =
+                            Box::pin(conn.store_lmtp(*envelope, body, session.is_tls())).await;
                         session.message_stored_each(replies);
                         continue;
                     }
                     let started = std::time::Instant::now();
-                    let reply = conn.store(*envelope, body, session.is_tls()).await;
+                    let reply = Box::pin(conn.store(*envelope, body, session.is_tls())).await;
                     crate::ops::metrics::observe_reply_latency(started.elapsed().as_secs_f64());
                     if reply.code < 400 {
                         idle_since = tokio::time::Instant::now();
