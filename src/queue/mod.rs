@@ -628,11 +628,18 @@ impl Queue {
         let settled = report.all_final() && dsns.is_empty();
         let dsns = dsns.into_iter().map(Arc::new).collect();
         if settled {
-            return self
+            // Every copy is stored: a writer that is gone loses the history, and the 250 still stands
+            // (a 4xx now would only make the client send a second copy).
+            let id = message.id;
+            if self
                 .writes
                 .send(Write::Direct(message, report, dsns, None))
                 .await
-                .map_err(|_| QueueError::Closed);
+                .is_err()
+            {
+                tracing::error!(queue_id = %id, "queue: writer is gone; the history of a delivered message is not recorded");
+            }
+            return Ok(());
         }
         let (tx, rx) = oneshot::channel();
         self.writes
