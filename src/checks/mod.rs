@@ -5,6 +5,7 @@
 //! This module decides verdicts and writes the Authentication-Results header (RFC 8601); the replies it may
 //! ask for are named in `smtp::reply`, and what is stored is up to `inbound`.
 
+pub mod fate;
 pub mod greylist;
 pub mod headers;
 
@@ -30,6 +31,8 @@ pub struct Client {
     pub allowed: bool,
     /// In `[checks] skip_networks`: nothing is checked (local tools and content filters).
     pub skipped: bool,
+    /// The blocklist zone that lists it, with `[checks] dnsbl_action = "junk"` (its mail goes to Junk).
+    pub listed: Option<String>,
 }
 
 /// The verdict on one message.
@@ -38,6 +41,9 @@ pub struct Verdict {
     pub action: CheckAction,
     /// The refusal, for Reject and Defer.
     pub reply: Option<Reply>,
+    /// What asked for an action other than deliver, for the fate's reasons: "dmarc:p=reject",
+    /// "spf:fail", "checks:temperror"; empty otherwise.
+    pub reason: &'static str,
     /// `Authentication-Results: ...` with its CRLF.
     pub header: String,
     /// `spf=pass dkim=pass dmarc=pass arc=none`, for the logs.
@@ -126,6 +132,26 @@ fn with_dkim_clauses(header: String, hostname: &str, dkim: &[mail_auth::DkimOutp
     }
 }
 
+/// The From: domain as the summary shows it: the sender chose it, so nothing but a domain's characters
+/// (a crafted "x virus=1" must not read as tern's own record of a verdict, which Sieve's spamtest and
+/// virustest trust).
+fn summary_domain(domain: &str) -> String {
+    if domain.is_empty() {
+        return "-".into();
+    }
+    domain
+        .chars()
+        .take(255)
+        .map(|c| {
+            if c.is_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
 fn spf_word(r: SpfResult) -> &'static str {
     match r {
         SpfResult::Pass => "pass",
@@ -189,12 +215,19 @@ impl Checks {
                 rdns: None,
                 allowed: true,
                 skipped: true,
+                listed: None,
             });
         }
         let allowed = self.settings.allow.iter().any(|n| n.contains(ip));
+        let mut listed = None;
         if !allowed {
             for list in &self.settings.dnsbl {
                 if self.listed(ip, list).await {
+                    if self.settings.dnsbl_action == CheckAction::Junk {
+                        tracing::info!(zone = %list.zone, "client blocklisted: its mail goes to Junk (dnsbl_action = \"junk\")");
+                        listed = Some(list.zone.clone());
+                        break;
+                    }
                     return Err(Reply::blocklisted(&ip.to_string(), &list.zone));
                 }
             }
@@ -204,6 +237,7 @@ impl Checks {
             rdns: self.confirmed_ptr(ip).await,
             allowed,
             skipped: false,
+            listed,
         })
     }
 
@@ -326,6 +360,7 @@ impl Checks {
         Verdict {
             action: CheckAction::Deliver,
             reply: None,
+            reason: "",
             header: format!(
                 "Authentication-Results: {}; none ({why})\r\n",
                 self.hostname
@@ -368,6 +403,7 @@ impl Checks {
             return Verdict {
                 action: CheckAction::Deliver,
                 reply: None,
+                reason: "",
                 header,
                 summary: format!(
                     "spf={} dkim=none dmarc=none (unparsable message)",
@@ -407,17 +443,14 @@ impl Checks {
             dkim_summary,
             dmarc_word(&dmarc_result),
             dkim_word(arc.result()),
-            if from_domain.is_empty() {
-                "-"
-            } else {
-                &from_domain
-            }
+            summary_domain(&from_domain)
         );
-        let (action, reply) = self.decide(&dmarc, spf.result(), &dkim, &from_domain).await;
+        let (action, reply, reason) = self.decide(&dmarc, spf.result(), &dkim, &from_domain).await;
         let header = with_dkim_clauses(ar.to_header(), &self.hostname, &dkim);
         Verdict {
             action,
             reply,
+            reason,
             header,
             summary,
         }
@@ -429,7 +462,7 @@ impl Checks {
         spf: SpfResult,
         dkim: &[mail_auth::DkimOutput<'_>],
         from_domain: &str,
-    ) -> (CheckAction, Option<Reply>) {
+    ) -> (CheckAction, Option<Reply>, &'static str) {
         let s = &self.settings;
         let temporary = matches!(dmarc.result(), DmarcResult::TempError(_))
             || spf == SpfResult::TempError
@@ -437,7 +470,11 @@ impl Checks {
                 .iter()
                 .any(|d| matches!(d.result(), DkimResult::TempError(_)));
         if temporary && s.temperror == CheckAction::Defer {
-            return (CheckAction::Defer, Some(Reply::checks_temporary_failure()));
+            return (
+                CheckAction::Defer,
+                Some(Reply::checks_temporary_failure()),
+                "checks:temperror",
+            );
         }
         let failed = matches!(dmarc.result(), DmarcResult::Fail(_));
         if failed {
@@ -458,20 +495,22 @@ impl Checks {
                         let action = s.dmarc_reject;
                         let reply = (action == CheckAction::Reject)
                             .then(|| Reply::dmarc_rejected(from_domain, "reject"));
-                        return (action, reply);
+                        return (action, reply, "dmarc:p=reject");
                     }
-                    Policy::Quarantine => return (s.dmarc_quarantine, None),
+                    Policy::Quarantine => {
+                        return (s.dmarc_quarantine, None, "dmarc:p=quarantine");
+                    }
                     Policy::None | Policy::Unspecified => {}
                 }
             }
-            return (CheckAction::Deliver, None);
+            return (CheckAction::Deliver, None, "");
         }
         let no_dmarc_record = dmarc.dmarc_record().is_none();
         if spf == SpfResult::Fail && no_dmarc_record {
             let reply = (s.spf_fail == CheckAction::Reject).then(Reply::spf_failed);
-            return (s.spf_fail, reply);
+            return (s.spf_fail, reply, "spf:fail");
         }
-        (CheckAction::Deliver, None)
+        (CheckAction::Deliver, None, "")
     }
 
     /// The `pct=` of the domain's DMARC record (RFC 7489 6.3), which the DMARCbis parser does not keep.
@@ -532,6 +571,16 @@ mod tests {
             super::verification_view(&small, 10),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn a_crafted_from_domain_cannot_forge_a_verdict_in_the_summary() {
+        assert_eq!(
+            super::summary_domain("a.test x virus=1,score=0/1"),
+            "a.test?x?virus?1?score?0?1"
+        );
+        assert_eq!(super::summary_domain(""), "-");
+        assert_eq!(super::summary_domain("bücher.test"), "bücher.test");
     }
 
     #[test]

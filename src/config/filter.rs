@@ -63,6 +63,8 @@ pub struct FilterSettings {
     /// rspamd score thresholds set in tern, over rspamd's own actions.
     pub reject_score: Option<f64>,
     pub junk_score: Option<f64>,
+    /// A virus scanner: its verdict is Sieve's virustest.
+    pub virus: bool,
 }
 
 impl Validator {
@@ -157,6 +159,7 @@ impl Validator {
                 ));
             }
             out.push(FilterSettings {
+                virus: f.virus,
                 reject_score: f.reject_score,
                 junk_score: f.junk_score,
                 controller,

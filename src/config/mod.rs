@@ -142,6 +142,8 @@ pub struct CheckSettings {
     pub dmarc_reject: CheckAction,
     pub temperror: CheckAction,
     pub dnsbl: Vec<Dnsbl>,
+    /// A listed client: refused at connect (reject) or greeted, its mail delivered to Junk (junk).
+    pub dnsbl_action: CheckAction,
     pub max_signatures: usize,
     pub allow: Vec<Cidr>,
     pub skip: Vec<Cidr>,
@@ -641,6 +643,7 @@ impl Validator {
             dmarc_reject: junk_or("dmarc_reject", c.dmarc_reject, &[Deliver, Junk, Reject])?,
             temperror: junk_or("temperror", c.temperror, &[Deliver, Defer])?,
             dnsbl,
+            dnsbl_action: junk_or("dnsbl_action", c.dnsbl_action, &[Reject, Junk])?,
             max_signatures: c.max_signatures.max(1),
             allow,
             skip,

@@ -81,6 +81,11 @@ pub struct RawFilter {
     /// rspamd: deliver to Junk at this score or above (absent: rspamd's "add header"/"rewrite subject").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub junk_score: Option<f64>,
+    /// A virus scanner (clamav-milter, rspamd with its antivirus module): what it says of a message is
+    /// Sieve's virustest (RFC 5235): 1 when it passed the message, 5 when it quarantined it or added
+    /// `X-Virus-Status: Infected`; 0 for mail no scanner saw. Default: false.
+    #[serde(default)]
+    pub virus: bool,
     /// The listeners whose mail passes through it. Default: ["relay"].
     #[serde(default = "default_filter_listeners")]
     pub listeners: Vec<ListenerKind>,
@@ -832,6 +837,9 @@ pub struct RawChecks {
     /// { zone = "...", listed = ["127.0.0.2", "127.0.0.4/30"] } to say which answers mean listed (by
     /// default 127.0.0.2-127.0.0.255; Spamhaus's 127.255.255.x error answers never count). Default: none.
     pub dnsbl: Vec<RawDnsbl>,
+    /// A client a blocklist lists: "reject" (554 at connect, before the greeting) or "junk" (greeted and
+    /// checked as usual; its mail goes to Junk, and the reason is in the log line). Default: reject.
+    pub dnsbl_action: CheckAction,
     /// DKIM signatures verified per message; further ones are not checked (each costs a DNS lookup and
     /// a hash). Messages with more than this many ARC sets get no ARC verdict. Default: 10.
     pub max_signatures: usize,
@@ -851,6 +859,7 @@ impl Default for RawChecks {
             dmarc_reject: CheckAction::Reject,
             temperror: CheckAction::Deliver,
             dnsbl: Vec::new(),
+            dnsbl_action: CheckAction::Reject,
             max_signatures: 10,
             allow: Vec::new(),
             skip_networks: vec!["127.0.0.0/8".into(), "::1".into()],

@@ -232,6 +232,7 @@ mod tests {
             controller_password: None,
             reject_score: None,
             junk_score: None,
+            virus: false,
         })
     }
 

@@ -64,6 +64,23 @@ pub struct Outcome {
     pub new_from: Option<String>,
     /// What each filter said, for the log line: "milter:127.0.0.1:8890:continue".
     pub summary: Vec<String>,
+    /// RFC 5235 virustest, from the filters marked `virus = true` that saw the message: 1 scanned and
+    /// clean, 5 found infected (quarantined, or an `X-Virus-Status: Infected` header from the scanner).
+    /// None: no scanner saw it (virustest's 0).
+    pub virus: Option<u8>,
+}
+
+/// What a virus scanner's answer says of the message: 5 when it quarantined it or marked it infected.
+fn virus_value(changes: &[Response]) -> u8 {
+    let infected = changes.iter().any(|c| match c {
+        Response::Quarantine(_) => true,
+        Response::AddHeader(n, v) | Response::InsHeader(_, n, v) | Response::ChgHeader(_, n, v) => {
+            n.eq_ignore_ascii_case("X-Virus-Status")
+                && v.trim_start().to_ascii_lowercase().starts_with("infected")
+        }
+        _ => false,
+    });
+    if infected { 5 } else { 1 }
 }
 
 pub struct Filters {
@@ -485,6 +502,9 @@ impl Filters {
                         if out.refused.is_some() {
                             break;
                         }
+                        if settings.virus {
+                            out.virus = out.virus.max(Some(1));
+                        }
                     }
                     Err(e) => {
                         out.summary.push(format!("{name}:failed"));
@@ -527,6 +547,9 @@ impl Filters {
             let Some(answer) = answer else {
                 // Accepted earlier in the message (at a header or body chunk).
                 out.summary.push(format!("{name}:accept"));
+                if self.slots[i].settings.virus {
+                    out.virus = out.virus.max(Some(1));
+                }
                 continue;
             };
             let verdict = match &answer.last {
@@ -553,6 +576,9 @@ impl Filters {
                     });
                     break;
                 }
+            }
+            if self.slots[i].settings.virus {
+                out.virus = out.virus.max(Some(virus_value(&answer.changes)));
             }
             let Some(m) = self.slots[i].milter() else {
                 continue;

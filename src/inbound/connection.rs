@@ -2,6 +2,7 @@
 //! timeouts, answers the session's questions (sender, recipient, credentials, storing the message) and
 //! upgrades to TLS on STARTTLS.
 
+mod judge;
 mod store;
 
 use super::Inbound;

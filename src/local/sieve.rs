@@ -123,6 +123,7 @@ impl SieveRunner {
             user: &user,
             folders: std::cell::OnceCell::new(),
             spam: spam_of_checks(checks),
+            virus: virus_of_checks(checks),
         };
         let envelope = Envelope {
             from: reverse_path.to_string(),
@@ -389,6 +390,8 @@ struct DeliveryEnv<'a> {
     folders: std::cell::OnceCell<Vec<crate::mailbox::index::FolderEntry>>,
     /// rspamd's score and required score, as tern's filter recorded them in the message's checks.
     spam: Option<(f64, f64)>,
+    /// virustest's value from the virus scanners' verdict, as recorded in the checks.
+    virus: Option<u8>,
 }
 
 /// The `score=S/R` an rspamd filter wrote into the checks summary (tern's own record, not a header a sender
@@ -401,6 +404,15 @@ fn spam_of_checks(checks: &str) -> Option<(f64, f64)> {
             let (s, r) = v.split_once('/')?;
             Some((s.parse().ok()?, r.parse().ok()?))
         })
+}
+
+/// The `virus=N` tern recorded from the filters marked `virus = true` (RFC 5235 virustest: 1 clean, 5
+/// infected).
+fn virus_of_checks(checks: &str) -> Option<u8> {
+    checks
+        .split([' ', ','])
+        .find_map(|t| t.strip_prefix("virus=")?.parse().ok())
+        .filter(|v| *v <= 5)
 }
 
 /// RFC 5235: spamtest's 1 (not spam) to 10 (spam) from score / required; with :percent, 0 to 100.
@@ -497,7 +509,7 @@ impl Environment for DeliveryEnv<'_> {
     }
 
     fn virus_score(&self) -> Option<String> {
-        None
+        self.virus.map(|v| v.to_string())
     }
 
     fn now(&self) -> i64 {
@@ -517,5 +529,11 @@ mod spamtest_tests {
         assert_eq!(super::spamtest_value((30.0, 15.0), false), "10");
         assert_eq!(super::spamtest_value((-2.0, 15.0), false), "1");
         assert_eq!(super::spam_of_checks("spf=pass"), None);
+        assert_eq!(
+            super::virus_of_checks("spf=pass filter=milter:127.0.0.1:1:continue virus=1"),
+            Some(1)
+        );
+        assert_eq!(super::virus_of_checks("spf=pass virus=9"), None);
+        assert_eq!(super::virus_of_checks("spf=pass"), None);
     }
 }

@@ -25,6 +25,7 @@ fn zone() -> Vec<Rr> {
         Rr::Txt("nodmarc.test".into(), "v=spf1 -all".into()),
         Rr::A("mail.sender.test", "127.0.0.5"),
         Rr::A("1.0.0.127.bl.test", "127.0.0.2"),
+        Rr::A("5.0.0.127.bl.test", "127.0.0.2"),
     ]
 }
 
@@ -266,6 +267,68 @@ async fn a_blocklisted_client_is_refused_at_connection_time() {
     let d = daemon("dnsbl = [\"bl.test\"]\nallow = [\"127.0.0.1\"]\n");
     let mut c = Raw::connect(d.addr).await;
     assert_eq!(c.cmd("NOOP").await.0, 250);
+}
+
+/// Files in a folder's new/, waited for up to 10 s.
+fn wait_files(dir: &std::path::Path, n: usize) -> Vec<std::path::PathBuf> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let files: Vec<_> = std::fs::read_dir(dir.join("new"))
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if files.len() >= n || std::time::Instant::now() > deadline {
+            return files;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn with_dnsbl_action_junk_a_listed_client_is_greeted_and_one_decision_weighs_every_verdict() {
+    let d = daemon("dnsbl = [\"bl.test\"]\ndnsbl_action = \"junk\"\n");
+    // Listed (127.0.0.5 is in bl.test), otherwise clean: Junk, for the listing alone.
+    let (code, text) = send(&d, "news@sender.test", "alice@example.test", FIXTURE).await;
+    assert_eq!(code, 250, "{text}");
+    let junk = d.maildir("alice@example.test").join(".Junk");
+    assert_eq!(wait_files(&junk, 1).len(), 1, "{}", d.log_text());
+    assert!(
+        d.wait_log("fate=junk reasons=dnsbl:bl.test "),
+        "{}",
+        d.log_text()
+    );
+    // Listed and failing DMARC p=quarantine: both reasons are named.
+    let msg = "From: x@quarantine.test\r\nSubject: suspicious\r\n\r\nhello\r\n";
+    let (code, _) = send(&d, "x@quarantine.test", "alice@example.test", msg).await;
+    assert_eq!(code, 250);
+    assert_eq!(wait_files(&junk, 2).len(), 2);
+    assert!(
+        d.wait_log("fate=junk reasons=\"dnsbl:bl.test,dmarc:p=quarantine\""),
+        "{}",
+        d.log_text()
+    );
+    // A refusal outweighs the listing: p=reject is refused, with its reasons.
+    let msg = "From: x@strict.test\r\nSubject: forged\r\n\r\nhello\r\n";
+    let (code, text) = send(&d, "x@strict.test", "alice@example.test", msg).await;
+    assert_eq!(code, 550, "{text}");
+    assert!(
+        d.wait_log("fate=refuse reasons=\"dnsbl:bl.test,dmarc:p=reject\""),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(wait_files(&junk, 3).len(), 2);
+    assert!(d.delivered("alice@example.test").is_empty());
+    // 127.0.0.6 is not listed: an unlisted client's clean mail goes to the inbox, fate=deliver.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.6:0".parse().unwrap()).unwrap();
+    let mut c = Raw::from_stream(socket.connect(d.addr).await.unwrap());
+    assert_eq!(c.reply().await.0, 220);
+    c.cmd("EHLO mail.sender.test").await;
+    let (code, _) = c
+        .send_message("news@sender.test", "bob@example.test", FIXTURE)
+        .await;
+    assert_eq!(code, 250);
+    assert_eq!(d.wait_delivered("bob@example.test", 1).len(), 1);
+    assert!(d.wait_log("fate=deliver reasons="), "{}", d.log_text());
 }
 
 #[tokio::test]

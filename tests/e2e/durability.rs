@@ -286,28 +286,11 @@ fn tokens_in(dir: &std::path::Path) -> Vec<String> {
 #[tokio::test]
 async fn kill_9_during_sieve_deliveries_stores_each_copy_once() {
     let d = Daemon::start("");
-    let script = d.dir.path().join("copy.sieve");
-    std::fs::write(
-        &script,
+    d.activate_sieve(
+        "alice@example.test",
+        "copy",
         "require [\"fileinto\", \"copy\", \"mailbox\", \"imap4flags\"];\n\
          fileinto :copy :create :flags \"\\\\Flagged\" \"Copies\";\n",
-    )
-    .unwrap();
-    let out = crate::harness::tern(
-        d.dir.path(),
-        &[
-            "sieve",
-            "put",
-            "alice@example.test",
-            "copy",
-            &script.display().to_string(),
-            "--activate",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let tasks = load(d.addr, 20, &["alice@example.test"], 500, acked.clone());

@@ -303,6 +303,28 @@ impl Daemon {
         }
     }
 
+    /// Installs `script` as `user`'s active Sieve script with `tern sieve put --activate`.
+    pub fn activate_sieve(&self, user: &str, name: &str, script: &str) {
+        let path = self.dir.path().join(format!("{name}.sieve"));
+        std::fs::write(&path, script).unwrap();
+        let out = tern(
+            self.dir.path(),
+            &[
+                "sieve",
+                "put",
+                user,
+                name,
+                &path.display().to_string(),
+                "--activate",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn maildir(&self, address: &str) -> PathBuf {
         let (local, domain) = address.split_once('@').expect("address");
         self.dir.path().join("data/mail").join(domain).join(local)

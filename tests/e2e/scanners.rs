@@ -276,28 +276,11 @@ milter_headers {{ use = ["x-spamd-result", "x-spam-status"]; skip_local = false;
     let sieved = Daemon::start(&format!(
         "[[filter]]\nkind = \"rspamd\"\nurl = \"http://127.0.0.1:{http_port}\"\njunk_score = 100.0\n"
     ));
-    let script = sieved.dir.path().join("spam.sieve");
-    std::fs::write(
-        &script,
+    sieved.activate_sieve(
+        "alice@example.test",
+        "spam",
         "require [\"spamtest\", \"relational\", \"comparator-i;ascii-numeric\", \"fileinto\", \"mailbox\"];\n\
          if spamtest :value \"ge\" :comparator \"i;ascii-numeric\" \"2\" { fileinto :create \"Spammy\"; }\n",
-    )
-    .unwrap();
-    let out = crate::harness::tern(
-        sieved.dir.path(),
-        &[
-            "sieve",
-            "put",
-            "alice@example.test",
-            "spam",
-            &script.display().to_string(),
-            "--activate",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let mut s = Raw::connect(sieved.addr).await;
     s.cmd("EHLO peer.test").await;
@@ -421,14 +404,6 @@ async fn clamav_milter_refuses_a_file_matching_a_local_signature() {
         ),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("clamav-milter.conf"),
-        format!(
-            "Foreground yes\nMilterSocket inet:{milter_port}@127.0.0.1\nClamdSocket tcp:127.0.0.1:{clamd_port}\nOnInfected Reject\nOnFail Defer\nLogFile {d_path}/milter.log\nPidFile {d_path}/milter.pid\nAddHeader Replace\n{}",
-            if user.is_empty() { String::new() } else { format!("User {user}\n") }
-        ),
-    )
-    .unwrap();
     let clamd = Command::new("clamd")
         .arg("-c")
         .arg(dir.path().join("clamd.conf"))
@@ -438,19 +413,13 @@ async fn clamav_milter_refuses_a_file_matching_a_local_signature() {
         .expect("start clamd");
     let mut running = Running(vec![clamd]);
     wait_listening(clamd_port, 60, "clamd", &dir.path().join("clamd.log"));
-    let milter = Command::new("clamav-milter")
-        .arg("-c")
-        .arg(dir.path().join("clamav-milter.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start clamav-milter");
-    running.0.push(milter);
-    wait_listening(
+    clamav_milter(
+        &mut running,
+        dir.path(),
+        "milter",
         milter_port,
-        30,
-        "clamav-milter",
-        &dir.path().join("milter.log"),
+        clamd_port,
+        "Reject",
     );
 
     let d = Daemon::start(&filter(milter_port));
@@ -480,7 +449,100 @@ async fn clamav_milter_refuses_a_file_matching_a_local_signature() {
             && mail.contains("\nX-Virus-Status: Clean"),
         "{mail}"
     );
+    drop(d);
+
+    // The scanner's verdict is Sieve's virustest (RFC 5235): a second clamav-milter quarantines what it
+    // finds; with `virus = true` tern records 5 for that message and 1 for a clean one, and alice's
+    // script files each by its value.
+    let quarantine_port = free_port();
+    clamav_milter(
+        &mut running,
+        dir.path(),
+        "quarantine",
+        quarantine_port,
+        clamd_port,
+        "Quarantine",
+    );
+    let d = Daemon::start(&format!("{}virus = true\n", filter(quarantine_port)));
+    d.activate_sieve(
+        "alice@example.test",
+        "virus",
+        "require [\"virustest\", \"relational\", \"comparator-i;ascii-numeric\", \"fileinto\", \"mailbox\"];\n\
+         if virustest :value \"eq\" :comparator \"i;ascii-numeric\" \"5\" { fileinto :create \"Infected\"; stop; }\n\
+         if virustest :value \"eq\" :comparator \"i;ascii-numeric\" \"1\" { fileinto :create \"Scanned\"; }\n",
+    );
+    let mut c = Raw::connect(d.addr).await;
+    c.cmd("EHLO peer.test").await;
+    let (code, text) = c
+        .send_message("x@remote.test", "alice@example.test", &infected)
+        .await;
+    assert_eq!(code, 250, "{text}");
+    let (code, text) = c
+        .send_message(
+            "x@remote.test",
+            "alice@example.test",
+            "From: x@remote.test\r\nSubject: clean\r\n\r\nnothing here\r\n",
+        )
+        .await;
+    assert_eq!(code, 250, "{text}");
+    let maildir = d.maildir("alice@example.test");
+    for (folder, subject) in [
+        (".Infected", "Subject: file"),
+        (".Scanned", "Subject: clean"),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let file = loop {
+            if let Some(f) = std::fs::read_dir(maildir.join(folder).join("new"))
+                .ok()
+                .and_then(|mut r| r.next())
+            {
+                break f.unwrap().path();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing in {folder}: {}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(read(&file).contains(subject), "{folder}");
+    }
+    assert!(d.wait_log(" virus=5\""), "{}", d.log_text());
+    assert!(d.wait_log(" virus=1\""), "{}", d.log_text());
+    assert!(d.wait_log("reasons=filter:quarantine"), "{}", d.log_text());
     drop(running);
+}
+
+/// A clamav-milter on `port` in front of clamd, doing `on_infected` (Reject, Quarantine...), with its
+/// configuration and log named `name` in `dir`; returns once it listens.
+fn clamav_milter(
+    running: &mut Running,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    clamd_port: u16,
+    on_infected: &str,
+) {
+    let d = dir.display();
+    let user = if is_root() { "User root\n" } else { "" };
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "Foreground yes\nMilterSocket inet:{port}@127.0.0.1\nClamdSocket tcp:127.0.0.1:{clamd_port}\nOnInfected {on_infected}\nOnFail Defer\nLogFile {d}/{name}.log\nPidFile {d}/{name}.pid\nAddHeader Replace\n{user}"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("clamav-milter")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start clamav-milter");
+    // Killed with the others even if it never listens.
+    running.0.push(child);
+    wait_listening(port, 30, "clamav-milter", &dir.join(format!("{name}.log")));
 }
 
 fn base64_encode(b: &[u8]) -> String {

@@ -1,6 +1,7 @@
 //! Storing a complete message: the submission and local-program rules, the inbound checks, the quota of
 //! every local mailbox, then the hand-over to intake; one reply (or one per recipient for LMTP).
 
+use super::judge::{Judged, Judgement};
 use super::{Conn, Peer};
 use crate::config::ListenerKind;
 use crate::inbound::policy::Fit;
@@ -85,66 +86,10 @@ impl Conn {
         None
     }
 
-    /// The envelope changes content filters asked for: recipients removed and added (added ones go through
-    /// the recipient policy like any RCPT, with relaying allowed as for the filter's own mail), and a new
-    /// sender. False when no recipient is left.
-    async fn filter_envelope(
-        &self,
-        env: &mut Envelope,
-        outcome: &crate::filter::Outcome,
-        size: u64,
-    ) -> bool {
-        for gone in &outcome.del_rcpts {
-            env.recipients.retain(|r| {
-                let fp = r.forward_path.to_string();
-                let keep = !fp.eq_ignore_ascii_case(gone);
-                if !keep {
-                    tracing::info!(to = %Escaped(&fp), "recipient removed by a content filter");
-                }
-                keep
-            });
-        }
-        for added in &outcome.add_rcpts {
-            let Ok(fp) = crate::smtp::address::parse_forward_path(&format!("<{added}>"), true)
-            else {
-                tracing::warn!(to = %Escaped(added), "content filter added a recipient that is not an address; ignored");
-                continue;
-            };
-            match self.ctx.policy.check(&fp, true, size).await {
-                crate::smtp::server::RcptVerdict::Accept(mailboxes) => {
-                    tracing::info!(to = %fp, "recipient added by a content filter");
-                    env.recipients.push(crate::smtp::server::Recipient {
-                        forward_path: fp,
-                        params: Default::default(),
-                        mailboxes,
-                    });
-                }
-                crate::smtp::server::RcptVerdict::Refuse(r) => {
-                    tracing::warn!(to = %fp, reply = %r.summary(), "content filter added a recipient the policy refuses; ignored");
-                }
-            }
-        }
-        if let Some(from) = &outcome.new_from {
-            match crate::smtp::address::parse_reverse_path(&format!("<{from}>"), true) {
-                Ok(rp) => {
-                    tracing::info!(old = %env.reverse_path, new = %rp, "sender changed by a content filter");
-                    env.reverse_path = rp;
-                }
-                Err(_) => {
-                    tracing::warn!(from = %Escaped(from), "content filter set a sender that is not an address; ignored")
-                }
-            }
-        }
-        !env.recipients.is_empty()
-    }
-
     /// Commits the message to the queue; the reply is 250 only once it is on stable storage.
     pub(super) async fn store(&mut self, mut env: Envelope, body: Body, tls_on: bool) -> Reply {
         // Kept only if the message is stored; any refusal below gives the place in the hourly limit back.
         let reservation = self.reservation.take();
-        let mut checks_summary = String::new();
-        let mut auth_results = None;
-        let mut folder = None;
         let lmtp = self.ctx.kind == ListenerKind::Lmtp;
         // Who vouches for the sender: an authenticated user (checked to own it), a trusted network or local
         // program, or nobody (mail from outside, which is never signed as ours).
@@ -201,77 +146,28 @@ impl Conn {
                     Err(_) => return Reply::queue_write_failed(),
                 }
             }
-            // Mail from outside: SPF, DKIM, ARC, DMARC; refused, quarantined or delivered with the verdict.
-            (None, Peer::Tcp(_))
-                if self.client.as_ref().is_some_and(|c| !c.skipped)
-                    && self.ctx.checks.as_ref().is_some_and(|c| c.enabled()) =>
-            {
-                let (Some(checks), Some(client)) = (self.ctx.checks.clone(), self.client.clone())
-                else {
-                    return Reply::queue_write_failed();
-                };
-                let (verdict, body) = checks
-                    .message(&client, &env.helo, &env.reverse_path.to_string(), body)
-                    .await;
-                if let Some(reply) = &verdict.reply {
-                    tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, checks = %verdict.summary, reply = %reply.summary(), "message refused");
-                    return reply.clone();
-                }
-                checks_summary = verdict.summary.clone();
-                if verdict.action == crate::config::CheckAction::Junk {
-                    folder = Some("Junk".to_string());
-                }
-                auth_results = Some(verdict.header);
-                body
-            }
             (None, _) => body,
         };
-        // The content filters, each seeing the message as the ones before it left it, and told the queue
-        // ID it will have.
-        let mut queue_id = None;
-        let body = match self.filters.as_mut() {
-            Some(filters) => {
-                let id = self.ctx.intake.next_id();
-                queue_id = Some(id);
-                let (body, outcome) = filters
-                    .message(body, self.ctx.limits.message_size, &id.to_string())
-                    .await;
-                let summary = outcome.summary.join(",");
-                if !checks_summary.is_empty() {
-                    checks_summary.push(' ');
+        // Mail from outside is checked (SPF, DKIM, ARC, DMARC), every message passes the content filters,
+        // and one decision comes of all their verdicts.
+        let judged = match self.judge(&mut env, body, size).await {
+            Judgement::Go(j) => j,
+            Judgement::Refused(reply) => return reply,
+            Judgement::Dropped(reply) => {
+                if let Some(r) = reservation {
+                    r.keep();
                 }
-                checks_summary.push_str(&format!("filter={summary}"));
-                if let Some(reply) = outcome.refused {
-                    tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, checks = %checks_summary, reply = %reply.summary(), "message refused");
-                    return reply;
-                }
-                if outcome.discard {
-                    tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, checks = %checks_summary, "message discarded by a content filter");
-                    if let Some(r) = reservation {
-                        r.keep();
-                    }
-                    return Reply::new(
-                        250,
-                        crate::smtp::reply::EnhancedCode(2, 0, 0),
-                        "OK: discarded by a content filter",
-                    );
-                }
-                if let Some(reason) = &outcome.quarantine {
-                    tracing::info!(filter_reason = %Escaped(reason), "content filter quarantine: delivered to Junk");
-                    folder = Some("Junk".to_string());
-                }
-                if !self.filter_envelope(&mut env, &outcome, size as u64).await {
-                    tracing::info!(helo = %Escaped(&env.helo), from = %env.reverse_path, checks = %checks_summary, "message dropped: the content filters removed every recipient");
-                    return Reply::new(
-                        250,
-                        crate::smtp::reply::EnhancedCode(2, 0, 0),
-                        "OK: no recipient left after content filtering",
-                    );
-                }
-                body
+                return reply;
             }
-            None => body,
         };
+        let Judged {
+            body,
+            checks: checks_summary,
+            auth_results,
+            queue_id,
+            decision,
+        } = judged;
+        let folder = decision.folder().map(str::to_string);
         // The message must fit every local mailbox it goes to: refused now, never bounced later (SMTP has
         // one reply for all recipients; LMTP already answered per recipient).
         if !lmtp {
@@ -371,7 +267,8 @@ impl Conn {
                 }
                 let (id, remote, delivered) = (stored.id, stored.remote, stored.delivered);
                 tracing::info!(queue_id = %id, helo = %Escaped(&env.helo), from = %env.reverse_path, to = %to, size, protocol = env.protocol,
-                    sasl_user = %Escaped(auth), remote, delivered, checks = %checks_summary, folder = folder.as_deref().unwrap_or(""),
+                    sasl_user = %Escaped(auth), remote, delivered, checks = %checks_summary, fate = %decision.fate().word(),
+                    reasons = %decision.reasons(), folder = folder.as_deref().unwrap_or(""),
                     dkim_domain = stored.dkim_domain.as_deref().unwrap_or(""), origin = origin.as_str(), "message accepted");
                 Reply::queued(&id.to_string())
             }
