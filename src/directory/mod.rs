@@ -5,6 +5,7 @@
 
 pub mod aliases;
 pub mod aliases_file;
+mod recent;
 pub mod schemes;
 
 use crate::config::SenderPolicy;
@@ -71,6 +72,8 @@ pub struct Directory {
     /// Password checks running at once (argon2id takes ~19 MiB and a core's worth of time each).
     checks: std::sync::Arc<tokio::sync::Semaphore>,
     logins: std::sync::Arc<LoginCache>,
+    /// Recipient lookups, while tern.db is unchanged.
+    users: std::sync::Arc<recent::Recent<Option<(Mailbox, Quota, bool)>>>,
 }
 
 /// Passwords verified lately: address → (the stored hash it was checked against, a keyed digest of the
@@ -174,6 +177,7 @@ impl Directory {
                 source,
             })?;
         Ok(Directory {
+            users: std::sync::Arc::new(recent::Recent::new(&path)),
             pool,
             checks: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_PARALLEL_CHECKS)),
             logins: std::sync::Arc::new(LoginCache::new(std::time::Duration::ZERO)),
@@ -328,19 +332,25 @@ impl Directory {
         address: &Mailbox,
     ) -> Result<Option<(Mailbox, Quota, bool)>, DirectoryError> {
         let key = address.to_string().to_lowercase();
+        let (known, stamp) = self.users.get(&key);
+        if let Some(found) = known {
+            return Ok(found);
+        }
         let row: Option<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
             "SELECT address, quota_bytes, quota_messages, disabled FROM users WHERE address = ?",
         )
         .bind(&key)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.and_then(|(a, b, m, disabled)| {
+        let found = row.and_then(|(a, b, m, disabled)| {
             let q = (b.map(|v| v.max(0) as u64), m.map(|v| v.max(0) as u64));
             let quota = (q.0.is_some() || q.1.is_some()).then_some(q);
             Mailbox::parse(&a, true)
                 .ok()
                 .map(|m| (m, quota, disabled != 0))
-        }))
+        });
+        self.users.put(key, found.clone(), stamp);
+        Ok(found)
     }
 
     pub async fn lookup(&self, address: &Mailbox) -> Result<Option<Mailbox>, DirectoryError> {
@@ -661,6 +671,40 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(d.delete_user("alice@example.test").await.unwrap());
         assert!(d.lookup(&probe).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_lookup_ends_with_any_commit_from_another_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Directory::open(dir.path()).await.unwrap();
+        // Another pool on the same file: what `tern user` in another process is.
+        let other = Directory::open(dir.path()).await.unwrap();
+        let domains = [Domain::parse("example.test", false).unwrap()];
+        let alice = Directory::parse_user_address("alice@example.test", &domains).unwrap();
+        d.add_user(&alice, None).await.unwrap();
+        let first = d.lookup_with_quota(&alice).await.unwrap().unwrap();
+        assert!(!first.2);
+        // Remembered: the second lookup is answered without a query.
+        assert!(d.users.get("alice@example.test").0.is_some());
+        other
+            .set_disabled("alice@example.test", true)
+            .await
+            .unwrap();
+        assert!(d.users.get("alice@example.test").0.is_none());
+        assert!(d.lookup_with_quota(&alice).await.unwrap().unwrap().2);
+        other
+            .set_quota("alice@example.test", Some(1000), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            d.lookup_with_quota(&alice).await.unwrap().unwrap().1,
+            Some((Some(1000), None))
+        );
+        // An unknown address is remembered too, until a commit adds it.
+        let bob = Directory::parse_user_address("bob@example.test", &domains).unwrap();
+        assert!(d.lookup_with_quota(&bob).await.unwrap().is_none());
+        other.add_user(&bob, None).await.unwrap();
+        assert!(d.lookup_with_quota(&bob).await.unwrap().is_some());
     }
 
     #[tokio::test]

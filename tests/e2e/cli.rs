@@ -221,6 +221,14 @@ async fn a_disabled_account_refuses_mail_and_logins_until_enabled() {
     let pop = d.listener("pop3");
     // A login just before: the daemon remembers it (login_cache_secs), which must not outlive the disable.
     assert!(pop3_login(pop, "alice-pw").await);
+    // RCPTs just before: the daemon remembers the lookup while tern.db is unchanged, which must not
+    // outlive the change another process (the CLI) commits.
+    let mut before = Raw::connect(d.addr).await;
+    before.cmd("EHLO remote.test").await;
+    assert_eq!(before.cmd("MAIL FROM:<x@remote.test>").await.0, 250);
+    for _ in 0..3 {
+        assert_eq!(before.cmd("RCPT TO:<alice@example.test>").await.0, 250);
+    }
     let out = tern(d.dir.path(), &["user", "disable", "Alice@example.test"]);
     assert!(
         out.status.success(),
