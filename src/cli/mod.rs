@@ -1,7 +1,12 @@
 //! The command line's larger subcommands, one file each.
 
+pub mod alias;
+pub mod dkim;
 pub mod doctor;
+pub mod mailbox;
 pub mod queue;
+pub mod sieve;
+pub mod user;
 
 /// The local domains a command names: DOMAIN (which must be one of them), or all of them.
 pub fn local_domains(
