@@ -19,6 +19,18 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/mailbox/migration
 static BLOB_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// One message to append.
+/// A folder's counters while a group of deliveries takes UIDs in it.
+struct FolderState {
+    id: i64,
+    uidnext: i64,
+    validity: i64,
+    modseq: i64,
+    changed: bool,
+}
+
+/// Rows per multi-row statement: 13 columns each stays far under SQLite's bound-variable limit.
+const ROWS_PER_STATEMENT: usize = 500;
+
 struct NewMessage {
     user: String,
     folder: String,
@@ -269,73 +281,110 @@ impl SqliteStore {
             };
             prepared.push((m, size, inline, blob, vsize, isize));
         }
-        let mut placed = Vec::with_capacity(prepared.len());
         let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        for (
-            NewMessage {
-                user,
-                folder,
-                key,
-                date,
-                flags,
-                keywords,
-                recent,
-                ..
-            },
-            size,
-            inline,
-            blob,
-            vsize,
-            isize,
-        ) in prepared
-        {
+        // Each folder the group goes to, once: made if new (a write first, so the transaction holds the
+        // write lock before it reads), then its counters, kept here as the group's messages take UIDs.
+        let mut folders: std::collections::HashMap<(String, String), FolderState> =
+            std::collections::HashMap::new();
+        for (m, ..) in &prepared {
+            let k = (m.user.clone(), m.folder.clone());
+            if folders.contains_key(&k) {
+                continue;
+            }
             sqlx::query("INSERT OR IGNORE INTO folders (user, name, uidvalidity, uidnext) VALUES (?, ?, ?, 1)")
-                .bind(&user)
-                .bind(&folder)
+                .bind(&k.0)
+                .bind(&k.1)
                 .bind(super::index::new_uidvalidity() as i64)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
             let row = sqlx::query("SELECT id, uidnext, uidvalidity, highestmodseq FROM folders WHERE user = ? AND name = ?")
-                .bind(&user)
-                .bind(&folder)
+                .bind(&k.0)
+                .bind(&k.1)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            let (folder_id, uid, validity, modseq): (i64, i64, i64, i64) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
-            let inserted = sqlx::query(
-                "INSERT OR IGNORE INTO messages (folder_id, uid, unique_key, internal_date, size, flags, recent, body, blob, vsize, keywords, modseq, isize) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(folder_id)
-            .bind(uid)
-            .bind(&key)
-            .bind(date as i64)
-            .bind(size as i64)
-            .bind(&flags)
-            .bind(recent)
-            .bind(inline)
-            .bind(blob)
-            .bind(vsize)
-            .bind(&keywords)
-            .bind(modseq + 1)
-            .bind(isize)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            // Only a new message takes a UID; one delivered by an earlier attempt is left as it is.
-            if inserted.rows_affected() > 0 {
-                sqlx::query("UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 WHERE id = ?")
-                    .bind(folder_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                placed.push(Some((validity as u32, uid as u32)));
-            } else {
-                placed.push(None);
+            folders.insert(
+                k,
+                FolderState {
+                    id: row.get(0),
+                    uidnext: row.get(1),
+                    validity: row.get(2),
+                    modseq: row.get(3),
+                    changed: false,
+                },
+            );
+        }
+        // Copies an earlier attempt already stored (a retry after a crash) keep their UIDs.
+        let mut stored: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let keys: Vec<&String> = prepared.iter().map(|(m, ..)| &m.key).collect();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT unique_key FROM messages WHERE unique_key IN (",
+            );
+            let mut list = q.separated(", ");
+            for k in chunk {
+                list.push_bind(k.as_str());
             }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *tx).await.map_err(db_err)? {
+                stored.insert(row.get(0));
+            }
+        }
+        let mut placed = Vec::with_capacity(prepared.len());
+        let mut rows = Vec::with_capacity(prepared.len());
+        for (m, size, inline, blob, vsize, isize) in prepared {
+            if !stored.insert(m.key.clone()) {
+                placed.push(None);
+                continue;
+            }
+            let Some(f) = folders.get_mut(&(m.user.clone(), m.folder.clone())) else {
+                return Err(other_error(
+                    "mailboxes.db",
+                    "append",
+                    "a folder went missing",
+                ));
+            };
+            let uid = f.uidnext;
+            f.uidnext += 1;
+            f.modseq += 1;
+            f.changed = true;
+            placed.push(Some((f.validity as u32, uid as u32)));
+            rows.push((f.id, uid, f.modseq, m, size, inline, blob, vsize, isize));
+        }
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO messages (folder_id, uid, unique_key, internal_date, size, flags, recent, body, blob, vsize, keywords, modseq, isize) ",
+            );
+            q.push_values(
+                chunk,
+                |mut row, (folder_id, uid, modseq, m, size, inline, blob, vsize, isize)| {
+                    row.push_bind(*folder_id)
+                        .push_bind(*uid)
+                        .push_bind(m.key.as_str())
+                        .push_bind(m.date as i64)
+                        .push_bind(*size as i64)
+                        .push_bind(m.flags.as_str())
+                        .push_bind(m.recent)
+                        .push_bind(inline.as_deref())
+                        .push_bind(blob.as_deref())
+                        .push_bind(*vsize)
+                        .push_bind(m.keywords.as_str())
+                        .push_bind(*modseq)
+                        .push_bind(*isize);
+                },
+            );
+            q.build().execute(&mut *tx).await.map_err(db_err)?;
+        }
+        for f in folders.values().filter(|f| f.changed) {
+            sqlx::query("UPDATE folders SET uidnext = ?, highestmodseq = ? WHERE id = ?")
+                .bind(f.uidnext)
+                .bind(f.modseq)
+                .bind(f.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         }
         tx.commit().await.map_err(db_err)?;
         Ok(placed)
@@ -630,5 +679,79 @@ impl MailboxStore for SqliteStore {
             })
             .collect();
         self.block_on(self.append(rows)).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn item(unique: &str, folder: Option<&str>) -> Delivery {
+        Delivery {
+            mailbox: Mailbox::parse("alice@example.test", false).unwrap(),
+            folder: folder.map(str::to_string),
+            unique: unique.into(),
+            prefix: b"Return-Path: <a@b.test>\n".to_vec(),
+            body: Arc::new(format!("Subject: {unique}\n\nhello\n").into_bytes()),
+            tail: None,
+            check_existing: true,
+            flags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_group_takes_consecutive_uids_per_folder_and_a_retried_copy_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = rt.block_on(SqliteStore::open(dir.path(), 1 << 20)).unwrap();
+        assert!(
+            store
+                .deliver(&[item("a", None), item("b", None)])
+                .iter()
+                .all(Result::is_ok)
+        );
+        // "b" again (a retry after a crash), twice "c" in one group, and a second folder. A new folder's
+        // highestmodseq starts at 1: each message takes the next.
+        let r = store.deliver(&[
+            item("b", None),
+            item("c", None),
+            item("d", Some("Junk")),
+            item("c", None),
+            item("e", None),
+        ]);
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+        let rows: Vec<(String, String, i64, i64)> = rt
+            .block_on(
+                sqlx::query_as(
+                    "SELECT m.unique_key, f.name, m.uid, m.modseq FROM messages m JOIN folders f ON f.id = m.folder_id ORDER BY m.id",
+                )
+                .fetch_all(&store.pool),
+            )
+            .unwrap();
+        let rows: Vec<(&str, &str, i64, i64)> = rows
+            .iter()
+            .map(|(k, f, u, m)| (k.as_str(), f.as_str(), *u, *m))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("a", "INBOX", 1, 2),
+                ("b", "INBOX", 2, 3),
+                ("c", "INBOX", 3, 4),
+                ("d", "Junk", 1, 2),
+                ("e", "INBOX", 4, 5)
+            ]
+        );
+        let folders: Vec<(String, i64, i64)> = rt
+            .block_on(
+                sqlx::query_as("SELECT name, uidnext, highestmodseq FROM folders ORDER BY name")
+                    .fetch_all(&store.pool),
+            )
+            .unwrap();
+        assert_eq!(
+            folders,
+            [("INBOX".to_string(), 5, 5), ("Junk".to_string(), 2, 2)]
+        );
     }
 }
