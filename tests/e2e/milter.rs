@@ -1,7 +1,8 @@
 //! Content filters over the milter protocol, with a real libmilter filter (Debian's pymilter running
 //! tests/fixtures/test_milter.py): rejects at RCPT and MAIL reach the client at that command, end-of-message
 //! verdicts and changes (headers, recipients, sender, body, quarantine to Junk) apply before the 250, a
-//! filter cannot inject a header field, and a filter that hangs or is down gives its default_action.
+//! filter cannot inject a header field, and a filter that hangs, is down or resets the connection mid-body
+//! gives its default_action.
 
 use crate::harness::{Daemon, Raw};
 use std::process::{Child, Command, Stdio};
@@ -280,4 +281,96 @@ async fn a_filter_that_is_down_gives_its_default_action() {
         assert!(Instant::now() < deadline, "{}", d.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A filter written here on raw packets: it negotiates, answers "continue" to every step, and after the
+/// first body chunk resets the connection (RST: SO_LINGER 0). Returns its address; each connection is served
+/// by its own task, at most `connections` of them.
+async fn resetting_milter(connections: usize) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..connections {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let reply = |code: u8, data: &[u8]| {
+                    let mut p = ((data.len() + 1) as u32).to_be_bytes().to_vec();
+                    p.push(code);
+                    p.extend_from_slice(data);
+                    p
+                };
+                // Bounded: a session of a few messages is far fewer packets.
+                for _ in 0..10_000 {
+                    let mut len = [0u8; 4];
+                    if s.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut packet = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if s.read_exact(&mut packet).await.is_err() {
+                        return;
+                    }
+                    let answer = match packet.first() {
+                        // Version 6, no actions, every step sent and answered.
+                        Some(b'O') => reply(b'O', &[0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0]),
+                        Some(b'B') => {
+                            let _ = s.set_zero_linger();
+                            return;
+                        }
+                        // Macros and abort get no answer; quit ends the session.
+                        Some(b'D' | b'A') => continue,
+                        Some(b'Q') | None => return,
+                        Some(_) => reply(b'c', b""),
+                    };
+                    if s.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_filter_that_resets_mid_body_gives_its_default_action_and_nothing_is_half_delivered() {
+    // A body of several 64 KiB chunks: the filter is gone while tern is still sending it.
+    let big: String = (0..3000)
+        .map(|i| {
+            format!("line {i:05} of a body long enough for several chunks of the milter body\r\n")
+        })
+        .collect();
+    let content = format!("From: x@remote.test\r\nSubject: big\r\n\r\n{big}");
+    let addr = resetting_milter(4).await;
+    let d = Daemon::start(&filter(&addr.to_string(), ""));
+    let mut c = session(&d).await;
+    let (code, text) = c
+        .send_message("x@remote.test", "alice@example.test", &content)
+        .await;
+    assert_eq!(code, 451, "{text}");
+    assert!(text.contains("4.7.1"), "{text}");
+    assert!(d.wait_log("content filter failed"), "{}", d.log_text());
+    assert!(d.log_text().contains("stage=\"eom\"") || d.log_text().contains("stage=eom"));
+    // The failed filter's default action holds for the rest of the session: nothing goes in unfiltered.
+    let (code, text) = c.cmd("MAIL FROM:<x@remote.test>").await;
+    assert_eq!(code, 451, "{text}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.delivered("alice@example.test").is_empty());
+
+    // With default_action = "accept" the message goes through, and the log line says the filter failed.
+    let d = Daemon::start(&filter(&addr.to_string(), "default_action = \"accept\""));
+    let mut c = session(&d).await;
+    let (code, text) = c
+        .send_message("x@remote.test", "alice@example.test", &content)
+        .await;
+    assert_eq!(code, 250, "{text}");
+    let got = d.wait_delivered("alice@example.test", 1);
+    assert_eq!(got.len(), 1);
+    assert!(
+        read(&got[0]).contains("line 02999 of a body"),
+        "whole message delivered"
+    );
+    assert!(d.wait_log(":failed"), "{}", d.log_text());
 }
