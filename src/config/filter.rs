@@ -152,6 +152,12 @@ impl Validator {
                 }
                 None => None,
             };
+            if kind != FilterKind::Milter && f.virus {
+                return Err(self.err(
+                    key("virus"),
+                    "is for kind = \"milter\" filters (clamav-milter): rspamd's answer does not say whether a virus was found",
+                ));
+            }
             if kind != FilterKind::Rspamd && (f.reject_score.is_some() || f.junk_score.is_some()) {
                 return Err(self.err(
                     key("junk_score"),

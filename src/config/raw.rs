@@ -81,9 +81,9 @@ pub struct RawFilter {
     /// rspamd: deliver to Junk at this score or above (absent: rspamd's "add header"/"rewrite subject").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub junk_score: Option<f64>,
-    /// A virus scanner (clamav-milter, rspamd with its antivirus module): what it says of a message is
-    /// Sieve's virustest (RFC 5235): 1 when it passed the message, 5 when it quarantined it or added
-    /// `X-Virus-Status: Infected`; 0 for mail no scanner saw. Default: false.
+    /// A milter that scans for viruses (clamav-milter): what it says of a message at its end is Sieve's
+    /// virustest (RFC 5235): 1 when it passed the message, 5 when it quarantined it or added
+    /// `X-Virus-Status: Infected`; 0 for mail no scanner saw whole. Default: false.
     #[serde(default)]
     pub virus: bool,
     /// The listeners whose mail passes through it. Default: ["relay"].

@@ -104,6 +104,16 @@ fn golden_errors() {
             format!("{MINIMAL}[submission]\ntrusted_networks = [\"10.0.0.0/8\", \"10.1/16\"]\n"),
             r#"/etc/tern/tern.toml: submission.trusted_networks[1]: "10.1/16" is not an address or CIDR network"#,
         ),
+        (
+            format!(
+                "{MINIMAL}[[filter]]\nkind = \"rspamd\"\nurl = \"http://127.0.0.1:11333\"\nvirus = true\n"
+            ),
+            r#"/etc/tern/tern.toml: filter[0].virus: is for kind = "milter" filters (clamav-milter): rspamd's answer does not say whether a virus was found"#,
+        ),
+        (
+            format!("{MINIMAL}[checks]\ndnsbl_action = \"defer\"\n"),
+            "/etc/tern/tern.toml: checks.dnsbl_action: defer is not allowed here",
+        ),
     ];
     for (text, want) in cases {
         assert_eq!(parse(&text).unwrap_err(), want);

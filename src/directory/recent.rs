@@ -4,8 +4,10 @@
 //! from SQLite's own record: the WAL-index header at the start of tern.db-shm (the "wal-index header" of
 //! SQLite's WAL file format), which every commit by any process (the daemon, `tern user`, `tern alias`)
 //! rewrites before its change is visible. A change made by another process is therefore seen by the next
-//! lookup, as without the cache. When the header cannot be read (no WAL index, a short read), nothing is
-//! remembered. Bounded: past `MAX_ENTRIES` the entries are dropped.
+//! lookup, as without the cache. When the header cannot be read (no WAL index, a short read) or is one
+//! SQLite has just made anew (change counter 0), nothing is remembered and what was is dropped. The daemon's
+//! pools keep a connection open (`db::open`), so the index is not removed and rebuilt under it. Bounded:
+//! past `MAX_ENTRIES` the entries are dropped.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -40,14 +42,20 @@ impl<V: Clone> Recent<V> {
         let file = std::fs::File::open(&self.shm).ok()?;
         let mut s = [0u8; 48];
         file.read_exact_at(&mut s, 0).ok()?;
-        // An all-zero header is an index SQLite has not built yet.
-        (s != [0u8; 48]).then_some(s)
+        // iChange (octets 8-11) is 0 in an index SQLite has just built from an empty log: that header is
+        // the same every time the index is made anew, so it says nothing about what changed in between.
+        (s[8..12] != [0u8; 4]).then_some(s)
     }
 
     /// The answer remembered for `key`, if the database is as it was when it was remembered; the stamp
     /// read now, to hand to [`Self::put`] after a lookup.
     pub fn get(&self, key: &str) -> (Option<V>, Option<Stamp>) {
         let Some(now) = self.stamp() else {
+            // Nothing remembered can be trusted once the index is gone or new.
+            if let Ok(mut e) = self.entries.lock() {
+                e.0 = None;
+                e.1.clear();
+            }
             return (None, None);
         };
         let Ok(mut e) = self.entries.lock() else {

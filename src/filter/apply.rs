@@ -41,8 +41,8 @@ pub fn decide(action: &str, score: f64, junk: Option<f64>, reject: Option<f64>) 
     }
 }
 
-/// rspamd's action on the message: refuse (reject 554, soft reject and greylist 451), or deliver with
-/// its headers; "add header" and "rewrite subject" deliver to Junk.
+/// rspamd's action on the message: refuse (reject 554, soft reject and greylist 451), discard, or deliver
+/// with its headers; "add header", "rewrite subject" and "quarantine" deliver to Junk.
 pub(super) fn apply_rspamd(
     name: &str,
     body: Body,
@@ -76,10 +76,18 @@ pub(super) fn apply_rspamd(
             ));
             return body;
         }
-        "add header" | "rewrite subject" => {
+        "add header" | "rewrite subject" | "quarantine" => {
             out.quarantine = Some(format!("{name}: {} (score {:.2})", v.action, v.score));
         }
-        _ => {}
+        // rspamd's own "discard" (force_actions): accepted and dropped, as a milter's discard.
+        "discard" => {
+            out.discard = true;
+            return body;
+        }
+        "no action" => {}
+        other => {
+            tracing::warn!(filter = %name, action = %crate::log::Escaped(other), "rspamd gave an action tern does not know; delivered as \"no action\"");
+        }
     }
     let mut changes = Vec::new();
     for h in &v.remove_headers {
@@ -210,6 +218,39 @@ fn strip_brackets(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rspamd_discard_drops_and_quarantine_files_into_junk() {
+        let verdict = |action: &str| crate::filter::rspamd::Verdict {
+            action: action.into(),
+            score: 9.0,
+            required: 15.0,
+            ..Default::default()
+        };
+        let body = || crate::queue::Body::memory(b"Subject: x\r\n\r\nhi\r\n".to_vec());
+        let mut out = super::Outcome::default();
+        super::apply_rspamd("rspamd:t", body(), &verdict("discard"), 1 << 20, &mut out);
+        assert!(out.discard && out.refused.is_none() && out.quarantine.is_none());
+        let mut out = super::Outcome::default();
+        let b = super::apply_rspamd(
+            "rspamd:t",
+            body(),
+            &verdict("quarantine"),
+            1 << 20,
+            &mut out,
+        );
+        assert!(!out.discard && out.quarantine.is_some());
+        assert!(String::from_utf8_lossy(&b.head).contains("X-Spam: Yes"));
+        let mut out = super::Outcome::default();
+        super::apply_rspamd(
+            "rspamd:t",
+            body(),
+            &verdict("something new"),
+            1 << 20,
+            &mut out,
+        );
+        assert!(!out.discard && out.quarantine.is_none() && out.refused.is_none());
+    }
+
     #[test]
     fn thresholds_set_in_tern_decide_over_rspamd_actions() {
         use super::decide;

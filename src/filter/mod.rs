@@ -499,11 +499,8 @@ impl Filters {
                             v.required
                         ));
                         body = apply_rspamd(&name, body, &v, max_size, &mut out);
-                        if out.refused.is_some() {
+                        if out.refused.is_some() || out.discard {
                             break;
-                        }
-                        if settings.virus {
-                            out.virus = out.virus.max(Some(1));
                         }
                     }
                     Err(e) => {
@@ -547,9 +544,7 @@ impl Filters {
             let Some(answer) = answer else {
                 // Accepted earlier in the message (at a header or body chunk).
                 out.summary.push(format!("{name}:accept"));
-                if self.slots[i].settings.virus {
-                    out.virus = out.virus.max(Some(1));
-                }
+                // A scanner that stopped before the end may not have seen the whole body: not tested (0).
                 continue;
             };
             let verdict = match &answer.last {

@@ -29,9 +29,10 @@ pub struct Envelope {
 }
 
 /// rspamd's verdict.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Verdict {
-    /// "no action", "greylist", "add header", "rewrite subject", "soft reject", "reject".
+    /// "no action", "greylist", "add header", "rewrite subject", "soft reject", "reject", and from
+    /// force_actions "quarantine" and "discard".
     pub action: String,
     pub score: f64,
     pub required: f64,

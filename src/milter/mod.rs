@@ -487,6 +487,7 @@ mod tests {
             }
             let mut d = Decoder::new(MAX);
             let mut fields = edit::fields(b"Subject: x\r\nFrom: a@b.test\r\n");
+            let mut named: Vec<String> = vec!["subject".into(), "from".into()];
             let piece = 1 + (rand() as usize) % 64;
             'stream: for chunk in stream.chunks(piece) {
                 d.feed(chunk);
@@ -494,6 +495,12 @@ mod tests {
                     match d.next() {
                         Ok(Some(r)) => {
                             decoded += 1;
+                            if let Response::AddHeader(n, _)
+                            | Response::InsHeader(_, n, _)
+                            | Response::ChgHeader(_, n, _) = &r
+                            {
+                                named.push(n.to_ascii_lowercase());
+                            }
                             let change = match r {
                                 Response::AddHeader(n, v) => edit::Change::Add(n, v),
                                 Response::InsHeader(i, n, v) => edit::Change::Insert(i, n, v),
@@ -521,6 +528,19 @@ mod tests {
                     "{:?}",
                     String::from_utf8_lossy(line)
                 );
+                // A field line names the original fields or one a change named: never one smuggled in
+                // a value (the seeds carry "\r\nBcc: x" and "\r\n evil").
+                if line[0] != b' ' && line[0] != b'\t' {
+                    let name = String::from_utf8_lossy(
+                        &line[..line.iter().position(|b| *b == b':').unwrap()],
+                    )
+                    .to_ascii_lowercase();
+                    assert!(
+                        named.contains(&name),
+                        "{name:?} in {:?}",
+                        String::from_utf8_lossy(&out)
+                    );
+                }
             }
         }
         // The run reached both sides: replies decoded, and mutations refused.

@@ -329,6 +329,13 @@ async fn with_dnsbl_action_junk_a_listed_client_is_greeted_and_one_decision_weig
     assert_eq!(code, 250);
     assert_eq!(d.wait_delivered("bob@example.test", 1).len(), 1);
     assert!(d.wait_log("fate=deliver reasons="), "{}", d.log_text());
+    // The listing counts with SPF/DKIM/DMARC turned off too.
+    let d = daemon("enabled = false\ndnsbl = [\"bl.test\"]\ndnsbl_action = \"junk\"\n");
+    let (code, _) = send(&d, "news@sender.test", "alice@example.test", FIXTURE).await;
+    assert_eq!(code, 250);
+    let junk = d.maildir("alice@example.test").join(".Junk");
+    assert_eq!(wait_files(&junk, 1).len(), 1, "{}", d.log_text());
+    assert!(d.wait_log("fate=junk reasons=dnsbl:bl.test "), "{}", d.log_text());
 }
 
 #[tokio::test]

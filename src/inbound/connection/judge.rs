@@ -43,19 +43,20 @@ impl Conn {
                 reasons = %d.reasons(), reply = %reply.summary(), "message refused");
             Judgement::Refused(reply)
         };
-        let outside = self.user.is_none()
+        let from_outside = self.user.is_none()
             && matches!(self.peer, super::Peer::Tcp(_))
-            && self.client.as_ref().is_some_and(|c| !c.skipped)
-            && self.ctx.checks.as_ref().is_some_and(|c| c.enabled());
+            && self.client.as_ref().is_some_and(|c| !c.skipped);
+        // The blocklists are asked at connect whether or not SPF/DKIM/DMARC are on.
+        if from_outside && let Some(zone) = self.client.as_ref().and_then(|c| c.listed.as_ref()) {
+            decision.note(format!("dnsbl:{zone}"), Fate::Junk);
+        }
+        let outside = from_outside && self.ctx.checks.as_ref().is_some_and(|c| c.enabled());
         let body = if outside {
             let (Some(checks_service), Some(client)) =
                 (self.ctx.checks.clone(), self.client.clone())
             else {
                 return Judgement::Refused(Reply::queue_write_failed());
             };
-            if let Some(zone) = &client.listed {
-                decision.note(format!("dnsbl:{zone}"), Fate::Junk);
-            }
             let (verdict, body) = checks_service
                 .message(&client, &env.helo, &env.reverse_path.to_string(), body)
                 .await;
