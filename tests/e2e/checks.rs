@@ -335,7 +335,11 @@ async fn with_dnsbl_action_junk_a_listed_client_is_greeted_and_one_decision_weig
     assert_eq!(code, 250);
     let junk = d.maildir("alice@example.test").join(".Junk");
     assert_eq!(wait_files(&junk, 1).len(), 1, "{}", d.log_text());
-    assert!(d.wait_log("fate=junk reasons=dnsbl:bl.test "), "{}", d.log_text());
+    assert!(
+        d.wait_log("fate=junk reasons=dnsbl:bl.test "),
+        "{}",
+        d.log_text()
+    );
 }
 
 #[tokio::test]

@@ -414,8 +414,14 @@ impl MailIndex for SqliteStore {
         let name = folder_name(folder);
         let result = self.block_on(async {
             let _writer = self.writer.lock().await;
-            let (id, _, _, mut highest) = self.folder_or_err(&user, &name).await?;
-            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            // IMMEDIATE: the write lock first, so the counters read are the ones this transaction
+            // updates (another process, `tern mailbox import`, could commit in between otherwise).
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(db_err)?;
+            let (id, mut highest) = folder_in(&mut tx, &user, &name).await?;
             let mut out = StoreResult::default();
             for &uid in uids {
                 let Some(r) = sqlx::query("SELECT flags, keywords, modseq FROM messages WHERE folder_id = ? AND uid = ?")
@@ -513,8 +519,14 @@ impl MailIndex for SqliteStore {
         let name = folder_name(folder);
         self.block_on(async {
             let _writer = self.writer.lock().await;
-            let (id, _, _, mut highest) = self.folder_or_err(&user, &name).await?;
-            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            // IMMEDIATE: the write lock first, so the counters read are the ones this transaction
+            // updates (another process, `tern mailbox import`, could commit in between otherwise).
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(db_err)?;
+            let (id, mut highest) = folder_in(&mut tx, &user, &name).await?;
             for &uid in uids {
                 let gone = sqlx::query("DELETE FROM messages WHERE folder_id = ? AND uid = ?")
                     .bind(id)
@@ -581,3 +593,19 @@ impl MailIndex for SqliteStore {
 }
 
 static APPENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A folder's id and HIGHESTMODSEQ, read inside the transaction that will change them.
+async fn folder_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    user: &str,
+    name: &str,
+) -> Result<(i64, i64), IndexError> {
+    let row = sqlx::query("SELECT id, highestmodseq FROM folders WHERE user = ? AND name = ?")
+        .bind(user)
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    row.map(|r| (r.get(0), r.get(1)))
+        .ok_or_else(|| IndexError::NoFolder(name.to_string()))
+}
