@@ -19,14 +19,8 @@ pub async fn open(
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
-    // One connection stays open for the pool's life: the WAL index (-shm) then lives as long as the process
-    // (SQLite removes it when the last connection closes, and a new one starts over from a fixed header,
-    // which `directory::recent` must be able to trust as changing with every commit).
     let pool = SqlitePoolOptions::new()
         .max_connections(max_connections)
-        .min_connections(1)
-        .idle_timeout(None)
-        .max_lifetime(None)
         .connect_with(options)
         .await?;
     migrator.run(&pool).await?;

@@ -74,6 +74,10 @@ pub struct Directory {
     logins: std::sync::Arc<LoginCache>,
     /// Recipient lookups, while tern.db is unchanged.
     users: std::sync::Arc<recent::Recent<Option<(Mailbox, Quota, bool)>>>,
+    /// A connection held open for the directory's life, never used: SQLite removes tern.db-shm when the
+    /// last connection closes and builds it anew from a fixed header, which `users` must not mistake for
+    /// an unchanged database; while this one is open, no other process's close can remove it.
+    _index_holder: std::sync::Arc<std::sync::Mutex<sqlx::SqliteConnection>>,
 }
 
 /// Passwords verified lately: address → (the stored hash it was checked against, a keyed digest of the
@@ -176,8 +180,17 @@ impl Directory {
                 path: path.display().to_string(),
                 source,
             })?;
+        let holder = pool
+            .acquire()
+            .await
+            .map_err(|e| DirectoryError::Open {
+                path: path.display().to_string(),
+                source: e,
+            })?
+            .detach();
         Ok(Directory {
             users: std::sync::Arc::new(recent::Recent::new(&path)),
+            _index_holder: std::sync::Arc::new(std::sync::Mutex::new(holder)),
             pool,
             checks: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_PARALLEL_CHECKS)),
             logins: std::sync::Arc::new(LoginCache::new(std::time::Duration::ZERO)),

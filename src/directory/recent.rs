@@ -5,9 +5,9 @@
 //! SQLite's WAL file format), which every commit by any process (the daemon, `tern user`, `tern alias`)
 //! rewrites before its change is visible. A change made by another process is therefore seen by the next
 //! lookup, as without the cache. When the header cannot be read (no WAL index, a short read) or is one
-//! SQLite has just made anew (change counter 0), nothing is remembered and what was is dropped. The daemon's
-//! pools keep a connection open (`db::open`), so the index is not removed and rebuilt under it. Bounded:
-//! past `MAX_ENTRIES` the entries are dropped.
+//! SQLite has just made anew (change counter 0), nothing is remembered and what was is dropped. The
+//! directory keeps a connection open for its life, so the index is not removed and rebuilt under it.
+//! Bounded: past `MAX_ENTRIES` the entries are dropped.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
