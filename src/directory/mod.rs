@@ -689,10 +689,20 @@ mod tests {
     #[tokio::test]
     async fn a_remembered_lookup_ends_with_any_commit_from_another_connection() {
         let dir = tempfile::tempdir().unwrap();
+        // Made by a process that has gone (`tern user add` before the daemon starts): the daemon opens
+        // an index built anew, which no commit has touched yet, and lookups are remembered all the same.
+        let domains = [Domain::parse("example.test", false).unwrap()];
+        let carol = Directory::parse_user_address("carol@example.test", &domains).unwrap();
+        {
+            let seed = Directory::open(dir.path()).await.unwrap();
+            seed.add_user(&carol, None).await.unwrap();
+            seed.pool.close().await;
+        }
         let d = Directory::open(dir.path()).await.unwrap();
+        assert!(d.lookup_with_quota(&carol).await.unwrap().is_some());
+        assert!(d.users.get("carol@example.test").0.is_some());
         // Another pool on the same file: what `tern user` in another process is.
         let other = Directory::open(dir.path()).await.unwrap();
-        let domains = [Domain::parse("example.test", false).unwrap()];
         let alice = Directory::parse_user_address("alice@example.test", &domains).unwrap();
         d.add_user(&alice, None).await.unwrap();
         let first = d.lookup_with_quota(&alice).await.unwrap().unwrap();

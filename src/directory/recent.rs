@@ -4,10 +4,10 @@
 //! from SQLite's own record: the WAL-index header at the start of tern.db-shm (the "wal-index header" of
 //! SQLite's WAL file format), which every commit by any process (the daemon, `tern user`, `tern alias`)
 //! rewrites before its change is visible. A change made by another process is therefore seen by the next
-//! lookup, as without the cache. When the header cannot be read (no WAL index, a short read) or is one
-//! SQLite has just made anew (change counter 0), nothing is remembered and what was is dropped. The
-//! directory keeps a connection open for its life, so the index is not removed and rebuilt under it.
-//! Bounded: past `MAX_ENTRIES` the entries are dropped.
+//! lookup, as without the cache. When the header cannot be read (no WAL index, a short read), nothing is
+//! remembered and what was is dropped. The directory keeps a connection open for its life, so the index is
+//! not removed and built anew (from the same fixed header) under it. Bounded: past `MAX_ENTRIES` the
+//! entries are dropped.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -42,9 +42,10 @@ impl<V: Clone> Recent<V> {
         let file = std::fs::File::open(&self.shm).ok()?;
         let mut s = [0u8; 48];
         file.read_exact_at(&mut s, 0).ok()?;
-        // iChange (octets 8-11) is 0 in an index SQLite has just built from an empty log: that header is
-        // the same every time the index is made anew, so it says nothing about what changed in between.
-        (s[8..12] != [0u8; 4]).then_some(s)
+        // An all-zero header is an index SQLite has not built yet. One built anew from an empty log is the
+        // same every time (change counter 0): it is trusted only because the directory holds a connection
+        // for its life, so the index cannot be removed and built again while it is remembered.
+        (s != [0u8; 48]).then_some(s)
     }
 
     /// The answer remembered for `key`, if the database is as it was when it was remembered; the stamp
