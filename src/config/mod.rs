@@ -18,7 +18,9 @@ pub use access::AccessSettings;
 pub use cidr::Cidr;
 pub use dnsbl::Dnsbl;
 pub use filter::{DefaultAction, FilterAddress, FilterKind, FilterSettings};
-pub use raw::{CheckAction, ListenerKind, RawConfig, SenderPolicy, StoreKind, TlsPolicy};
+pub use raw::{
+    CheckAction, ListenerKind, RawConfig, SenderPolicy, StoreKind, StoreSync, TlsPolicy,
+};
 pub use sieve::SieveSettings;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -186,6 +188,7 @@ pub struct Config {
     pub origin: Domain,
     pub postmaster: Mailbox,
     pub store: StoreKind,
+    pub store_sync: StoreSync,
     pub blob_threshold: usize,
     pub limits: Limits,
     pub queue: QueueSettings,
@@ -728,6 +731,7 @@ impl Validator {
             origin,
             postmaster,
             store: raw.store.kind,
+            store_sync: raw.store.sync,
             blob_threshold: raw.store.blob_threshold,
             limits,
             queue,
