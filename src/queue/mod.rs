@@ -41,6 +41,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/queue/migrations"
 /// Largest number of writes committed together.
 const MAX_GROUP: usize = 512;
 
+/// How long a group of writes that nobody waits for (the history of messages delivered in the session,
+/// delivery reports) may wait for more: under load one transaction then carries dozens of them instead of
+/// a handful. A write that someone waits for (a message's 250, a barrier) is committed at once.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
 #[derive(Debug, Error, Clone)]
 pub enum QueueError {
     #[error("queue database {path}: {reason}")]
@@ -281,6 +286,17 @@ enum Write {
     Abandoned(QueueId, Transport),
     /// Answered once everything sent before it is committed.
     Barrier(oneshot::Sender<()>),
+}
+
+impl Write {
+    /// Someone waits for this write's commit: its group goes without lingering.
+    fn awaited(&self) -> bool {
+        match self {
+            Write::Insert(..) | Write::Barrier(_) => true,
+            Write::Direct(_, _, _, done) => done.is_some(),
+            Write::Reports(..) | Write::Abandoned(..) => false,
+        }
+    }
 }
 
 enum Wake {

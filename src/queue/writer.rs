@@ -1,6 +1,7 @@
 //! The queue's one writer: every change to queue.db goes through it, in groups committed together (one
 //! transaction, one fsync of the WAL for all the messages, outcomes and DSNs waiting), then hands fresh
-//! messages to delivery and wakes the scheduler for what was deferred.
+//! messages to delivery and wakes the scheduler for what was deferred. A group that no one waits for
+//! lingers up to [`LINGER`] for more writes.
 
 use super::*;
 
@@ -44,10 +45,21 @@ pub(super) async fn writer(
     let mut batch = Vec::with_capacity(64);
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        while batch.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+        let linger_until = tokio::time::Instant::now() + LINGER;
+        loop {
+            while batch.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() >= MAX_GROUP || batch.iter().any(Write::awaited) {
+                break;
+            }
+            match tokio::time::timeout_at(linger_until, rx.recv()).await {
+                Ok(Some(w)) => batch.push(w),
+                // Closed (shutting down) or the time is up: commit what there is.
+                Ok(None) | Err(_) => break,
             }
         }
         let now = crate::clock::unix_now();
