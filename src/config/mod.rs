@@ -18,9 +18,7 @@ pub use access::AccessSettings;
 pub use cidr::Cidr;
 pub use dnsbl::Dnsbl;
 pub use filter::{DefaultAction, FilterAddress, FilterKind, FilterSettings};
-pub use raw::{
-    CheckAction, ListenerKind, RawConfig, SenderPolicy, StoreKind, StoreSync, TlsPolicy,
-};
+pub use raw::{CheckAction, ListenerKind, RawConfig, SenderPolicy, StoreKind, TlsPolicy};
 pub use sieve::SieveSettings;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -188,7 +186,6 @@ pub struct Config {
     pub origin: Domain,
     pub postmaster: Mailbox,
     pub store: StoreKind,
-    pub store_sync: StoreSync,
     pub blob_threshold: usize,
     pub limits: Limits,
     pub queue: QueueSettings,
@@ -731,7 +728,6 @@ impl Validator {
             origin,
             postmaster,
             store: raw.store.kind,
-            store_sync: raw.store.sync,
             blob_threshold: raw.store.blob_threshold,
             limits,
             queue,

@@ -505,22 +505,6 @@ pub struct RawStore {
     pub kind: StoreKind,
     /// sqlite store: bodies larger than this many octets are kept as files. Default: 1048576 (1 MiB).
     pub blob_threshold: usize,
-    /// maildir store: how a delivered file is made durable before the 250. Default: file.
-    pub sync: StoreSync,
-}
-
-/// How Maildir deliveries reach stable storage. Either way a file is durable before its name appears in
-/// new/, and its name before the reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreSync {
-    /// fdatasync(2) of each file, then one fsync of each folder per group of concurrent deliveries.
-    #[default]
-    File,
-    /// One syncfs(2) of the mail filesystem per group of concurrent deliveries, then one fsync of each
-    /// folder: the fewest flushes, for a filesystem of tern's own. Each syncfs also waits for whatever
-    /// else is unwritten on that filesystem, so beside programs that write much it makes replies slow.
-    Filesystem,
 }
 
 impl Default for RawStore {
@@ -528,7 +512,6 @@ impl Default for RawStore {
         RawStore {
             kind: StoreKind::Maildir,
             blob_threshold: 1 << 20,
-            sync: StoreSync::File,
         }
     }
 }

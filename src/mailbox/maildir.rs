@@ -2,11 +2,7 @@
 //! fsync new/. The layout is `<data_dir>/mail/<domain>/<local-part>/{tmp,new,cur}`, which Dovecot, mutt and any
 //! Maildir reader open as they are.
 //!
-//! A file is durable before its name appears, and its name before the reply. With `[store] sync = "file"`
-//! (the default) each file is fdatasynced on its own and concurrent deliveries share one fsync of each
-//! `new/` folder. With `"filesystem"` they share the file flushes too: one syncfs(2) of the mail
-//! filesystem covers every file written before it started, and after the links one more syncfs (for the
-//! link counts) and the folder fsyncs cover every name.
+//! A batch fsyncs each file but each `new/` folder only once, after all its renames.
 
 use super::{Delivery, MailboxError, MailboxStore};
 use crate::smtp::Mailbox;
@@ -32,9 +28,6 @@ pub struct Maildir {
     subscriptions: Mutex<()>,
     /// One fsync of a folder for every delivery that linked a file into it meanwhile.
     dirsync: super::dirsync::DirSync,
-    /// How a delivered file becomes durable: its own fdatasync, or a syncfs shared with the group.
-    sync: crate::config::StoreSync,
-    filesystems: super::dirsync::FileSystems,
 }
 
 fn err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> MailboxError + 'a {
@@ -54,32 +47,8 @@ impl Maildir {
             states: Mutex::new(std::collections::HashMap::new()),
             subscriptions: Mutex::new(()),
             dirsync: Default::default(),
-            sync: crate::config::StoreSync::File,
-            filesystems: Default::default(),
             notifier: super::index::Notifier::default(),
         }
-    }
-
-    /// Deliveries made durable as `[store] sync` says (a new Maildir fdatasyncs each file).
-    pub fn syncing(mut self, sync: crate::config::StoreSync) -> Maildir {
-        self.sync = sync;
-        self
-    }
-
-    /// Makes a delivered file's content durable, before its name is made.
-    fn make_durable(&self, file: &File, dir: &Path) -> std::io::Result<()> {
-        match self.sync {
-            crate::config::StoreSync::File => file.sync_data(),
-            crate::config::StoreSync::Filesystem => self.filesystems.sync(dir),
-        }
-    }
-
-    /// Makes the names linked into `dir` durable (with the filesystem mode, their inodes' link counts too).
-    fn make_names_durable(&self, dir: &Path) -> std::io::Result<()> {
-        if self.sync == crate::config::StoreSync::Filesystem {
-            self.filesystems.sync(dir)?;
-        }
-        self.dirsync.sync(dir)
     }
 
     /// The Maildir of a mailbox: `<root>/<domain>/<local-part>`. Whatever the caller, a name that could
@@ -232,9 +201,7 @@ impl Maildir {
         };
         let new = dir.join(sub).join(&name);
         let written = size as i64;
-        let sub_dir = dir.join(sub);
-        let durable = |f: &File| self.make_durable(f, &sub_dir);
-        if write_unnamed_then_link(&sub_dir, &new, &|f| item.write_to(f), &durable).is_err() {
+        if write_unnamed_then_link(&dir.join(sub), &new, &|f| item.write_to(f)).is_err() {
             let tmp = dir.join("tmp").join(&name);
             let create = || {
                 OpenOptions::new()
@@ -259,7 +226,7 @@ impl Maildir {
             }
             .map_err(err(&tmp, "create"))?;
             item.write_to(&mut f).map_err(err(&tmp, "write"))?;
-            durable(&f).map_err(err(&tmp, "fsync"))?;
+            f.sync_data().map_err(err(&tmp, "fsync"))?;
             drop(f);
             fs::rename(&tmp, &new).map_err(err(&new, "rename"))?;
         }
@@ -278,7 +245,6 @@ fn write_unnamed_then_link(
     new_dir: &Path,
     target: &Path,
     content: &dyn Fn(&mut File) -> std::io::Result<()>,
-    durable: &dyn Fn(&File) -> std::io::Result<()>,
 ) -> Result<(), Fallback> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
@@ -289,7 +255,7 @@ fn write_unnamed_then_link(
         .open(new_dir)
         .map_err(|_| Fallback)?;
     content(&mut f).map_err(|_| Fallback)?;
-    durable(&f).map_err(|_| Fallback)?;
+    f.sync_data().map_err(|_| Fallback)?;
     let proc_path =
         std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).map_err(|_| Fallback)?;
     let target_c = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(|_| Fallback)?;
@@ -715,7 +681,7 @@ impl Maildir {
             if let Some(folder) = d.parent() {
                 self.changed_outside(folder);
             }
-            if let Err(e) = self.make_names_durable(&d).map_err(err(&d, "fsync")) {
+            if let Err(e) = self.dirsync.sync(&d).map_err(err(&d, "fsync")) {
                 // The renames into this folder are not known to be durable: report each as failed.
                 for r in results.iter_mut() {
                     if matches!(r, Ok(Some(p)) if *p == d) {
@@ -753,38 +719,6 @@ mod tests {
             check_existing: check,
             flags: Default::default(),
         }
-    }
-
-    #[test]
-    fn concurrent_deliveries_sharing_filesystem_syncs_are_all_stored_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let md = Arc::new(
-            Maildir::new(dir.path().join("mail")).syncing(crate::config::StoreSync::Filesystem),
-        );
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
-                let md = md.clone();
-                std::thread::spawn(move || {
-                    for n in 0..10 {
-                        let r = md.deliver(&[item(&format!("u{t}.{n}"), false)]);
-                        assert!(r[0].is_ok(), "{r:?}");
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let new = dir.path().join("mail/example.test/alice/new");
-        let files: Vec<_> = std::fs::read_dir(&new).unwrap().flatten().collect();
-        assert_eq!(files.len(), 80);
-        for f in files {
-            let text = std::fs::read_to_string(f.path()).unwrap();
-            assert_eq!(text, "Return-Path: <a@b.test>\nSubject: x\n\nhello\n");
-        }
-        // Nothing left behind in tmp/ (the files were written unnamed and linked whole).
-        let tmp = dir.path().join("mail/example.test/alice/tmp");
-        assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
     }
 
     #[test]

@@ -252,9 +252,9 @@ pub async fn open(
     cfg: &crate::config::Config,
 ) -> Result<std::sync::Arc<dyn MailboxStore>, MailboxError> {
     Ok(match cfg.store {
-        crate::config::StoreKind::Maildir => std::sync::Arc::new(
-            maildir::Maildir::new(cfg.data_dir.join("mail")).syncing(cfg.store_sync),
-        ),
+        crate::config::StoreKind::Maildir => {
+            std::sync::Arc::new(maildir::Maildir::new(cfg.data_dir.join("mail")))
+        }
         crate::config::StoreKind::Sqlite => std::sync::Arc::new(
             sqlite::SqliteStore::open(&cfg.data_dir, cfg.blob_threshold)
                 .await

@@ -80,13 +80,6 @@ async fn kill_9_mid_batch_loses_no_acknowledged_message() {
     kill_9_mid_batch("").await;
 }
 
-/// The same with the flushes shared per filesystem (`[store] sync = "filesystem"`): no file is named
-/// before it is whole, and none acknowledged is missing.
-#[tokio::test]
-async fn kill_9_mid_batch_with_filesystem_syncs_loses_nothing_either() {
-    kill_9_mid_batch("[store]\nsync = \"filesystem\"\n").await;
-}
-
 /// The same through the queue: every message committed to queue.db first, then delivered by the workers.
 #[tokio::test]
 async fn kill_9_mid_batch_through_the_queue_loses_nothing_either() {
