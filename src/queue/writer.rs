@@ -44,20 +44,27 @@ pub(super) async fn writer(
 ) {
     let mut batch = Vec::with_capacity(64);
     while let Some(first) = rx.recv().await {
+        let mut awaited = first.awaited();
         batch.push(first);
         let linger_until = tokio::time::Instant::now() + LINGER;
         loop {
             while batch.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(w) => batch.push(w),
+                    Ok(w) => {
+                        awaited |= w.awaited();
+                        batch.push(w);
+                    }
                     Err(_) => break,
                 }
             }
-            if batch.len() >= MAX_GROUP || batch.iter().any(Write::awaited) {
+            if batch.len() >= MAX_GROUP || awaited {
                 break;
             }
             match tokio::time::timeout_at(linger_until, rx.recv()).await {
-                Ok(Some(w)) => batch.push(w),
+                Ok(Some(w)) => {
+                    awaited |= w.awaited();
+                    batch.push(w);
+                }
                 // Closed (shutting down) or the time is up: commit what there is.
                 Ok(None) | Err(_) => break,
             }
