@@ -4,6 +4,9 @@
 //! lingers up to [`LINGER`] for more writes.
 
 use super::*;
+use sqlx::Connection;
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
 
 /// Takes the claims for a message the writer is about to store: nobody else knows its id yet.
 fn claim_new(claims: &Arc<claims::Claims>, m: &QueuedMessage) -> Vec<Arc<claims::Claim>> {
@@ -43,35 +46,16 @@ pub(super) async fn writer(
     settings: QueueSettings,
 ) {
     let mut batch = Vec::with_capacity(64);
+    // One connection of the pool kept for every group: the pool hands its idle connections out in
+    // turn, and a connection that did not make the last commit starts with its page cache dropped
+    // (re-reading the pages the next insert touches). After a failed commit it is given back.
+    let mut conn: Option<PoolConnection<Sqlite>> = None;
     while let Some(first) = rx.recv().await {
-        let mut awaited = first.awaited();
-        batch.push(first);
-        let linger_until = tokio::time::Instant::now() + LINGER;
-        loop {
-            while batch.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(w) => {
-                        awaited |= w.awaited();
-                        batch.push(w);
-                    }
-                    Err(_) => break,
-                }
-            }
-            if batch.len() >= MAX_GROUP || awaited {
-                break;
-            }
-            match tokio::time::timeout_at(linger_until, rx.recv()).await {
-                Ok(Some(w)) => {
-                    awaited |= w.awaited();
-                    batch.push(w);
-                }
-                // Closed (shutting down) or the time is up: commit what there is.
-                Ok(None) | Err(_) => break,
-            }
-        }
+        gather(first, &mut rx, &mut batch, LINGER).await;
         let now = crate::clock::unix_now();
         let result = commit(
             &pool,
+            &mut conn,
             &shared.spool,
             &batch,
             now + settings.retry_base.as_secs(),
@@ -89,6 +73,7 @@ pub(super) async fn writer(
             Err(e) => Err(e),
         };
         if let Err(e) = &result {
+            conn = None;
             tracing::error!(error = %e, writes = batch.len(), "queue: group commit failed");
         }
         for w in batch.drain(..) {
@@ -157,16 +142,60 @@ pub(super) async fn writer(
             }
         }
     }
+    // Closed: the connection is closed here, not handed back to a pool that is going away.
+    if let Some(c) = conn.take() {
+        drop(c.detach());
+    }
+}
+
+/// Fills `batch` with the next group: `first`, what is already waiting, and while no write in it is
+/// awaited, what arrives within `linger` (up to [`MAX_GROUP`] writes).
+async fn gather(
+    first: Write,
+    rx: &mut mpsc::Receiver<Write>,
+    batch: &mut Vec<Write>,
+    linger: std::time::Duration,
+) {
+    let mut awaited = first.awaited();
+    batch.push(first);
+    let linger_until = tokio::time::Instant::now() + linger;
+    loop {
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(w) => {
+                    awaited |= w.awaited();
+                    batch.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        if batch.len() >= MAX_GROUP || awaited {
+            return;
+        }
+        match tokio::time::timeout_at(linger_until, rx.recv()).await {
+            Ok(Some(w)) => {
+                awaited |= w.awaited();
+                batch.push(w);
+            }
+            // Closed (shutting down) or the time is up: commit what there is.
+            Ok(None) | Err(_) => return,
+        }
+    }
 }
 
 /// Commits a group of writes; returns the messages that left the queue with a spool file.
 async fn commit(
     pool: &SqlitePool,
+    conn: &mut Option<PoolConnection<Sqlite>>,
     spool: &spool::Spool,
     batch: &[Write],
     retry_at: u64,
 ) -> Result<Vec<QueueId>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let conn = match conn {
+        Some(c) => c,
+        None => conn.insert(pool.acquire().await?),
+    };
+    let mut tx = conn.begin().await?;
     let mut inserts: Vec<&QueuedMessage> = Vec::new();
     let mut reports: Vec<&Report> = Vec::new();
     let mut abandoned = Vec::new();
@@ -235,4 +264,75 @@ async fn commit(
     }
     tx.commit().await?;
     Ok(spooled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn unawaited(n: u64) -> Write {
+        Write::Abandoned(IdGenerator::after(None).next(n), Transport::Local)
+    }
+
+    /// With the clock paused, time moves only when every task waits: the test decides what arrives when.
+    #[tokio::test(start_paused = true)]
+    async fn writes_no_one_waits_for_linger_into_one_group() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let sender = tokio::spawn(async move {
+            for n in 0..4u64 {
+                tx.send(unawaited(1_700_000_000_000_000 + n)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            tx
+        });
+        let mut batch = Vec::new();
+        let first = rx.recv().await.unwrap();
+        let started = tokio::time::Instant::now();
+        gather(first, &mut rx, &mut batch, Duration::from_millis(5)).await;
+        // Four writes a millisecond apart, then nothing: one group, closed when the linger ran out.
+        assert_eq!(batch.len(), 4);
+        assert_eq!(started.elapsed(), Duration::from_millis(5));
+        drop(sender.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_awaited_write_closes_the_group_at_once() {
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(unawaited(1_700_000_000_000_000)).await.unwrap();
+        let (done, _wait) = oneshot::channel();
+        tx.send(Write::Barrier(done)).await.unwrap();
+        tx.send(unawaited(1_700_000_000_000_001)).await.unwrap();
+        let mut batch = Vec::new();
+        let first = rx.recv().await.unwrap();
+        let started = tokio::time::Instant::now();
+        gather(first, &mut rx, &mut batch, Duration::from_secs(60)).await;
+        // What was already waiting comes along; no linger once someone waits.
+        assert_eq!(batch.len(), 3);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // The next group starts alone and, no one waiting on it, lingers in full.
+        let next = unawaited(1_700_000_000_000_002);
+        batch.clear();
+        gather(next, &mut rx, &mut batch, Duration::from_millis(5)).await;
+        assert_eq!(batch.len(), 1);
+        assert_eq!(started.elapsed(), Duration::from_millis(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_is_never_larger_than_max_group() {
+        let (tx, mut rx) = mpsc::channel(MAX_GROUP + 10);
+        for n in 0..(MAX_GROUP as u64 + 10) {
+            tx.send(unawaited(1_700_000_000_000_000 + n)).await.unwrap();
+        }
+        let mut batch = Vec::new();
+        let first = rx.recv().await.unwrap();
+        gather(first, &mut rx, &mut batch, Duration::from_secs(60)).await;
+        assert_eq!(batch.len(), MAX_GROUP);
+        let started = tokio::time::Instant::now();
+        let first = rx.recv().await.unwrap();
+        batch.clear();
+        gather(first, &mut rx, &mut batch, Duration::from_millis(5)).await;
+        assert_eq!(batch.len(), 10);
+        assert_eq!(started.elapsed(), Duration::from_millis(5));
+    }
 }
