@@ -7,7 +7,8 @@
 
 use super::{Delivery, FolderInfo, MailboxError, MailboxStore, StoredMessage, Usage, other_error};
 use crate::smtp::Mailbox;
-use sqlx::{Row, SqlitePool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, Row, SqlitePool};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -94,8 +95,9 @@ pub struct SqliteStore {
     claims: std::sync::atomic::AtomicU64,
     /// One writing transaction at a time: each reads the folder's counters (UIDNEXT, HIGHESTMODSEQ) and
     /// writes them back, so two at once would hand out the same MODSEQ, and SQLite would refuse the second
-    /// upgrade from reader to writer (SQLITE_BUSY_SNAPSHOT) rather than wait.
-    writer: tokio::sync::Mutex<()>,
+    /// upgrade from reader to writer (SQLITE_BUSY_SNAPSHOT) rather than wait. It holds the connection
+    /// every write goes through ([`SqliteStore::writing`]).
+    writer: tokio::sync::Mutex<Option<PoolConnection<sqlx::Sqlite>>>,
     /// New messages from every delivery under way, committed together.
     appends: super::group::Group<Vec<NewMessage>, Result<(), String>>,
 }
@@ -128,9 +130,22 @@ impl SqliteStore {
             snapshots: std::sync::Mutex::new(std::collections::HashMap::new()),
             notifier: super::index::Notifier::default(),
             claims: std::sync::atomic::AtomicU64::new(0),
-            writer: tokio::sync::Mutex::new(()),
+            writer: tokio::sync::Mutex::new(None),
             appends: Default::default(),
         })
+    }
+
+    /// The writing connection, under the writer lock. It is kept from one write to the next: the pool
+    /// hands its idle connections out in turn, and a connection that did not make the last commit starts
+    /// with its page cache dropped (re-reading every page the next insert touches).
+    async fn writing<'a>(
+        &self,
+        held: &'a mut Option<PoolConnection<sqlx::Sqlite>>,
+    ) -> Result<&'a mut PoolConnection<sqlx::Sqlite>, MailboxError> {
+        match held {
+            Some(c) => Ok(c),
+            None => Ok(held.insert(self.pool.acquire().await.map_err(db_err)?)),
+        }
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -281,8 +296,13 @@ impl SqliteStore {
             };
             prepared.push((m, size, inline, blob, vsize, isize));
         }
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = self
+            .writing(&mut writer)
+            .await?
+            .begin()
+            .await
+            .map_err(db_err)?;
         // Each folder the group goes to, once: made if new (a write first, so the transaction holds the
         // write lock before it reads), then its counters, kept here as the group's messages take UIDs.
         let mut folders: std::collections::HashMap<(String, String), FolderState> =
@@ -403,6 +423,17 @@ fn parse_reader_uid(uid: &str) -> Option<(i64, i64)> {
     Some((v.parse().ok()?, n.parse().ok()?))
 }
 
+impl Drop for SqliteStore {
+    /// A pooled connection dropped goes back to its pool through a task on the runtime, and the store may
+    /// go where there is none (a blocking thread, the end of a command): the writing connection is
+    /// detached from the pool and closed instead.
+    fn drop(&mut self) {
+        if let Some(conn) = self.writer.get_mut().take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 impl MailboxStore for SqliteStore {
     fn entries(&self, mailbox: &Mailbox, folder: &str) -> Result<Vec<super::Entry>, MailboxError> {
         let rows = self.block_on(async {
@@ -462,8 +493,8 @@ impl MailboxStore for SqliteStore {
         let user = user_key(mailbox);
         let folder = folder_name(folder);
         self.block_on(async {
-            let _writer = self.writer.lock().await;
-            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            let mut writer = self.writer.lock().await;
+            let mut tx = self.writing(&mut writer).await?.begin().await.map_err(db_err)?;
             for uid in uids {
                 let Some((validity, n)) = parse_reader_uid(uid) else {
                     continue;

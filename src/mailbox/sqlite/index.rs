@@ -8,7 +8,7 @@ use crate::mailbox::index::{
     StoreResult, Stored, flag,
 };
 use crate::smtp::Mailbox;
-use sqlx::Row;
+use sqlx::{Connection, Row};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -92,8 +92,13 @@ impl SqliteStore {
         {
             return Ok(());
         }
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = self
+            .writing(&mut writer)
+            .await?
+            .begin()
+            .await
+            .map_err(db_err)?;
         let names = std::iter::once("INBOX").chain(idx::DEFAULT_FOLDERS.iter().map(|(n, _)| *n));
         for name in names {
             sqlx::query("INSERT OR IGNORE INTO folders (user, name, uidvalidity, uidnext) VALUES (?, ?, ?, 1)")
@@ -221,8 +226,8 @@ impl MailIndex for SqliteStore {
             if self.folder(&user, &to).await?.is_some() {
                 return Err(IndexError::Exists(to.clone()));
             }
-            let _writer = self.writer.lock().await;
-            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            let mut writer = self.writer.lock().await;
+            let mut tx = self.writing(&mut writer).await?.begin().await.map_err(db_err)?;
             let below = format!("{from}{}", idx::DELIMITER);
             let rows = sqlx::query("SELECT id, name FROM folders WHERE user = ? AND (name = ? OR substr(name, 1, ?) = ?)")
                 .bind(&user)
@@ -289,10 +294,11 @@ impl MailIndex for SqliteStore {
             let (id, validity, uidnext, highest) = self.folder_or_err(&user, &name).await?;
             let mut claimed = Vec::new();
             if claim_recent {
-                let _writer = self.writer.lock().await;
+                let mut writer = self.writer.lock().await;
+                let conn = self.writing(&mut writer).await?;
                 let rows = sqlx::query("UPDATE messages SET recent = 0 WHERE folder_id = ? AND recent = 1 RETURNING uid")
                     .bind(id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut **conn)
                     .await
                     .map_err(db_err)?;
                 claimed = rows.iter().map(|r| r.get::<i64, _>(0) as u32).collect();
@@ -413,11 +419,12 @@ impl MailIndex for SqliteStore {
         let user = user_key(mailbox);
         let name = folder_name(folder);
         let result = self.block_on(async {
-            let _writer = self.writer.lock().await;
+            let mut writer = self.writer.lock().await;
             // IMMEDIATE: the write lock first, so the counters read are the ones this transaction
             // updates (another process, `tern mailbox import`, could commit in between otherwise).
             let mut tx = self
-                .pool
+                .writing(&mut writer)
+                .await?
                 .begin_with("BEGIN IMMEDIATE")
                 .await
                 .map_err(db_err)?;
@@ -518,11 +525,12 @@ impl MailIndex for SqliteStore {
         let user = user_key(mailbox);
         let name = folder_name(folder);
         self.block_on(async {
-            let _writer = self.writer.lock().await;
+            let mut writer = self.writer.lock().await;
             // IMMEDIATE: the write lock first, so the counters read are the ones this transaction
             // updates (another process, `tern mailbox import`, could commit in between otherwise).
             let mut tx = self
-                .pool
+                .writing(&mut writer)
+                .await?
                 .begin_with("BEGIN IMMEDIATE")
                 .await
                 .map_err(db_err)?;
