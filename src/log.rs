@@ -38,30 +38,48 @@ impl fmt::Display for Escaped<'_> {
 /// A field value as logfmt writes it: bare when it is one word, else in double quotes (`"`, `\\` and
 /// control characters escaped), so that no value can look like the start of another field.
 pub fn logfmt_value(v: &str) -> std::borrow::Cow<'_, str> {
-    let bare = !v.is_empty()
+    if is_bare(v) {
+        v.into()
+    } else {
+        quoted(v).into()
+    }
+}
+
+/// Whether a field value can be written without quotes: one word that cannot look like another field.
+fn is_bare(v: &str) -> bool {
+    !v.is_empty()
         && !v
             .chars()
-            .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control());
-    if bare { v.into() } else { quoted(v).into() }
+            .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control())
 }
 
 /// `v` in double quotes with `"`, `\\` and control characters escaped.
 fn quoted(v: &str) -> String {
     let mut out = String::with_capacity(v.len() + 2);
-    out.push('"');
+    let _ = write_quoted(&mut out, v);
+    out
+}
+
+/// [`quoted`], written straight to `w`.
+fn write_quoted(w: &mut impl fmt::Write, v: &str) -> fmt::Result {
+    w.write_char('"')?;
     for c in v.chars() {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
+            '"' => w.write_str("\\\"")?,
+            '\\' => w.write_str("\\\\")?,
+            '\n' => w.write_str("\\n")?,
+            '\r' => w.write_str("\\r")?,
+            '\t' => w.write_str("\\t")?,
+            c if c.is_control() => write!(w, "\\u{{{:x}}}", c as u32)?,
+            c => w.write_char(c)?,
         }
     }
-    out.push('"');
-    out
+    w.write_char('"')
+}
+
+thread_local! {
+    /// Where a field's Debug text is put before it is written, reused from event to event.
+    static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// The text log's field formatter: the message first and bare, then `key=value` pairs in logfmt. String
@@ -91,7 +109,9 @@ pub struct LogfmtVisitor<'a> {
 }
 
 impl LogfmtVisitor<'_> {
-    fn put(&mut self, field: &tracing::field::Field, value: &str) {
+    /// Writes one field: the message as it is, a value bare when it may be (and `quote` is not asked),
+    /// else quoted; straight to the line, with no allocation.
+    fn put(&mut self, field: &tracing::field::Field, value: &str, quote: bool) {
         if self.result.is_err() {
             return;
         }
@@ -100,30 +120,41 @@ impl LogfmtVisitor<'_> {
         } else {
             " "
         };
+        let w = &mut self.writer;
         self.result = if field.name() == "message" {
-            write!(self.writer, "{sep}{value}")
+            w.write_str(sep).and_then(|_| w.write_str(value))
         } else {
-            write!(self.writer, "{sep}{}={value}", field.name())
+            write!(w, "{sep}{}=", field.name()).and_then(|_| {
+                if !quote && is_bare(value) {
+                    w.write_str(value)
+                } else {
+                    write_quoted(w, value)
+                }
+            })
         };
     }
 }
 
 impl tracing::field::Visit for LogfmtVisitor<'_> {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "message" {
-            self.put(field, value);
-        } else {
-            self.put(field, &quoted(value));
-        }
+        self.put(field, value, true);
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-        let v = format!("{value:?}");
-        if field.name() == "message" {
-            self.put(field, &v);
-        } else {
-            self.put(field, &logfmt_value(&v));
-        }
+        use fmt::Write;
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut text) => {
+                text.clear();
+                let _ = write!(text, "{value:?}");
+                self.put(field, &text, false);
+                // A huge value once does not stay as this thread's buffer.
+                if text.capacity() > 4096 {
+                    *text = String::new();
+                }
+            }
+            // A Debug impl that logs while it is formatted: this inner event formats on its own.
+            Err(_) => self.put(field, &format!("{value:?}"), false),
+        });
     }
 }
 
@@ -154,6 +185,60 @@ mod tests {
         assert_eq!(q("a=b"), "\"a=b\"");
         assert_eq!(q("say \"hi\" \\o/"), "\"say \\\"hi\\\" \\\\o/\"");
         assert_eq!(q("x\ny"), "\"x\\ny\"");
+    }
+
+    /// The line a subscriber with this field formatter writes for one event.
+    fn line_of(event: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let out = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(super::Logfmt)
+            .without_time()
+            .with_target(false)
+            .with_level(false)
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, event);
+        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn fields_are_written_bare_or_quoted_without_a_buffer_of_their_own() {
+        struct Chatty;
+        impl std::fmt::Display for Chatty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                // Logs while it is being formatted: whether or not the inner event is written, the
+                // outer line comes out whole.
+                tracing::info!(inner = %"x y", "nested");
+                f.write_str("chatty value")
+            }
+        }
+        let line = line_of(
+            || tracing::info!(size = 1171, word = %"deliver", reply = %"550 5.1.1 no such user", quote = %"say \"hi\"", s = "str", empty = %"", c = %Chatty, "message accepted"),
+        );
+        assert!(
+            line.contains(
+                "message accepted size=1171 word=deliver reply=\"550 5.1.1 no such user\" quote=\"say \\\"hi\\\"\" s=\"str\" empty=\"\" c=\"chatty value\""
+            ),
+            "{line}"
+        );
+        // A value longer than the reused buffer keeps is written whole.
+        let long = "a".repeat(10_000);
+        let line = line_of(|| tracing::info!(v = %long, "long"));
+        assert!(line.contains(&format!("long v={long}")), "{}", line.len());
     }
 
     #[test]

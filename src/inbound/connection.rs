@@ -308,7 +308,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn,
 ) -> std::io::Result<Next> {
     let mut out = Vec::with_capacity(512);
-    let mut buf = vec![0u8; COMMAND_READ];
+    // Read into the spare capacity (never zeroed): each read takes up to its capacity.
+    let mut buf: Vec<u8> = Vec::with_capacity(COMMAND_READ);
     let limits = conn.ctx.limits.clone();
     // A command must be complete within command_timeout of the previous one, however slowly its bytes
     // trickle in; a message's data within message_timeout, with no gap longer than data_timeout.
@@ -503,12 +504,13 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             COMMAND_READ
         };
-        if buf.len() != want {
-            buf = vec![0u8; want];
+        buf.clear();
+        if buf.capacity() != want {
+            buf = Vec::with_capacity(want);
         }
         let mut shutdown = conn.shutdown.clone();
         tokio::select! {
-            read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => match read {
+            read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => match read {
                 Ok(Ok(0)) => return Ok(Next::Closed),
                 Ok(Ok(n)) => session.receive(&buf[..n]),
                 Ok(Err(e)) => return Err(e),
