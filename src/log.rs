@@ -17,21 +17,30 @@ pub struct Escaped<'a>(pub &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
-        for (n, c) in self.0.chars().enumerate() {
+        // Runs of characters that need no escape are written whole.
+        let mut clean = 0;
+        for (n, (at, c)) in self.0.char_indices().enumerate() {
             if n == MAX_CHARS {
+                f.write_str(&self.0[clean..at])?;
                 return f.write_str("...");
             }
-            match c {
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                '\\' => f.write_str("\\\\")?,
-                c if c.is_control() => write!(f, "\\u{{{:x}}}", c as u32)?,
-                c => f.write_char(c)?,
+            let escaped = match c {
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                '\\' => "\\\\",
+                c if c.is_control() => "",
+                _ => continue,
+            };
+            f.write_str(&self.0[clean..at])?;
+            clean = at + c.len_utf8();
+            if escaped.is_empty() {
+                write!(f, "\\u{{{:x}}}", c as u32)?;
+            } else {
+                f.write_str(escaped)?;
             }
         }
-        Ok(())
+        f.write_str(&self.0[clean..])
     }
 }
 
@@ -248,6 +257,12 @@ mod tests {
             "bob\\n2026 INFO authenticated user=root\\u{1b}[2J"
         );
         assert_eq!(super::escape("a\\b\u{85}"), "a\\\\b\\u{85}");
+        // At most 256 characters, counted as characters; the rest is cut with "...".
+        assert_eq!(super::escape(&"é".repeat(256)), "é".repeat(256));
+        assert_eq!(
+            super::escape(&format!("{}\nxyz", "é".repeat(255))),
+            format!("{}\\n...", "é".repeat(255))
+        );
         assert_eq!(super::escape(&"x".repeat(300)).len(), 259);
     }
 }
