@@ -135,17 +135,18 @@ impl SqliteStore {
         })
     }
 
-    /// The writing connection, under the writer lock. It is kept from one write to the next: the pool
+    /// The writer lock, holding the writing connection. It is kept from one write to the next: the pool
     /// hands its idle connections out in turn, and a connection that did not make the last commit starts
     /// with its page cache dropped (re-reading every page the next insert touches).
-    async fn writing<'a>(
+    async fn write_lock(
         &self,
-        held: &'a mut Option<PoolConnection<sqlx::Sqlite>>,
-    ) -> Result<&'a mut PoolConnection<sqlx::Sqlite>, MailboxError> {
-        match held {
-            Some(c) => Ok(c),
-            None => Ok(held.insert(self.pool.acquire().await.map_err(db_err)?)),
+    ) -> Result<tokio::sync::MappedMutexGuard<'_, PoolConnection<sqlx::Sqlite>>, MailboxError> {
+        let mut held = self.writer.lock().await;
+        if held.is_none() {
+            *held = Some(self.pool.acquire().await.map_err(db_err)?);
         }
+        tokio::sync::MutexGuard::try_map(held, Option::as_mut)
+            .map_err(|_| other_error("mailboxes.db", "connect", "no writing connection"))
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -296,13 +297,8 @@ impl SqliteStore {
             };
             prepared.push((m, size, inline, blob, vsize, isize));
         }
-        let mut writer = self.writer.lock().await;
-        let mut tx = self
-            .writing(&mut writer)
-            .await?
-            .begin()
-            .await
-            .map_err(db_err)?;
+        let mut conn = self.write_lock().await?;
+        let mut tx = conn.begin().await.map_err(db_err)?;
         // Each folder the group goes to, once: made if new (a write first, so the transaction holds the
         // write lock before it reads), then its counters, kept here as the group's messages take UIDs.
         let mut folders: std::collections::HashMap<(String, String), FolderState> =
@@ -493,8 +489,8 @@ impl MailboxStore for SqliteStore {
         let user = user_key(mailbox);
         let folder = folder_name(folder);
         self.block_on(async {
-            let mut writer = self.writer.lock().await;
-            let mut tx = self.writing(&mut writer).await?.begin().await.map_err(db_err)?;
+            let mut conn = self.write_lock().await?;
+            let mut tx = conn.begin().await.map_err(db_err)?;
             for uid in uids {
                 let Some((validity, n)) = parse_reader_uid(uid) else {
                     continue;

@@ -92,13 +92,8 @@ impl SqliteStore {
         {
             return Ok(());
         }
-        let mut writer = self.writer.lock().await;
-        let mut tx = self
-            .writing(&mut writer)
-            .await?
-            .begin()
-            .await
-            .map_err(db_err)?;
+        let mut conn = self.write_lock().await?;
+        let mut tx = conn.begin().await.map_err(db_err)?;
         let names = std::iter::once("INBOX").chain(idx::DEFAULT_FOLDERS.iter().map(|(n, _)| *n));
         for name in names {
             sqlx::query("INSERT OR IGNORE INTO folders (user, name, uidvalidity, uidnext) VALUES (?, ?, ?, 1)")
@@ -226,8 +221,8 @@ impl MailIndex for SqliteStore {
             if self.folder(&user, &to).await?.is_some() {
                 return Err(IndexError::Exists(to.clone()));
             }
-            let mut writer = self.writer.lock().await;
-            let mut tx = self.writing(&mut writer).await?.begin().await.map_err(db_err)?;
+            let mut conn = self.write_lock().await?;
+            let mut tx = conn.begin().await.map_err(db_err)?;
             let below = format!("{from}{}", idx::DELIMITER);
             let rows = sqlx::query("SELECT id, name FROM folders WHERE user = ? AND (name = ? OR substr(name, 1, ?) = ?)")
                 .bind(&user)
@@ -294,8 +289,7 @@ impl MailIndex for SqliteStore {
             let (id, validity, uidnext, highest) = self.folder_or_err(&user, &name).await?;
             let mut claimed = Vec::new();
             if claim_recent {
-                let mut writer = self.writer.lock().await;
-                let conn = self.writing(&mut writer).await?;
+                let mut conn = self.write_lock().await?;
                 let rows = sqlx::query("UPDATE messages SET recent = 0 WHERE folder_id = ? AND recent = 1 RETURNING uid")
                     .bind(id)
                     .fetch_all(&mut **conn)
@@ -419,12 +413,10 @@ impl MailIndex for SqliteStore {
         let user = user_key(mailbox);
         let name = folder_name(folder);
         let result = self.block_on(async {
-            let mut writer = self.writer.lock().await;
+            let mut conn = self.write_lock().await?;
             // IMMEDIATE: the write lock first, so the counters read are the ones this transaction
             // updates (another process, `tern mailbox import`, could commit in between otherwise).
-            let mut tx = self
-                .writing(&mut writer)
-                .await?
+            let mut tx = conn
                 .begin_with("BEGIN IMMEDIATE")
                 .await
                 .map_err(db_err)?;
@@ -525,15 +517,10 @@ impl MailIndex for SqliteStore {
         let user = user_key(mailbox);
         let name = folder_name(folder);
         self.block_on(async {
-            let mut writer = self.writer.lock().await;
+            let mut conn = self.write_lock().await?;
             // IMMEDIATE: the write lock first, so the counters read are the ones this transaction
             // updates (another process, `tern mailbox import`, could commit in between otherwise).
-            let mut tx = self
-                .writing(&mut writer)
-                .await?
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(db_err)?;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
             let (id, mut highest) = folder_in(&mut tx, &user, &name).await?;
             for &uid in uids {
                 let gone = sqlx::query("DELETE FROM messages WHERE folder_id = ? AND uid = ?")
