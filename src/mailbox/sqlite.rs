@@ -96,7 +96,7 @@ pub struct SqliteStore {
     /// One writing transaction at a time: each reads the folder's counters (UIDNEXT, HIGHESTMODSEQ) and
     /// writes them back, so two at once would hand out the same MODSEQ, and SQLite would refuse the second
     /// upgrade from reader to writer (SQLITE_BUSY_SNAPSHOT) rather than wait. It holds the connection
-    /// every write goes through ([`SqliteStore::writing`]).
+    /// every write goes through ([`SqliteStore::write_lock`]).
     writer: tokio::sync::Mutex<Option<PoolConnection<sqlx::Sqlite>>>,
     /// New messages from every delivery under way, committed together.
     appends: super::group::Group<Vec<NewMessage>, Result<(), String>>,
